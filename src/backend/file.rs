@@ -1,0 +1,522 @@
+//! The users file: the embedded default backend, so the bridge works with no server at all.
+//!
+//! One account per line, `user@domain:HASH`, where HASH is a PHC string: argon2id for every
+//! hash we write, bcrypt (`$2y$`/`$2b$`/`$2a$`, htpasswd style) accepted for reading. Blank
+//! lines and `#` comments are kept when the file is rewritten.
+//!
+//! Several bridge processes share the file (the XMPP servers run a pool), so:
+//! - the file is re-read whenever its identity, size or times change (one `stat` per request);
+//! - writers take an advisory lock on a sibling `.lock` file, re-read the file under the lock,
+//!   and replace it atomically (temp file in the same directory, fsync, rename, fsync of the
+//!   directory). Readers never lock: a rename is atomic, they see the old or the new file.
+//!
+//! Hashing is CPU-bound (argon2id takes tens of milliseconds by design), so it runs on the
+//! blocking pool where the request deadline can still fire around it.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use async_trait::async_trait;
+
+use super::{Backend, BackendError, BackendResult};
+use crate::request::Account;
+use crate::secret::Secret;
+
+/// Hashes a password the way every new users-file entry is hashed: argon2id with the
+/// crate's defaults (19 MiB, 2 passes, 1 lane, the OWASP recommendation) and a random salt.
+pub fn hash_password(password: &Secret) -> Result<String, BackendError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| BackendError::Internal(format!("hashing failed: {e}")))
+}
+
+/// Checks a password against a stored hash. `Ok(false)` on mismatch; an error only when the
+/// stored hash itself is unusable.
+pub fn verify_password(hash: &str, password: &Secret) -> Result<bool, BackendError> {
+    if hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$") {
+        return bcrypt::verify(password.expose(), hash)
+            .map_err(|e| BackendError::Internal(format!("unusable bcrypt hash: {e}")));
+    }
+    let parsed = PasswordHash::new(hash)
+        .map_err(|e| BackendError::Internal(format!("unusable password hash: {e}")))?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(BackendError::Internal(format!(
+            "unsupported hash scheme {}",
+            parsed.algorithm
+        )));
+    }
+    // The verifier takes the algorithm and cost parameters from the hash itself and compares
+    // in constant time.
+    Ok(Argon2::default()
+        .verify_password(password.expose().as_bytes(), &parsed)
+        .is_ok())
+}
+
+/// A hash of a random password, verified against when the user does not exist, so an
+/// unknown user costs the same as a wrong password.
+fn decoy_hash() -> Result<&'static str, BackendError> {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    if let Some(h) = DECOY.get() {
+        return Ok(h);
+    }
+    let random = SaltString::generate(&mut OsRng);
+    let hash = hash_password(&Secret::new(random.as_str()))?;
+    Ok(DECOY.get_or_init(|| hash))
+}
+
+/// Lower-cases both parts: the servers nodeprep/nameprep JIDs before asking, and an
+/// admin-edited file may not have.
+fn account_key(user: &str, server: &str) -> String {
+    format!("{}@{}", user.to_lowercase(), server.to_lowercase())
+}
+
+/// Characters that would break the `user@domain:HASH` line format.
+fn storable(account: &Account) -> bool {
+    let bad = |c: char| c == ':' || c == '@' || c == '#' || c.is_whitespace() || c.is_control();
+    !account.user.contains(bad) && !account.server.contains(bad)
+}
+
+/// What identifies one version of the file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// A parsed users file, keeping every line so a rewrite changes only what it must.
+#[derive(Debug, Default, Clone)]
+pub struct UsersFile {
+    lines: Vec<Line>,
+    index: HashMap<String, usize>,
+}
+
+#[derive(Debug, Clone)]
+enum Line {
+    Entry {
+        key: String,
+        hash: String,
+    },
+    /// Blank, comment or malformed: written back unchanged.
+    Other(String),
+}
+
+/// A line that could not be parsed, by number; its content is not kept (it may be a password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    pub number: usize,
+    pub reason: &'static str,
+}
+
+impl UsersFile {
+    pub fn parse(text: &str) -> (UsersFile, Vec<BadLine>) {
+        let mut file = UsersFile::default();
+        let mut bad = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                file.lines.push(Line::Other(raw.to_owned()));
+                continue;
+            }
+            match parse_entry(trimmed) {
+                Ok((user, server, hash)) => {
+                    let key = account_key(user, server);
+                    if file.index.contains_key(&key) {
+                        bad.push(BadLine {
+                            number: i + 1,
+                            reason: "duplicate account (the first one is used)",
+                        });
+                        file.lines.push(Line::Other(raw.to_owned()));
+                        continue;
+                    }
+                    file.index.insert(key.clone(), file.lines.len());
+                    file.lines.push(Line::Entry {
+                        key,
+                        hash: hash.to_owned(),
+                    });
+                }
+                Err(reason) => {
+                    bad.push(BadLine {
+                        number: i + 1,
+                        reason,
+                    });
+                    file.lines.push(Line::Other(raw.to_owned()));
+                }
+            }
+        }
+        (file, bad)
+    }
+
+    pub fn hash_of(&self, user: &str, server: &str) -> Option<&str> {
+        let i = *self.index.get(&account_key(user, server))?;
+        match &self.lines[i] {
+            Line::Entry { hash, .. } => Some(hash),
+            Line::Other(_) => None,
+        }
+    }
+
+    pub fn contains(&self, user: &str, server: &str) -> bool {
+        self.index.contains_key(&account_key(user, server))
+    }
+
+    /// Accounts in file order, as `user@domain`.
+    pub fn accounts(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().filter_map(|l| match l {
+            Line::Entry { key, .. } => Some(key.as_str()),
+            Line::Other(_) => None,
+        })
+    }
+
+    /// Sets the hash of an existing account. `false` if there is no such account.
+    pub fn set_hash(&mut self, user: &str, server: &str, new_hash: String) -> bool {
+        let Some(&i) = self.index.get(&account_key(user, server)) else {
+            return false;
+        };
+        if let Line::Entry { hash, .. } = &mut self.lines[i] {
+            *hash = new_hash;
+        }
+        true
+    }
+
+    /// Adds an account. `false` if it exists already.
+    pub fn insert(&mut self, user: &str, server: &str, hash: String) -> bool {
+        let key = account_key(user, server);
+        if self.index.contains_key(&key) {
+            return false;
+        }
+        self.index.insert(key.clone(), self.lines.len());
+        self.lines.push(Line::Entry { key, hash });
+        true
+    }
+
+    /// Removes an account. `false` if there was none.
+    pub fn remove(&mut self, user: &str, server: &str) -> bool {
+        let Some(i) = self.index.remove(&account_key(user, server)) else {
+            return false;
+        };
+        self.lines.remove(i);
+        for idx in self.index.values_mut() {
+            if *idx > i {
+                *idx -= 1;
+            }
+        }
+        true
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for line in &self.lines {
+            match line {
+                Line::Entry { key, hash } => {
+                    out.push_str(key);
+                    out.push(':');
+                    out.push_str(hash);
+                }
+                Line::Other(raw) => out.push_str(raw),
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn parse_entry(line: &str) -> Result<(&str, &str, &str), &'static str> {
+    let (jid, hash) = line.split_once(':').ok_or("expected user@domain:HASH")?;
+    let (user, server) = jid
+        .rsplit_once('@')
+        .ok_or("expected user@domain before ':'")?;
+    if user.is_empty() || server.is_empty() {
+        return Err("empty user or domain");
+    }
+    if !hash.starts_with('$') {
+        return Err("hash is not a PHC string (argon2id) or bcrypt hash");
+    }
+    Ok((user, server, hash))
+}
+
+/// Reads and parses the file at `path`, returning its stamp too.
+fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    let text = io::read_to_string(file)?;
+    let (users, bad) = UsersFile::parse(&text);
+    for b in &bad {
+        tracing::warn!(path = %path.display(), line = b.number, reason = b.reason, "users file: line ignored");
+    }
+    Ok((users, Stamp::of(&meta)))
+}
+
+/// Parses a users file and reports its malformed lines, for `check` and tests.
+pub fn lint(path: &Path) -> io::Result<(UsersFile, Vec<BadLine>)> {
+    Ok(UsersFile::parse(&fs::read_to_string(path)?))
+}
+
+/// Holds the advisory lock on `{path}.lock` until dropped.
+struct WriteLock {
+    _file: File,
+}
+
+impl WriteLock {
+    fn acquire(path: &Path) -> io::Result<WriteLock> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(lock_path)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(WriteLock { _file: file })
+    }
+}
+
+/// Replaces `path` with `contents` atomically: temp file in the same directory, fsync,
+/// rename over, fsync the directory. The old file's permissions are kept (0600 for a new one).
+fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "users file path has no file name",
+        )
+    })?;
+    let mode = fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o600);
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Applies `change` to the file on disk under the write lock and returns its answer.
+/// Nothing is written when the change answers `false`.
+pub fn modify_file(
+    path: &Path,
+    change: impl FnOnce(&mut UsersFile) -> Result<bool, BackendError>,
+) -> Result<bool, BackendError> {
+    let io_err = |what: &str, e: io::Error| {
+        BackendError::Internal(format!("users file {}: {what}: {e}", path.display()))
+    };
+    let _lock = WriteLock::acquire(path).map_err(|e| io_err("cannot lock", e))?;
+    let mut users = match load(path) {
+        Ok((users, _)) => users,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => UsersFile::default(),
+        Err(e) => return Err(io_err("cannot read", e)),
+    };
+    if !change(&mut users)? {
+        return Ok(false);
+    }
+    write_atomically(path, &users.render()).map_err(|e| io_err("cannot write", e))?;
+    Ok(true)
+}
+
+pub struct FileBackend {
+    name: String,
+    path: PathBuf,
+    cached: Mutex<Option<(Arc<UsersFile>, Stamp)>>,
+}
+
+impl FileBackend {
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        FileBackend {
+            name: name.into(),
+            path: path.into(),
+            cached: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current contents, re-read if the file changed since the last look.
+    fn current(&self) -> Result<Arc<UsersFile>, BackendError> {
+        let io_err = |e: io::Error| {
+            BackendError::Internal(format!("users file {}: {e}", self.path.display()))
+        };
+        let stamp = Stamp::of(&fs::metadata(&self.path).map_err(io_err)?);
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((users, seen)) = cached.as_ref() {
+            if *seen == stamp {
+                return Ok(Arc::clone(users));
+            }
+        }
+        let (users, stamp) = load(&self.path).map_err(io_err)?;
+        let users = Arc::new(users);
+        *cached = Some((Arc::clone(&users), stamp));
+        Ok(users)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
+    }
+
+    async fn modify(
+        &self,
+        change: impl FnOnce(&mut UsersFile) -> Result<bool, BackendError> + Send + 'static,
+    ) -> BackendResult {
+        let path = self.path.clone();
+        Self::blocking(move || modify_file(&path, change)).await
+    }
+}
+
+#[async_trait]
+impl Backend for FileBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    async fn authenticate(&self, account: &Account, password: &Secret) -> BackendResult {
+        let users = self.current()?;
+        let stored = users
+            .hash_of(&account.user, &account.server)
+            .map(str::to_owned);
+        let password = password.clone();
+        Self::blocking(move || match stored {
+            Some(hash) => verify_password(&hash, &password),
+            None => {
+                // Same work as a wrong password, then no.
+                let _ = verify_password(decoy_hash()?, &password);
+                Ok(false)
+            }
+        })
+        .await
+    }
+
+    async fn user_exists(&self, account: &Account) -> BackendResult {
+        Ok(self.current()?.contains(&account.user, &account.server))
+    }
+
+    async fn set_password(&self, account: &Account, password: &Secret) -> BackendResult {
+        if password.is_empty() || !storable(account) {
+            return Ok(false);
+        }
+        let (account, password) = (account.clone(), password.clone());
+        self.modify(move |users| {
+            if !users.contains(&account.user, &account.server) {
+                return Ok(false);
+            }
+            let hash = hash_password(&password)?;
+            Ok(users.set_hash(&account.user, &account.server, hash))
+        })
+        .await
+    }
+
+    async fn register(&self, account: &Account, password: &Secret) -> BackendResult {
+        if password.is_empty() || !storable(account) {
+            return Ok(false);
+        }
+        let (account, password) = (account.clone(), password.clone());
+        self.modify(move |users| {
+            if users.contains(&account.user, &account.server) {
+                return Ok(false);
+            }
+            let hash = hash_password(&password)?;
+            Ok(users.insert(&account.user, &account.server, hash))
+        })
+        .await
+    }
+
+    async fn remove_user(&self, account: &Account) -> BackendResult {
+        let account = account.clone();
+        self.modify(move |users| Ok(users.remove(&account.user, &account.server)))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_keeps_comments_and_reports_bad_lines() {
+        let text = "# accounts\nromeo@example.net:$argon2id$x\n\nbroken line\njuliet@EXAMPLE.net:$2y$10$abc\nromeo@example.net:$argon2id$dup\n";
+        let (users, bad) = UsersFile::parse(text);
+        assert_eq!(users.hash_of("romeo", "example.net"), Some("$argon2id$x"));
+        assert_eq!(users.hash_of("Juliet", "example.NET"), Some("$2y$10$abc"));
+        assert_eq!(bad.iter().map(|b| b.number).collect::<Vec<_>>(), [4, 6]);
+        assert_eq!(users.render(), "# accounts\nromeo@example.net:$argon2id$x\n\nbroken line\njuliet@example.net:$2y$10$abc\nromeo@example.net:$argon2id$dup\n");
+    }
+
+    #[test]
+    fn insert_remove_keep_index_consistent() {
+        let (mut users, _) = UsersFile::parse("a@h:$x\nb@h:$y\nc@h:$z\n");
+        assert!(users.remove("a", "h"));
+        assert!(!users.remove("a", "h"));
+        assert_eq!(users.hash_of("c", "h"), Some("$z"));
+        assert!(users.insert("d", "h", "$w".into()));
+        assert!(!users.insert("d", "h", "$w".into()));
+        assert!(users.set_hash("b", "h", "$new".into()));
+        assert_eq!(users.render(), "b@h:$new\nc@h:$z\nd@h:$w\n");
+    }
+
+    #[test]
+    fn argon2_and_bcrypt_verify() {
+        let pw = Secret::new("pässwörd:✓");
+        let hash = hash_password(&pw).unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password(&hash, &pw).unwrap());
+        assert!(!verify_password(&hash, &Secret::new("wrong")).unwrap());
+        let bc = bcrypt::hash("secret", 4)
+            .unwrap()
+            .replacen("$2b$", "$2y$", 1);
+        assert!(verify_password(&bc, &Secret::new("secret")).unwrap());
+        assert!(!verify_password(&bc, &Secret::new("nope")).unwrap());
+        assert!(verify_password("$md5$abc", &pw).is_err());
+    }
+}

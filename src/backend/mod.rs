@@ -1,0 +1,74 @@
+//! Identity backends. Each one answers the five account operations for some domains; the
+//! [`crate::router`] chains them and turns every error into a `0`.
+
+pub mod file;
+
+use async_trait::async_trait;
+
+use crate::request::Account;
+use crate::secret::Secret;
+
+pub use file::FileBackend;
+
+/// Why a backend gave no yes/no answer. Messages never contain a password, token or secret.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot do this operation (HTTP 501, an IdP asked to list users):
+    /// the next backend in the chain is asked.
+    #[error("operation not supported")]
+    Unsupported,
+    /// The backend could not be reached or did not answer in time. The answer is `0`
+    /// (fail closed) unless the route says to try the next backend.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered something we do not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Local trouble: a file that cannot be read or written, a lock that cannot be taken.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl BackendError {
+    /// A short stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Unsupported => "unsupported",
+            BackendError::Unavailable(_) => "unavailable",
+            BackendError::Protocol(_) => "protocol",
+            BackendError::Internal(_) => "internal",
+        }
+    }
+}
+
+pub type BackendResult = Result<bool, BackendError>;
+
+/// One identity store. Every operation answers `Ok(true)`/`Ok(false)` or says why it could not.
+///
+/// The request loop puts a deadline around every call, so an implementation need not
+/// guard against hanging forever, but it should still set its own connect/read timeouts
+/// so that it releases resources promptly.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// The name given in the configuration, used in logs.
+    fn name(&self) -> &str;
+
+    /// A short word for the kind of backend (`file`, `http`, `oauth2`), used in logs.
+    fn kind(&self) -> &'static str;
+
+    async fn authenticate(&self, account: &Account, password: &Secret) -> BackendResult;
+
+    async fn user_exists(&self, account: &Account) -> BackendResult;
+
+    async fn set_password(&self, _account: &Account, _password: &Secret) -> BackendResult {
+        Err(BackendError::Unsupported)
+    }
+
+    async fn register(&self, _account: &Account, _password: &Secret) -> BackendResult {
+        Err(BackendError::Unsupported)
+    }
+
+    async fn remove_user(&self, _account: &Account) -> BackendResult {
+        Err(BackendError::Unsupported)
+    }
+}

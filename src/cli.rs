@@ -1,0 +1,77 @@
+//! Command-line definitions. Every option here can also be set in the configuration file;
+//! the command line wins.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{LogFormat, LogLevel, LogTarget};
+use crate::protocol::Protocol;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "extauth-bridge",
+    version,
+    about = "External authentication for Prosody and ejabberd: users file, HTTP API, OAuth2/OIDC",
+    long_about = "External authentication for Prosody and ejabberd.\n\n\
+        Started by the XMPP server (Prosody: external_auth_command, ejabberd: extauth_program), \
+        it reads requests on stdin and writes 1/0 replies on stdout. Without a subcommand it runs \
+        that loop. Logs go to stderr or a file, never to stdout.\n\n\
+        The configuration is read from --config, else $EXTAUTH_BRIDGE_CONFIG, else \
+        /etc/extauth-bridge/config.toml (Prosody passes no arguments)."
+)]
+pub struct Cli {
+    /// Configuration file [default: $EXTAUTH_BRIDGE_CONFIG, else /etc/extauth-bridge/config.toml]
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Wire protocol [default: the config's `protocol`, else auto]
+    #[arg(long, value_enum, value_name = "PROTOCOL")]
+    pub protocol: Option<Protocol>,
+
+    /// Deadline per request, e.g. 4s or 500ms [default: the config's `timeout`, else 4s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Use this users file as the only backend (no configuration file needed)
+    #[arg(long, value_name = "PATH", global = true)]
+    pub users: Option<PathBuf>,
+
+    /// Log level [default: the config's `log.level`, else info]
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+
+    /// Log format [default: the config's `log.format`, else text]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log destination [default: the config's `log.target`, else auto: stderr, or the log
+    /// file / nothing under a Prosody pty]
+    #[arg(long, value_enum, value_name = "TARGET")]
+    pub log_target: Option<LogTarget>,
+
+    /// Log file, used with --log-target file (and under a Prosody pty)
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Answer requests on stdin/stdout (the default)
+    Run,
+    /// Read one password line from stdin and print its argon2id hash (PHC string) for a
+    /// users file line `user@domain:HASH`
+    HashPassword,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}

@@ -1,0 +1,466 @@
+//! The configuration file (TOML) and its validation.
+//!
+//! Every error names the file and the key, on one line, because the person reading it is
+//! usually looking at an XMPP server's log, not at our terminal. Unknown keys are errors:
+//! a typo in a security setting must not silently fall back to a default.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::protocol::Protocol;
+
+/// Where the configuration is looked for when neither `--config` nor the environment says.
+/// Prosody starts us with no arguments at all, so this default matters.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/extauth-bridge/config.toml";
+/// The environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "EXTAUTH_BRIDGE_CONFIG";
+/// Below Prosody's 5 s `external_auth_timeout`, so a slow backend costs one login, not the
+/// alignment of every later reply.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(4);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Longest accepted line in the line protocol, in bytes.
+    #[serde(default = "default_max_line")]
+    pub max_line: usize,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            protocol: Protocol::default(),
+            timeout: DEFAULT_TIMEOUT,
+            max_line: default_max_line(),
+            log: LogConfig::default(),
+            backends: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+
+fn default_max_line() -> usize {
+    crate::protocol::line::DEFAULT_MAX_LINE
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub level: LogLevel,
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default)]
+    pub target: LogTarget,
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// stderr, except under a Prosody pty, where stderr is the protocol: then the log file
+    /// when one is configured, else nowhere.
+    #[default]
+    Auto,
+    Stderr,
+    File,
+    None,
+}
+
+/// One `[[backend]]` table; `type` selects the kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum BackendConfig {
+    File(FileBackendConfig),
+}
+
+impl BackendConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            BackendConfig::File(c) => &c.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackendConfig {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// One `[[route]]` table: which backends serve which domains.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub domains: Vec<String>,
+    pub backends: Vec<String>,
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+}
+
+/// What a chain does when a backend cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnavailable {
+    /// Answer `0`: an outage must never let the next backend decide in its place by accident.
+    #[default]
+    Fail,
+    /// Ask the next backend in the chain.
+    Next,
+}
+
+/// Parses durations such as `4s`, `500ms`, `1m 30s`.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+}
+
+/// A configuration error: always names the file and the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config error in {}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        write!(f, ": key `{}`: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    pub fn new(file: &str, key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_owned(),
+            key: key.into(),
+            line: None,
+            message: one_line(&message.into()),
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&file, "(file)", format!("cannot read: {e}")))?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parses and validates configuration text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = match toml::from_str(text) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(
+                    locate_in_arrays(text, file).unwrap_or_else(|| toml_error(text, file, &e))
+                )
+            }
+        };
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: names unique and known, required companions present.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new(
+                file,
+                "timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.max_line < 64 {
+            return Err(ConfigError::new(
+                file,
+                "max_line",
+                "must be at least 64 bytes",
+            ));
+        }
+        if self.log.target == LogTarget::File && self.log.file.is_none() {
+            return Err(ConfigError::new(
+                file,
+                "log.file",
+                "required when log.target = \"file\"",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let key = format!("backend[{i}].name");
+            if b.name().is_empty() {
+                return Err(ConfigError::new(file, key, "must not be empty"));
+            }
+            if !names.insert(b.name()) {
+                return Err(ConfigError::new(
+                    file,
+                    key,
+                    format!("duplicate backend name {:?}", b.name()),
+                ));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.domains.is_empty() {
+                return Err(ConfigError::new(
+                    file,
+                    format!("route[{i}].domains"),
+                    "must list at least one domain",
+                ));
+            }
+            for d in &r.domains {
+                if let Err(why) = crate::router::DomainPattern::parse(d) {
+                    return Err(ConfigError::new(file, format!("route[{i}].domains"), why));
+                }
+            }
+            if r.backends.is_empty() {
+                return Err(ConfigError::new(
+                    file,
+                    format!("route[{i}].backends"),
+                    "must list at least one backend",
+                ));
+            }
+            for name in &r.backends {
+                if !names.contains(name.as_str()) {
+                    return Err(ConfigError::new(
+                        file,
+                        format!("route[{i}].backends"),
+                        format!("no backend named {name:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns a TOML error into one line that names the key, found from the error's span.
+fn toml_error(text: &str, file: &str, err: &toml::de::Error) -> ConfigError {
+    let message = one_line(err.message());
+    let Some(span) = err.span() else {
+        return ConfigError::new(file, "(file)", message);
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let table = table_at(text, start);
+    let key = if let Some(field) = between(&message, "missing field `", "`") {
+        join_key(&table, field)
+    } else if let Some(field) = between(&message, "unknown field `", "`") {
+        join_key(&table, field)
+    } else {
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = text[line_start..].lines().next().unwrap_or("");
+        match line.split_once('=') {
+            Some((k, _)) if !line.trim_start().starts_with('[') => {
+                join_key(&table, k.trim().trim_matches('"'))
+            }
+            _ if table.is_empty() => "(top level)".to_owned(),
+            _ => table,
+        }
+    };
+    ConfigError {
+        file: file.to_owned(),
+        key,
+        line: Some(line_no),
+        message,
+    }
+}
+
+/// An error inside one `[[backend]]` or `[[route]]` table: the whole array shares one span,
+/// so each element is deserialized on its own to find which one is wrong.
+fn locate_in_arrays(text: &str, file: &str) -> Option<ConfigError> {
+    fn check<T: serde::de::DeserializeOwned>(v: &toml::Value) -> Option<String> {
+        T::deserialize(v.clone())
+            .err()
+            .map(|e| one_line(e.message()))
+    }
+    let table: toml::Table = text.parse().ok()?;
+    type Check = fn(&toml::Value) -> Option<String>;
+    let arrays: [(&str, Check); 2] = [
+        ("backend", check::<BackendConfig>),
+        ("route", check::<RouteConfig>),
+    ];
+    for (name, check) in arrays {
+        let Some(toml::Value::Array(items)) = table.get(name) else {
+            continue;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let Some(message) = check(item) else { continue };
+            let element = format!("{name}[{i}]");
+            let key = between(&message, "missing field `", "`")
+                .or_else(|| between(&message, "unknown field `", "`"))
+                .map_or_else(|| element.clone(), |field| join_key(&element, field));
+            let header = format!("[[{name}]]");
+            let line = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.trim().replace(' ', "") == header)
+                .nth(i)
+                .map(|(n, _)| n + 1);
+            return Some(ConfigError {
+                file: file.to_owned(),
+                key,
+                line,
+                message,
+            });
+        }
+    }
+    None
+}
+
+fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let rest = &s[s.find(open)? + open.len()..];
+    Some(&rest[..rest.find(close)?])
+}
+
+fn join_key(table: &str, key: &str) -> String {
+    if table.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+/// The table header in force at byte `pos`, with array-of-tables indices: `backend[1]`.
+fn table_at(text: &str, pos: usize) -> String {
+    let mut current = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if offset > pos {
+            break;
+        }
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let name = name.trim().to_owned();
+            let n = counts.entry(name.clone()).or_insert(0);
+            current = format!("{name}[{n}]");
+            *n += 1;
+        } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            current = name.trim().to_owned();
+        }
+        offset += line.len();
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::parse(
+            r#"
+protocol = "ejabberd"
+timeout = "2500ms"
+[log]
+level = "debug"
+format = "json"
+target = "file"
+file = "/tmp/x.log"
+[[backend]]
+name = "local"
+type = "file"
+path = "/etc/extauth-bridge/users"
+[[route]]
+domains = ["example.net", "*.example.org"]
+backends = ["local"]
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.protocol, Protocol::Ejabberd);
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.backends[0].name(), "local");
+        assert_eq!(c.routes[0].on_unavailable, OnUnavailable::Fail);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.protocol, Protocol::Auto);
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(c.log.target, LogTarget::Auto);
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let e = Config::parse("timeout = \"4 parsecs\"\n", "a.toml").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("timeout", Some(1)));
+        assert!(e
+            .to_string()
+            .starts_with("config error in a.toml line 1: key `timeout`"));
+
+        let e = Config::parse("[log]\nlevel = \"loud\"\n", "a.toml").unwrap_err();
+        assert_eq!(e.key, "log.level");
+
+        let e = Config::parse("[log]\ncolour = true\n", "a.toml").unwrap_err();
+        assert_eq!(e.key, "log.colour");
+
+        let e = Config::parse(
+            "[[backend]]\nname='a'\ntype='file'\npath='/x'\n[[backend]]\nname='b'\ntype='file'\n",
+            "a.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "backend[1].path", "{e}");
+
+        let e = Config::parse(
+            "[[backend]]\nname='a'\ntype='file'\npath='/x'\n[[route]]\ndomains=['x']\nbackends=['b']\n",
+            "a.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "route[0].backends");
+        assert!(!e.to_string().contains('\n'));
+    }
+}

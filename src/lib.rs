@@ -1,0 +1,17 @@
+//! extauth-bridge: the external authentication program for Prosody and ejabberd.
+//!
+//! The binary is a thin wrapper around [`app::main`]; tests, benches and fuzz targets use
+//! the pieces directly. See DESIGN.md for how they fit together.
+
+pub mod app;
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod protocol;
+pub mod request;
+pub mod router;
+pub mod secret;
+pub mod server;
+pub mod signals;
+pub mod stdio;

@@ -1,0 +1,342 @@
+//! What the XMPP server asks, independent of how it was framed on the wire.
+//!
+//! Both codecs hand their payload to [`Request::parse`], so the two protocols cannot
+//! disagree about field splitting, empty fields or bad bytes.
+
+use std::fmt;
+
+use crate::secret::Secret;
+
+/// A bare JID split into its parts, as the server sends them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Account {
+    pub user: String,
+    pub server: String,
+}
+
+/// One question from the XMPP server.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Auth(Account, Secret),
+    IsUser(Account),
+    SetPass(Account, Secret),
+    TryRegister(Account, Secret),
+    RemoveUser(Account),
+    /// Remove only if the password is right.
+    RemoveUser3(Account, Secret),
+    /// Certificate authentication: recognised so it is logged by name, always answered `0`.
+    CertAuth(Account),
+}
+
+/// The command name alone, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Command {
+    Auth,
+    IsUser,
+    SetPass,
+    TryRegister,
+    RemoveUser,
+    RemoveUser3,
+    CertAuth,
+}
+
+/// Why a frame could not be turned into a [`Request`]. Answered `0`.
+///
+/// None of the variants carries the frame's content: a malformed line may well hold a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    #[error("empty request")]
+    Empty,
+    #[error("request longer than the limit")]
+    TooLong,
+    #[error("request is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("request contains a NUL byte")]
+    NulByte,
+    #[error("unknown command")]
+    UnknownCommand,
+    #[error("wrong number of fields for the command")]
+    FieldCount,
+    #[error("empty user or server")]
+    EmptyField,
+    #[error("control character in user or server")]
+    ControlChar,
+}
+
+impl Command {
+    pub const ALL: [Command; 7] = [
+        Command::Auth,
+        Command::IsUser,
+        Command::SetPass,
+        Command::TryRegister,
+        Command::RemoveUser,
+        Command::RemoveUser3,
+        Command::CertAuth,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Auth => "auth",
+            Command::IsUser => "isuser",
+            Command::SetPass => "setpass",
+            Command::TryRegister => "tryregister",
+            Command::RemoveUser => "removeuser",
+            Command::RemoveUser3 => "removeuser3",
+            Command::CertAuth => "certauth",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Command> {
+        Command::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// Whether the command carries a password as its fourth field.
+    fn has_password(self) -> bool {
+        matches!(
+            self,
+            Command::Auth | Command::SetPass | Command::TryRegister | Command::RemoveUser3
+        )
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Request {
+    /// Parses one frame's payload: `command:user:server[:password]`.
+    ///
+    /// The payload is split into at most four fields, so a password keeps its colons.
+    /// `certauth` carries arbitrary extra data after the server; it is accepted with any tail.
+    pub fn parse(frame: &[u8]) -> Result<Request, BadRequest> {
+        if frame.is_empty() {
+            return Err(BadRequest::Empty);
+        }
+        if frame.contains(&0) {
+            return Err(BadRequest::NulByte);
+        }
+        let text = std::str::from_utf8(frame).map_err(|_| BadRequest::InvalidUtf8)?;
+        let mut fields = text.splitn(4, ':');
+        let name = fields.next().unwrap_or_default();
+        let command = Command::from_name(name).ok_or(BadRequest::UnknownCommand)?;
+        let user = fields.next().ok_or(BadRequest::FieldCount)?;
+        let server = fields.next().ok_or(BadRequest::FieldCount)?;
+        let password = fields.next();
+        match (command.has_password(), password.is_some()) {
+            (true, false) => return Err(BadRequest::FieldCount),
+            (false, true) if command != Command::CertAuth => return Err(BadRequest::FieldCount),
+            _ => {}
+        }
+        if user.is_empty() || server.is_empty() {
+            return Err(BadRequest::EmptyField);
+        }
+        if user.chars().chain(server.chars()).any(char::is_control) {
+            return Err(BadRequest::ControlChar);
+        }
+        let account = Account {
+            user: user.to_owned(),
+            server: server.to_owned(),
+        };
+        let secret = || Secret::new(password.unwrap_or_default());
+        Ok(match command {
+            Command::Auth => Request::Auth(account, secret()),
+            Command::IsUser => Request::IsUser(account),
+            Command::SetPass => Request::SetPass(account, secret()),
+            Command::TryRegister => Request::TryRegister(account, secret()),
+            Command::RemoveUser => Request::RemoveUser(account),
+            Command::RemoveUser3 => Request::RemoveUser3(account, secret()),
+            Command::CertAuth => Request::CertAuth(account),
+        })
+    }
+
+    pub fn command(&self) -> Command {
+        match self {
+            Request::Auth(..) => Command::Auth,
+            Request::IsUser(..) => Command::IsUser,
+            Request::SetPass(..) => Command::SetPass,
+            Request::TryRegister(..) => Command::TryRegister,
+            Request::RemoveUser(..) => Command::RemoveUser,
+            Request::RemoveUser3(..) => Command::RemoveUser3,
+            Request::CertAuth(..) => Command::CertAuth,
+        }
+    }
+
+    pub fn account(&self) -> &Account {
+        match self {
+            Request::Auth(a, _)
+            | Request::IsUser(a)
+            | Request::SetPass(a, _)
+            | Request::TryRegister(a, _)
+            | Request::RemoveUser(a)
+            | Request::RemoveUser3(a, _)
+            | Request::CertAuth(a) => a,
+        }
+    }
+}
+
+/// How a request was answered, for the log line and metrics.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// What goes on the wire.
+    pub answer: bool,
+    /// The backend that decided, if one did.
+    pub backend: Option<String>,
+    pub status: Status,
+}
+
+/// Why the answer is what it is. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// A backend said yes.
+    Yes,
+    /// A backend said no.
+    No,
+    /// Answered `0` without asking a backend (empty password, no route, certauth…).
+    Refused(&'static str),
+    /// A backend failed: its error kind and message.
+    Error(&'static str, String),
+    /// The request deadline expired.
+    Timeout,
+    /// Request handling panicked; answered `0`.
+    Panic,
+    /// The frame was not a valid request.
+    Invalid(BadRequest),
+}
+
+impl Status {
+    /// A short stable word for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Yes => "yes",
+            Status::No => "no",
+            Status::Refused(_) => "refused",
+            Status::Error(kind, _) => kind,
+            Status::Timeout => "timeout",
+            Status::Panic => "panic",
+            Status::Invalid(_) => "invalid",
+        }
+    }
+}
+
+impl Outcome {
+    pub fn answered(backend: &str, answer: bool) -> Outcome {
+        Outcome {
+            answer,
+            backend: Some(backend.to_owned()),
+            status: if answer { Status::Yes } else { Status::No },
+        }
+    }
+
+    pub fn refused(reason: &'static str) -> Outcome {
+        Outcome {
+            answer: false,
+            backend: None,
+            status: Status::Refused(reason),
+        }
+    }
+
+    pub fn error(backend: &str, error: crate::backend::BackendError) -> Outcome {
+        Outcome {
+            answer: false,
+            backend: Some(backend.to_owned()),
+            status: Status::Error(error.kind(), error.to_string()),
+        }
+    }
+
+    pub fn failed(status: Status) -> Outcome {
+        Outcome {
+            answer: false,
+            backend: None,
+            status,
+        }
+    }
+}
+
+/// What a decoder yields per frame: a request, or the reason it is answered `0` unasked.
+pub type Incoming = Result<Request, BadRequest>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_keeps_its_colons() {
+        let r = Request::parse(b"auth:romeo:example.net:a:b::c").unwrap();
+        match r {
+            Request::Auth(a, p) => {
+                assert_eq!(a.user, "romeo");
+                assert_eq!(a.server, "example.net");
+                assert_eq!(p.expose(), "a:b::c");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_password_is_a_valid_auth_request() {
+        assert!(matches!(
+            Request::parse(b"auth:romeo:example.net:"),
+            Ok(Request::Auth(_, p)) if p.is_empty()
+        ));
+    }
+
+    #[test]
+    fn field_counts_are_checked_per_command() {
+        assert_eq!(
+            Request::parse(b"auth:romeo:example.net").unwrap_err(),
+            BadRequest::FieldCount
+        );
+        assert_eq!(
+            Request::parse(b"isuser:romeo:example.net:x").unwrap_err(),
+            BadRequest::FieldCount
+        );
+        assert_eq!(
+            Request::parse(b"isuser:romeo").unwrap_err(),
+            BadRequest::FieldCount
+        );
+        assert!(Request::parse(b"isuser:romeo:example.net").is_ok());
+        assert!(Request::parse(b"removeuser:romeo:example.net").is_ok());
+        assert!(Request::parse(b"removeuser3:romeo:example.net:pw").is_ok());
+        assert!(Request::parse(b"certauth:romeo:example.net:whatever:else").is_ok());
+    }
+
+    #[test]
+    fn bad_frames_are_classified() {
+        assert_eq!(Request::parse(b"").unwrap_err(), BadRequest::Empty);
+        assert_eq!(
+            Request::parse(b"bogus").unwrap_err(),
+            BadRequest::UnknownCommand
+        );
+        assert_eq!(
+            Request::parse(b"AUTH:a:b:c").unwrap_err(),
+            BadRequest::UnknownCommand
+        );
+        assert_eq!(
+            Request::parse(b":::").unwrap_err(),
+            BadRequest::UnknownCommand
+        );
+        assert_eq!(
+            Request::parse(b"auth:::").unwrap_err(),
+            BadRequest::EmptyField
+        );
+        assert_eq!(
+            Request::parse(b"auth:ro\0meo:example.net:x").unwrap_err(),
+            BadRequest::NulByte
+        );
+        assert_eq!(
+            Request::parse(b"auth:r\xffmeo:example.net:x").unwrap_err(),
+            BadRequest::InvalidUtf8
+        );
+        assert_eq!(
+            Request::parse(b"isuser:ro\rmeo:example.net").unwrap_err(),
+            BadRequest::ControlChar
+        );
+    }
+
+    #[test]
+    fn control_characters_are_allowed_in_passwords() {
+        assert!(Request::parse(b"auth:romeo:example.net:a\rb\tc").is_ok());
+    }
+}
