@@ -289,6 +289,9 @@ mod tests {
         async fn user_exists(&self, _: &Account) -> BackendResult {
             self.1.map_err(|f| f())
         }
+        async fn check(&self) -> Result<String, BackendError> {
+            Ok("fixed".into())
+        }
     }
 
     fn auth() -> Request {

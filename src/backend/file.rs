@@ -442,6 +442,39 @@ impl Backend for FileBackend {
         Ok(self.current()?.contains(&account.user, &account.server))
     }
 
+    async fn check(&self) -> Result<String, BackendError> {
+        let path = self.path.clone();
+        Self::blocking(move || {
+            let shown = path.display().to_string();
+            let (users, bad) = lint(&path)
+                .map_err(|e| BackendError::Internal(format!("users file {shown}: {e}")))?;
+            if let Some(b) = bad.first() {
+                return Err(BackendError::Internal(format!(
+                    "users file {shown} line {}: {} ({} bad line(s) in all)",
+                    b.number,
+                    b.reason,
+                    bad.len()
+                )));
+            }
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let writable = rustix::fs::access(&dir, rustix::fs::Access::WRITE_OK).is_ok()
+                && rustix::fs::access(&path, rustix::fs::Access::WRITE_OK).is_ok();
+            Ok(format!(
+                "{} account(s) in {shown}; {}",
+                users.accounts().count(),
+                if writable {
+                    "writable (setpass/tryregister/removeuser work)"
+                } else {
+                    "read-only (setpass/tryregister/removeuser will fail)"
+                }
+            ))
+        })
+        .await
+    }
+
     async fn set_password(&self, account: &Account, password: &Secret) -> BackendResult {
         if password.is_empty() || !storable(account) {
             return Ok(false);

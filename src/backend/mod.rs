@@ -60,6 +60,11 @@ pub trait Backend: Send + Sync {
 
     async fn user_exists(&self, account: &Account) -> BackendResult;
 
+    /// Verifies that the backend is usable, for `extauth-bridge check`: reach it the way a
+    /// request would (read the file, connect, fetch discovery…) without needing a real
+    /// user's password. Returns a short human description of what was verified.
+    async fn check(&self) -> Result<String, BackendError>;
+
     async fn set_password(&self, _account: &Account, _password: &Secret) -> BackendResult {
         Err(BackendError::Unsupported)
     }
