@@ -320,6 +320,12 @@ fn ask_lines(config: &Path, input: &str) -> (String, String) {
     (replies, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// A loopback URL where nothing listens (connection refused).
+fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
 /// The bridge as a server keeps it: one request written, its reply read, then the next.
 struct Bridge {
     child: Child,
@@ -599,7 +605,13 @@ fn basic_credentials_are_required_and_sent() {
     let cfg = config(dir.path(), &http_backend("api", &api.url(), &inline));
     let all = "auth:romeo:example.net:pw\nisuser:romeo:example.net\nsetpass:romeo:example.net:x\n";
     assert_eq!(ask_lines(&cfg, all).0, "111");
-    assert!(api.received()[3..]
+    let received = api.received();
+    assert_eq!(received.len(), 5);
+    assert_eq!(
+        received[1].authorization.as_deref(),
+        Some(format!("Basic {}", b64("api:wrong")).as_str())
+    );
+    assert!(received[2..]
         .iter()
         .all(|r| r.authorization.as_ref() == Some(&expected)));
 
@@ -637,12 +649,14 @@ fn host_is_substituted_per_request() {
         "auth:romeo:example.net:pw\nauth:juliet:chat.example.org:pw\nisuser:x:evil.org/../x\n",
     );
     assert_eq!(answers, "110");
-    let paths: Vec<_> = api.received().iter().map(|r| r.path.clone()).collect();
+    // Sorted: the bridge may run the two requests concurrently.
+    let mut paths: Vec<_> = api.received().iter().map(|r| r.path.clone()).collect();
+    paths.sort();
     assert_eq!(
         paths,
         [
+            "/tenants/chat.example.org/xmpp/check_password",
             "/tenants/example.net/xmpp/check_password",
-            "/tenants/chat.example.org/xmpp/check_password"
         ],
         "a server name that would change the URL is refused before any request"
     );
@@ -726,12 +740,8 @@ fn server_errors_and_garbage_answer_zero_and_the_next_reply_is_right() {
 
 #[test]
 fn a_backend_that_is_down_answers_zero_fast() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let dir = tempfile::tempdir().unwrap();
-    let body = http_backend("api", &format!("http://127.0.0.1:{port}"), "");
+    let body = http_backend("api", &refused_url(), "");
     let path = dir.path().join("config.toml");
     std::fs::write(&path, format!("timeout = \"4s\"\n{body}")).unwrap();
     let t = Instant::now();
@@ -866,10 +876,7 @@ fn tls_with_a_test_ca_is_accepted_and_a_wrong_ca_rejected() {
 fn routes_pick_the_chain_by_domain() {
     let net = TestApi::start(&[("romeo@example.net", "pw")]);
     let org = TestApi::start(&[("juliet@chat.example.org", "pw")]);
-    let down = format!("http://127.0.0.1:{}", {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    });
+    let down = refused_url();
     let dir = tempfile::tempdir().unwrap();
     let users = users_file(dir.path(), &[("tybalt@fallback.test", "pw")]);
     let body = format!(
@@ -983,10 +990,15 @@ fn secrets_never_reach_the_log_even_at_trace_level() {
     let api = TestApi::start_with(&[("romeo@example.net", "user-pässword")], Some(creds), None);
     api.misbehave("broken", Misbehave::Status(500, "user-pässword".into()));
     let dir = tempfile::tempdir().unwrap();
-    let down = format!("http://127.0.0.1:{}", {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    });
+    let down = refused_url();
+    let (ca_pem, tls_config) = test_pki();
+    let tls = TestApi::start_with(
+        &[("romeo@example.net", "user-pässword")],
+        Some(creds),
+        Some(tls_config),
+    );
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
     let input = "auth:romeo:example.net:user-pässword\n\
                  setpass:romeo:example.net:user-pässword\n\
                  auth:broken:example.net:user-pässword\n\
@@ -997,18 +1009,24 @@ fn secrets_never_reach_the_log_even_at_trace_level() {
         "basic-s3cret".to_owned(),
         b64(creds),
     ];
+    let ca_file = format!("ca_file = \"{}\"", ca.display());
     for format in ["text", "json"] {
-        for (url, method) in [
-            (api.url(), "GET"),
-            (api.url(), "POST"),
-            (down.clone(), "GET"),
+        for (url, method, tls_extra) in [
+            (api.url(), "GET", ""),
+            (api.url(), "POST", ""),
+            (down.clone(), "GET", ""),
+            (tls.url(), "GET", ca_file.as_str()),
         ] {
             let extra = format!(
-                "credentials = \"{creds}\"\ncheck_password_method = \"{method}\"\n\
+                "credentials = \"{creds}\"\ncheck_password_method = \"{method}\"\n{tls_extra}\n\
                  [log]\nlevel = \"trace\"\nformat = \"{format}\""
             );
             let cfg = config(dir.path(), &http_backend("api", &url, &extra));
             let (_, log) = ask_lines(&cfg, input);
+            if !tls_extra.is_empty() {
+                // HTTP/2's frame logging is covered too.
+                assert!(log.contains("ALPN negotiated h2"), "{log}");
+            }
             assert!(
                 log.contains("check_password") || log.contains("connect"),
                 "{log}"
@@ -1049,4 +1067,46 @@ fn check_probes_the_api() {
 
     api.misbehave("probe", Misbehave::Status(401, String::new()));
     assert!(rt.block_on(backend.check()).is_err());
+}
+
+#[test]
+fn example_configs_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for name in [
+        "http.toml",
+        "http-per-domain.toml",
+        "http-with-file-fallback.toml",
+    ] {
+        let c = extauth_bridge::config::Config::load(&dir.join(name)).unwrap();
+        assert!(
+            c.backends
+                .iter()
+                .any(|b| matches!(b, extauth_bridge::config::BackendConfig::Http(_))),
+            "{name}"
+        );
+    }
+}
+
+/// The README's complete example, against the example server's semantics (the test API).
+#[test]
+fn readme_example_config_works() {
+    let api = TestApi::start_with(
+        &[("romeo@example.net", "iheartjuliet")],
+        Some("bridge:change-me"),
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/http.toml"))
+            .unwrap()
+            .replace("http://127.0.0.1:8080", &api.url());
+    let cfg = dir.path().join("http.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let (answers, _) = ask_lines(
+        &cfg,
+        "auth:romeo:example.net:iheartjuliet\nisuser:juliet:example.net\n\
+         tryregister:juliet:example.net:balcony\nauth:juliet:example.net:balcony\n",
+    );
+    assert_eq!(answers, "1011");
+    assert_eq!(api.last().http_method, Method::POST);
 }

@@ -246,34 +246,25 @@ impl BasicCredentials {
 
     /// Reads the configured source: the value itself, a file's first line, or a variable.
     fn load(config: &HttpBackendConfig) -> Result<Option<BasicCredentials>, KeyError> {
-        let text = if let Some(c) = &config.credentials {
-            c.clone()
+        let (key, text) = if let Some(c) = &config.credentials {
+            ("credentials", c.clone())
         } else if let Some(path) = &config.credentials_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
+            let key = "credentials_file";
+            let text = std::fs::read_to_string(path)
+                .map(Secret::new)
+                .map_err(|e| (key, format!("cannot read {}: {e}", path.display())))?;
+            (key, Secret::new(text.expose().lines().next().unwrap_or("")))
+        } else if let Some(var) = &config.credentials_env {
+            let key = "credentials_env";
+            let text = std::env::var(var).map(Secret::new).map_err(|_| {
                 (
-                    "credentials_file",
-                    format!("cannot read {}: {e}", path.display()),
+                    key,
+                    format!("environment variable {var} is not set (or not UTF-8)"),
                 )
             })?;
-            let text = Secret::new(text);
-            Secret::new(text.expose().lines().next().unwrap_or(""))
-        } else if let Some(var) = &config.credentials_env {
-            match std::env::var(var) {
-                Ok(v) => Secret::new(v),
-                Err(_) => {
-                    return Err((
-                        "credentials_env",
-                        format!("environment variable {var} is not set (or not UTF-8)"),
-                    ))
-                }
-            }
+            (key, text)
         } else {
             return Ok(None);
-        };
-        let key = match () {
-            _ if config.credentials.is_some() => "credentials",
-            _ if config.credentials_file.is_some() => "credentials_file",
-            _ => "credentials_env",
         };
         BasicCredentials::parse(text.expose())
             .map(Some)
