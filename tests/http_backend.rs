@@ -669,12 +669,15 @@ fn unsupported_falls_through_to_a_users_file() {
         ("juliet@example.net", "api-pw"),
     ]);
     api.misbehave("mercutio", Misbehave::Status(501, String::new()));
+    // A 501 with a long error page is still "not supported".
+    api.misbehave("benvolio", Misbehave::Status(501, "x".repeat(100_000)));
     let dir = tempfile::tempdir().unwrap();
     let users = users_file(
         dir.path(),
         &[
             ("mercutio@example.net", "file-pw"),
             ("juliet@example.net", "file-pw"),
+            ("benvolio@example.net", "file-pw"),
         ],
     );
     let body = format!(
@@ -689,10 +692,11 @@ fn unsupported_falls_through_to_a_users_file() {
          auth:mercutio:example.net:api-pw\n\
          isuser:mercutio:example.net\n\
          auth:romeo:example.net:api-pw\n\
-         auth:juliet:example.net:file-pw\n",
+         auth:juliet:example.net:file-pw\n\
+         auth:benvolio:example.net:file-pw\n",
     );
     // 501 → the file decides; the API's own no (juliet) is final.
-    assert_eq!(answers, "10110");
+    assert_eq!(answers, "101101");
     assert!(log.contains("backend=\"local\""), "{log}");
 }
 

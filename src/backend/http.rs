@@ -399,23 +399,35 @@ impl HttpBackend {
             Some(c) => request.basic_auth(c.user.expose(), Some(c.password.expose())),
             None => request,
         };
-        let mut response = request.send().await.map_err(transport_error)?;
+        let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
+        // The body is read even when only the status matters, so that the connection
+        // can be reused; for a 501 only the status counts.
+        let body = self.read_body(method, response).await;
+        if status == StatusCode::NOT_IMPLEMENTED {
+            return Err(BackendError::Unsupported);
+        }
+        Ok((status, body?))
+    }
+
+    /// Reads the body in chunks, stopping as soon as it exceeds `max_body`.
+    async fn read_body(
+        &self,
+        method: &str,
+        mut response: reqwest::Response,
+    ) -> Result<bytes::Bytes, BackendError> {
         let mut body = bytes::BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > self.max_body {
                 return Err(BackendError::Protocol(format!(
                     "{method}: HTTP {} with a body over max_body ({} bytes)",
-                    status.as_u16(),
+                    response.status().as_u16(),
                     self.max_body
                 )));
             }
             body.extend_from_slice(&chunk);
         }
-        if status == StatusCode::NOT_IMPLEMENTED {
-            return Err(BackendError::Unsupported);
-        }
-        Ok((status, body.freeze()))
+        Ok(body.freeze())
     }
 
     /// `check_password` and `user_exists`: 200 with `true` or `false`.
