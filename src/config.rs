@@ -108,12 +108,15 @@ pub enum LogTarget {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
     File(FileBackendConfig),
+    #[serde(rename = "oauth2")]
+    Oauth2(Box<crate::backend::oauth2::OAuth2BackendConfig>),
 }
 
 impl BackendConfig {
     pub fn name(&self) -> &str {
         match self {
             BackendConfig::File(c) => &c.name,
+            BackendConfig::Oauth2(c) => &c.name,
         }
     }
 }

@@ -78,6 +78,8 @@ struct Chain {
 pub fn build_backend(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigError> {
     Ok(match config {
         BackendConfig::File(c) => Arc::new(crate::backend::FileBackend::new(&c.name, &c.path)),
+        // The file name is filled in by the caller, which knows it.
+        BackendConfig::Oauth2(c) => Arc::new(crate::backend::OAuth2Backend::new(c, "")?),
     })
 }
 
@@ -99,7 +101,13 @@ impl Router {
         }
         let mut built = Vec::new();
         for b in &config.backends {
-            built.push((b.name().to_owned(), build_backend(b)?));
+            let backend = build_backend(b).map_err(|mut e| {
+                if e.file.is_empty() {
+                    e.file = file.to_owned();
+                }
+                e
+            })?;
+            built.push((b.name().to_owned(), backend));
         }
         let find = |name: &str| {
             built
