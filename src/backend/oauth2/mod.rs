@@ -704,16 +704,20 @@ impl Backend for OAuth2Backend {
                 done.push(format!("JWKS has {n} usable key(s)"));
             }
         }
-        // A made-up token tells whether the client credentials are accepted: 401 means
-        // they are not; an answer with `active: false` means they are.
-        if let Some(introspection) = &endpoints.introspection {
-            if self.client.is_confidential() || self.introspection_bearer.is_some() {
+        // A made-up token tells whether the client credentials are accepted: refused (401,
+        // or 403 at django-oauth-toolkit) means they are not; `active: false` means they are.
+        // Without a way to introspect, a made-up password at the token endpoint tells the
+        // same: `invalid_grant` is about the user, `invalid_client` about us.
+        let can_introspect = self.client.is_confidential() || self.introspection_bearer.is_some();
+        match (&endpoints.introspection, &endpoints.token) {
+            (Some(introspection), _) if can_introspect => {
                 let dummy = Secret::new("extauth-bridge-check-not-a-token");
+                let bearer = self.introspection_bearer.as_ref();
                 match introspect::introspect(
                     http,
                     introspection,
                     &self.client,
-                    self.introspection_bearer.as_ref(),
+                    bearer,
                     &dummy,
                     &self.settings,
                 )
@@ -727,27 +731,29 @@ impl Backend for OAuth2Backend {
                     }
                 }
             }
-        } else if let (Some(token_endpoint), true) = (&endpoints.token, self.client.id.is_some()) {
-            let dummy = Secret::new("extauth-bridge-check-not-a-password");
-            match grant::password_grant(
-                http,
-                token_endpoint,
-                &self.client,
-                "extauth-bridge-check",
-                &dummy,
-                &self.settings.scope,
-            )
-            .await?
-            {
-                grant::Grant::Refused(_) => {
-                    done.push("token endpoint accepts the client".to_owned())
-                }
-                grant::Grant::Token(_) => {
-                    return Err(BackendError::Protocol(
-                        "the token endpoint accepted a made-up password".into(),
-                    ))
+            (_, Some(token_endpoint)) if self.client.id.is_some() => {
+                let dummy = Secret::new("extauth-bridge-check-not-a-password");
+                match grant::password_grant(
+                    http,
+                    token_endpoint,
+                    &self.client,
+                    "extauth-bridge-check",
+                    &dummy,
+                    &self.settings.scope,
+                )
+                .await?
+                {
+                    grant::Grant::Refused(_) => {
+                        done.push("token endpoint accepts the client".to_owned())
+                    }
+                    grant::Grant::Token(_) => {
+                        return Err(BackendError::Protocol(
+                            "the token endpoint accepted a made-up password".into(),
+                        ))
+                    }
                 }
             }
+            _ => {}
         }
         Ok(done.join(", "))
     }
