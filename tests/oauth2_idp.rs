@@ -10,11 +10,9 @@
 
 mod oauth2_common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
+use oauth2_common::idp::Idp;
 use oauth2_common::*;
 
 const SERVER: &str = "example.net";
@@ -24,62 +22,12 @@ const USERS: [(&str, &str); 3] = [
     ("mercutio", "pässwörd✓"),
 ];
 
-/// The IdP process, shared by every test in this file. It exits when its stdin closes,
-/// i.e. when this test process ends, however it ends.
-struct Idp {
-    base: String,
-    _child: Mutex<(Child, ChildStdin)>,
-}
-
-impl Idp {
-    fn issuer(&self) -> String {
-        format!("{}/o", self.base)
-    }
-}
-
 fn idp() -> &'static Idp {
     static IDP: OnceLock<Idp> = OnceLock::new();
-    IDP.get_or_init(start_idp)
-}
-
-fn start_idp() -> Idp {
-    let venv = std::env::var("EXTAUTH_TEST_IDP_VENV").unwrap_or_else(|_| {
-        panic!(
-            "EXTAUTH_TEST_IDP_VENV is not set: these tests need the django-oauth-toolkit test \
-             IdP. Run scripts/test, or tests/oauth2_server/setup.sh DIR and set \
-             EXTAUTH_TEST_IDP_VENV=DIR"
-        )
-    });
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("oauth2_idp-work");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
-    let log = std::fs::File::create(work.join("idp.log")).unwrap();
-    let mut child = Command::new(root.join("tests/oauth2_server/run.sh"))
-        .args([venv.as_str(), work.to_str().unwrap(), "0"])
-        .args(["--exit-on-stdin-eof", "--password-grant-id-token"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("start the test IdP");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("READY ")
-        .unwrap_or_else(|| {
-            let log = std::fs::read_to_string(work.join("idp.log")).unwrap_or_default();
-            panic!("the test IdP did not start ({line:?}): {log}")
-        })
-        .to_owned();
-    let stdin = child.stdin.take().unwrap();
-    Idp {
-        base,
-        _child: Mutex::new((child, stdin)),
-    }
+    IDP.get_or_init(|| {
+        let work = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("oauth2_idp-work");
+        Idp::start_in(&work, &["--password-grant-id-token"])
+    })
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -93,23 +41,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// An access token for `user`, issued to bridge-basic, straight from the IdP; with
 /// `id_token`, the OIDC id_token (a JWT) of the same grant instead.
 fn token(user: &str, password: &str, id_token: bool) -> String {
-    let response: serde_json::Value = block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/token/", idp().issuer()))
-            .basic_auth("bridge-basic", Some("basic-secret"))
-            .form(&[
-                ("grant_type", "password"),
-                ("username", user),
-                ("password", password),
-                ("scope", "openid profile"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let response = block_on(idp().token_response(&reqwest::Client::new(), user, password));
     let field = if id_token { "id_token" } else { "access_token" };
     response[field].as_str().expect("a token").to_owned()
 }

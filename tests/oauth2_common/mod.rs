@@ -3,11 +3,17 @@
 //! protocol.
 #![allow(dead_code)]
 
+pub mod idp;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_extauth-bridge");
+/// Set by cargo for integration tests; examples (the benchmark) name their binary.
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_extauth-bridge") {
+    Some(path) => path,
+    None => "target/debug/extauth-bridge",
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wire {
@@ -41,11 +47,16 @@ impl Bridge {
 
     /// Starts the bridge with extra arguments (e.g. `--log-level trace`).
     pub fn start_with(config: &Path, wire: Wire, args: &[&str]) -> Bridge {
+        Bridge::start_bin(BIN, config, wire, args)
+    }
+
+    /// Starts a given bridge binary (the benchmark uses the release build).
+    pub fn start_bin(bin: &str, config: &Path, wire: Wire, args: &[&str]) -> Bridge {
         let protocol = match wire {
             Wire::Line => "line",
             Wire::Ejabberd => "ejabberd",
         };
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin)
             .args(["--config", config.to_str().unwrap(), "--protocol", protocol])
             .args(args)
             .env_remove("EXTAUTH_BRIDGE_CONFIG")

@@ -762,6 +762,93 @@ impl Backend for OAuth2Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{BackendConfig, Config};
+
+    fn build(body: &str) -> Result<OAuth2Backend, ConfigError> {
+        let text = format!("[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n{body}");
+        let config = Config::parse(&text, "c.toml")?;
+        match &config.backends[0] {
+            BackendConfig::Oauth2(c) => OAuth2Backend::new(c, "c.toml"),
+            _ => unreachable!(),
+        }
+    }
+
+    fn key_of(body: &str) -> String {
+        match build(body) {
+            Ok(_) => panic!("accepted: {body}"),
+            Err(e) => e.key,
+        }
+    }
+
+    #[test]
+    fn configuration_errors_name_the_key() {
+        let issuer = "issuer = \"https://idp.example\"\n";
+        assert!(build(&format!(
+            "{issuer}client_id = \"c\"\nclient_auth = \"none\""
+        ))
+        .is_ok());
+        assert_eq!(key_of(issuer), "backend.idp.client_id");
+        assert_eq!(
+            key_of("client_id = \"c\"\nclient_auth = \"none\""),
+            "backend.idp.token_endpoint"
+        );
+        assert_eq!(
+            key_of(&format!("{issuer}client_id = \"c\"")),
+            "backend.idp.client_secret"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "{issuer}client_id = \"c\"\nclient_secret = \"s\"\nclient_secret_env = \"X\""
+            )),
+            "backend.idp.client_secret"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "{issuer}client_id = \"c\"\nclient_secret_env = \"EXTAUTH_TEST_UNSET_VARIABLE\""
+            )),
+            "backend.idp.client_secret_env"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "{issuer}mode = \"token\"\nvalidate = \"jwt\"\nalgorithms = [\"HS256\"]"
+            )),
+            "backend.idp.algorithms"
+        );
+        assert_eq!(
+            key_of("mode = \"token\"\nvalidate = \"jwt\"\njwks_uri = \"https://idp.example/jwks\""),
+            "backend.idp.issuer"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "{issuer}mode = \"token\"\nvalidate = \"introspection\""
+            )),
+            "backend.idp.introspection_bearer"
+        );
+        assert_eq!(
+            key_of("issuer = \"ftp://x\"\nmode = \"token\"\nvalidate = \"userinfo\""),
+            "backend.idp.issuer"
+        );
+        assert_eq!(key_of(&format!("{issuer}mode = \"tokens\"")), "backend[0]");
+        assert_eq!(
+            key_of(&format!("{issuer}client_secret_cli = \"x\"")),
+            "backend[0].client_secret_cli"
+        );
+    }
+
+    #[test]
+    fn secrets_from_a_file_lose_the_trailing_newline_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "s3cr:et&+%\n").unwrap();
+        let b = build(&format!(
+            "issuer = \"https://idp.example\"\nclient_id = \"c\"\nclient_secret_file = \"{}\"",
+            path.display()
+        ))
+        .unwrap();
+        let secret = b.client.secret.as_ref().unwrap();
+        assert_eq!(secret.expose(), "s3cr:et&+%");
+        assert!(!format!("{:?}", b.client).contains("s3cr"));
+    }
 
     #[test]
     fn form_urlencoding_of_client_credentials() {
