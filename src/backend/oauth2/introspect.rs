@@ -61,6 +61,10 @@ fn judge(claims: Claims, settings: &Settings, now: u64) -> Result<Claims, &'stat
     if claims.get("active") != Some(&Value::Bool(true)) {
         return Err("token not active");
     }
+    // A refresh token is a credential for the token endpoint, not a login.
+    if claims.get("token_type").and_then(Value::as_str) == Some("refresh_token") {
+        return Err("not an access token");
+    }
     if let Some(exp) = claims.get("exp") {
         match exp.as_u64() {
             Some(exp) if exp + LEEWAY_SECS > now => {}
@@ -150,6 +154,8 @@ mod tests {
         };
         assert_eq!(with("active", json!(false)), Err("token not active"));
         assert_eq!(with("active", json!("true")), Err("token not active"));
+        assert_eq!(with("token_type", json!("refresh_token")), Err("not an access token"));
+        assert!(with("token_type", json!("Bearer")).is_ok());
         assert_eq!(with("exp", json!(999_000)), Err("token expired"));
         assert_eq!(with("nbf", json!(1_000_100)), Err("token not yet valid"));
         assert_eq!(with("iss", json!("https://evil")), Err("wrong issuer"));
