@@ -154,7 +154,10 @@ mod tests {
         };
         assert_eq!(with("active", json!(false)), Err("token not active"));
         assert_eq!(with("active", json!("true")), Err("token not active"));
-        assert_eq!(with("token_type", json!("refresh_token")), Err("not an access token"));
+        assert_eq!(
+            with("token_type", json!("refresh_token")),
+            Err("not an access token")
+        );
         assert!(with("token_type", json!("Bearer")).is_ok());
         assert_eq!(with("exp", json!(999_000)), Err("token expired"));
         assert_eq!(with("nbf", json!(1_000_100)), Err("token not yet valid"));
