@@ -446,3 +446,40 @@ fn auto_mode_sends_token_shaped_passwords_the_token_way() {
         bridge.finish();
     }
 }
+
+#[test]
+fn isuser_policy() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    for (policy, want) in [("allow", true), ("deny", false)] {
+        let config = idp.config(dir.path(), "", &format!("isuser = \"{policy}\"\n"));
+        let mut bridge = Bridge::start(&config, Wire::Ejabberd);
+        assert_eq!(bridge.ask("isuser:anyone:example.net"), want, "{policy}");
+        // Account changes are never the IdP's business.
+        assert!(!bridge.ask("setpass:romeo:example.net:new"), "{policy}");
+        assert!(
+            !bridge.ask("tryregister:benvolio:example.net:x"),
+            "{policy}"
+        );
+        assert!(!bridge.ask("removeuser:romeo:example.net"), "{policy}");
+        bridge.finish();
+    }
+    // `next`: a users file after the IdP answers isuser (and only it knows romeo). The hash
+    // is never verified here: only isuser reaches this backend.
+    let users = dir.path().join("users");
+    std::fs::write(&users, "romeo@example.net:$argon2id$v=19$m=64,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$KfkQ1ODBFivtaC4AuVUWFg\n").unwrap();
+    let config = idp.config(
+        dir.path(),
+        "",
+        &format!(
+            "\n[[backend]]\nname = \"accounts\"\ntype = \"file\"\npath = \"{}\"\n",
+            users.display()
+        ),
+    );
+    let mut bridge = Bridge::start(&config, Wire::Line);
+    assert!(bridge.ask("isuser:romeo:example.net"));
+    assert!(!bridge.ask("isuser:juliet:example.net"));
+    assert!(bridge.auth("romeo", "example.net", &a.sign(&idp.claims("romeo"))));
+    bridge.finish();
+}

@@ -285,6 +285,16 @@ impl Client {
     }
 }
 
+/// Plain http is fine on loopback (a local IdP, the tests), nowhere else.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `application/x-www-form-urlencoded` encoding of one value (space as `+`).
 pub fn form_urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -387,6 +397,9 @@ impl OAuth2Backend {
                     reqwest::Url::parse(u).map_err(|e| err(k, &format!("not a URL: {e}")))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err(err(k, "must be an http or https URL"));
+                }
+                if parsed.scheme() == "http" && !is_loopback(&parsed) {
+                    tracing::warn!(backend = %config.name, key = k, url = %u, "plain http: passwords and tokens would cross the network unencrypted");
                 }
             }
         }
@@ -848,6 +861,19 @@ mod tests {
         let secret = b.client.secret.as_ref().unwrap();
         assert_eq!(secret.expose(), "s3cr:et&+%");
         assert!(!format!("{:?}", b.client).contains("s3cr"));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for (u, want) in [
+            ("http://127.0.0.1:8000/o", true),
+            ("http://[::1]/", true),
+            ("http://LocalHost/", true),
+            ("http://idp.example/", false),
+            ("http://10.0.0.1/", false),
+        ] {
+            assert_eq!(is_loopback(&reqwest::Url::parse(u).unwrap()), want, "{u}");
+        }
     }
 
     #[test]
