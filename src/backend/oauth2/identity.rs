@@ -20,6 +20,10 @@ use crate::request::Account;
 /// Claims from userinfo, introspection or a JWT.
 pub type Claims = Map<String, Value>;
 
+/// What a validation step concluded: the claims of a credential it accepts, or a short
+/// reason (for the log, never containing the credential) why it refused it.
+pub type Verdict = Result<Claims, &'static str>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsernameMapping {

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::grant::error_code;
-use super::identity::Claims;
+use super::identity::{Claims, Verdict};
 use super::{Client, Settings};
 use crate::backend::BackendError;
 use crate::secret::Secret;
@@ -25,7 +25,7 @@ pub async fn introspect(
     bearer: Option<&Secret>,
     token: &Secret,
     settings: &Settings,
-) -> Result<Result<Claims, &'static str>, BackendError> {
+) -> Result<Verdict, BackendError> {
     let mut form: Vec<(&'static str, String)> = vec![
         ("token", token.expose().to_owned()),
         ("token_type_hint", "access_token".to_owned()),
@@ -57,7 +57,7 @@ fn now() -> u64 {
 }
 
 /// The RFC 7662 checks on a response, at time `now` (seconds since the epoch).
-fn judge(claims: Claims, settings: &Settings, now: u64) -> Result<Claims, &'static str> {
+fn judge(claims: Claims, settings: &Settings, now: u64) -> Verdict {
     if claims.get("active") != Some(&Value::Bool(true)) {
         return Err("token not active");
     }
@@ -138,7 +138,7 @@ mod tests {
         }
     }
 
-    fn check(v: Value) -> Result<Claims, &'static str> {
+    fn check(v: Value) -> Verdict {
         judge(v.as_object().unwrap().clone(), &settings(), 1_000_000)
     }
 

@@ -24,7 +24,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::identity::Claims;
+use super::identity::{Claims, Verdict};
 use super::introspect::LEEWAY_SECS;
 use crate::backend::BackendError;
 use crate::secret::Secret;
@@ -171,7 +171,7 @@ impl JwksCache {
         http: &reqwest::Client,
         uri: &str,
         token: &Secret,
-    ) -> Result<Result<Claims, &'static str>, BackendError> {
+    ) -> Result<Verdict, BackendError> {
         let token = token.expose();
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return Ok(Err("not a JWT with a known algorithm"));

@@ -595,7 +595,7 @@ impl OAuth2Backend {
         &self,
         endpoints: &Endpoints,
         token: &Secret,
-    ) -> Result<Result<identity::Claims, &'static str>, BackendError> {
+    ) -> Result<identity::Verdict, BackendError> {
         introspect::introspect(
             self.http()?,
             endpoints.require_introspection()?,
@@ -628,7 +628,7 @@ impl OAuth2Backend {
     }
 
     /// The identity check, always the last word: the claims must name the requested user.
-    fn judge(&self, account: &Account, claims: Result<identity::Claims, &'static str>) -> bool {
+    fn judge(&self, account: &Account, claims: identity::Verdict) -> bool {
         match claims {
             Ok(claims) => match self.settings.identity.check(&claims, account) {
                 Ok(()) => true,

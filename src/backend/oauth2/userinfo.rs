@@ -4,7 +4,7 @@
 //! Anything else is an error. Some servers return a signed JWT here (`application/jwt`);
 //! that is refused as a protocol error rather than trusted unverified.
 
-use super::identity::Claims;
+use super::identity::{Claims, Verdict};
 use crate::backend::BackendError;
 use crate::secret::Secret;
 
@@ -12,7 +12,7 @@ pub async fn fetch(
     http: &reqwest::Client,
     endpoint: &str,
     token: &Secret,
-) -> Result<Result<Claims, &'static str>, BackendError> {
+) -> Result<Verdict, BackendError> {
     let response = http
         .get(endpoint)
         .bearer_auth(token.expose())
