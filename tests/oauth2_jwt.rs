@@ -141,6 +141,9 @@ impl Idp {
                 Json(json!({"error": "invalid_grant"})),
             )
         }
+        async fn mac_token() -> Json<Value> {
+            Json(json!({"access_token": "abc", "token_type": "mac"}))
+        }
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(oidc))
             .route("/wrong/.well-known/openid-configuration", get(wrong))
@@ -151,6 +154,7 @@ impl Idp {
             )
             .route("/jwks", get(jwks))
             .route("/token", post(token))
+            .route("/mac/token", post(mac_token))
             .with_state(state.clone());
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
         Idp {
@@ -482,4 +486,41 @@ fn isuser_policy() {
     assert!(!bridge.ask("isuser:juliet:example.net"));
     assert!(bridge.auth("romeo", "example.net", &a.sign(&idp.claims("romeo"))));
     bridge.finish();
+}
+
+/// An IdP that accepts connections and never answers costs one `request_timeout` per
+/// login, answered `0`, and the bridge keeps serving.
+#[test]
+fn a_silent_idp_costs_a_timeout_not_a_hang() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", silent.local_addr().unwrap());
+    // Accept and hold connections open without a byte in reply.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming() {
+            held.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"{base}\"\n\
+             client_id = \"bridge\"\nclient_auth = \"none\"\nrequest_timeout = \"300ms\"\n"
+        ),
+    );
+    for wire in BOTH {
+        let mut bridge = Bridge::start(&config, wire);
+        let start = std::time::Instant::now();
+        for _ in 0..3 {
+            assert!(!bridge.auth("romeo", "example.net", "iheartjuliet"));
+        }
+        // Generous bound: three timeouts of 300 ms, far below the 4 s deadline each.
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        bridge.finish();
+    }
 }
