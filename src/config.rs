@@ -109,6 +109,8 @@ pub enum LogTarget {
 pub enum BackendConfig {
     File(FileBackendConfig),
     Http(crate::backend::http::HttpBackendConfig),
+    #[serde(rename = "oauth2")]
+    Oauth2(Box<crate::backend::oauth2::OAuth2BackendConfig>),
 }
 
 impl BackendConfig {
@@ -116,6 +118,7 @@ impl BackendConfig {
         match self {
             BackendConfig::File(c) => &c.name,
             BackendConfig::Http(c) => &c.name,
+            BackendConfig::Oauth2(c) => &c.name,
         }
     }
 }
