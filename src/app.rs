@@ -70,6 +70,9 @@ pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
     if let Some(t) = cli.log_target {
         config.log.target = t;
     }
+    if let Some(p) = cli.pty {
+        config.pty = p;
+    }
     if let Some(f) = &cli.log_file {
         config.log.file = Some(f.clone());
     }
@@ -84,23 +87,72 @@ pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
     Ok((config, source))
 }
 
-fn config_failure(e: &dyn std::fmt::Display) -> ExitCode {
-    // Before logging is set up, stderr is the only place a person will look.
-    eprintln!("extauth-bridge: {e}");
+/// Reports a configuration error and returns exit status 2. Before logging is set up, stderr
+/// is the only place a person will look, except under a Prosody pty: there stderr is the
+/// protocol, and Prosody would read the message as a reply. The status alone tells Prosody.
+fn config_failure(e: &dyn std::fmt::Display, under_pty: bool) -> ExitCode {
+    if !under_pty {
+        eprintln!("extauth-bridge: {e}");
+    }
     ExitCode::from(EXIT_CONFIG)
 }
 
 fn run(cli: &Cli) -> ExitCode {
+    // Prosody's pty (see pty.rs). What the command line and detection say is known before
+    // the configuration is read, and reading it opens a file: close inherited descriptors and
+    // keep panics off stderr first.
+    let detected = crate::pty::detect();
+    let early_pty = cli.pty.unwrap_or_default().enabled(detected);
+    if early_pty {
+        crate::pty::close_inherited_fds();
+    }
+    crate::logging::install_panic_hook(early_pty);
     let (config, source) = match load_config(cli) {
         Ok(c) => c,
-        Err(e) => return config_failure(&e),
+        Err(e) => return config_failure(&e, early_pty),
     };
-    if let Err(e) = crate::logging::init(&config.log, false) {
-        return config_failure(&e);
+    let under_pty = config.pty.enabled(detected);
+    if under_pty && !early_pty {
+        // `pty = "on"` in the file: nothing of ours is open yet, it is not too late.
+        crate::pty::close_inherited_fds();
+        crate::logging::install_panic_hook(true);
+    }
+    let drained = if under_pty {
+        match crate::pty::prepare_stdin() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                // With echo on, every query would come back ahead of its reply: answering
+                // would be worse than not running. Prosody sees the failure status.
+                let _ = crate::logging::init(&config.log, true);
+                tracing::error!(error = %e, "pty: cannot switch stdin to raw mode");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    if let Err(e) = crate::logging::init(&config.log, under_pty) {
+        return config_failure(&e, under_pty);
+    }
+    if let Some(d) = drained {
+        if d.bytes > 0 {
+            tracing::warn!(
+                lines = d.lines,
+                bytes = d.bytes,
+                partial_line = d.partial_line,
+                "pty: discarded the queries waiting at start-up, unanswered (written while echo \
+                 was on, their echo was taken as the reply)"
+            );
+        } else {
+            tracing::debug!("pty mode: raw, nothing was waiting");
+        }
     }
     let router = match Router::from_config(&config, &source) {
         Ok(r) => r,
-        Err(e) => return config_failure(&e),
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration");
+            return config_failure(&e, under_pty);
+        }
     };
     let signals = match Signals::install() {
         Ok(s) => s,
@@ -123,6 +175,7 @@ fn run(cli: &Cli) -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         config = %source,
         protocol = ?config.protocol,
+        pty = under_pty,
         backends = config.backends.len(),
         "started"
     );
@@ -138,7 +191,10 @@ fn run(cli: &Cli) -> ExitCode {
     let result = serve(
         &runtime,
         codec,
-        StdinReader::new(Some(&signals)),
+        crate::pty::SkipPartialLine::new(
+            StdinReader::new(Some(&signals)),
+            drained.is_some_and(|d| d.partial_line),
+        ),
         StdoutWriter,
         Arc::new(router),
         options,
