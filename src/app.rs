@@ -163,6 +163,7 @@ fn run(cli: &Cli) -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(crate::signals::block_in_this_thread)
         .build()
     {
         Ok(rt) => rt,
