@@ -215,6 +215,10 @@ fn run(cli: &Cli) -> ExitCode {
         options,
         &mut control,
     );
+    // Dropping a runtime waits for its blocking tasks, and one may still be stuck after its
+    // request was answered `0` at the deadline (a users-file lock held by another process,
+    // a DNS lookup): exit promptly anyway, nothing is waiting for their results.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => {
             tracing::info!("end of input, exiting");
