@@ -6,140 +6,16 @@
 mod common;
 
 use std::fs;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
+use common::http_server::{FaultServer, Mode};
 use common::*;
 
 /// The request deadline the bridge runs with in these tests.
 const DEADLINE: Duration = Duration::from_secs(2);
 /// What any faulty request may take: the deadline and a generous second.
 const BOUND: Duration = Duration::from_secs(3);
-
-/// How the test server answers the next request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// mod_auth_http done right: `true` for password `right`.
-    Good,
-    /// Headers and half a body, then a TCP reset.
-    ResetMidResponse,
-    /// Reads the request and never answers.
-    Slow,
-    /// 503 with a body of `true`: the status decides, not the body.
-    ServerError,
-    /// Not HTTP at all.
-    Garbage,
-    /// 200 and a 1 MiB body that starts with `true`.
-    Oversized,
-}
-
-struct FaultServer {
-    addr: SocketAddr,
-    mode: Arc<Mutex<Mode>>,
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
-
-impl FaultServer {
-    fn start() -> FaultServer {
-        Self::start_on("127.0.0.1:0".parse().unwrap())
-    }
-
-    fn start_on(addr: SocketAddr) -> FaultServer {
-        let listener = runtime().block_on(TcpListener::bind(addr)).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mode = Arc::new(Mutex::new(Mode::Good));
-        let shared = Arc::clone(&mode);
-        runtime().spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(stream, Arc::clone(&shared)));
-            }
-        });
-        FaultServer { addr, mode }
-    }
-
-    fn set(&self, mode: Mode) {
-        *self.mode.lock().unwrap() = mode;
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-/// Reads one request head (the bridge's GETs have no body); `None` at EOF.
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
-async fn serve_connection(mut stream: TcpStream, mode: Arc<Mutex<Mode>>) {
-    while let Some(head) = read_head(&mut stream).await {
-        let current = *mode.lock().unwrap();
-        let response: Vec<u8> = match current {
-            Mode::Good => {
-                let yes = head.contains("pass=right ") || head.contains("/user_exists");
-                let body = if yes { "true" } else { "false" };
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .into_bytes()
-            }
-            Mode::ResetMidResponse => {
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ntr")
-                    .await;
-                // Zero linger: closing sends a reset instead of a clean FIN.
-                let _ = stream.set_zero_linger();
-                return;
-            }
-            Mode::Slow => {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                return;
-            }
-            Mode::ServerError => {
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ntrue".to_vec()
-            }
-            Mode::Garbage => {
-                let _ = stream.write_all(b"\x00\xffNOT HTTP\r\n\r\ntrue\r\n").await;
-                return;
-            }
-            Mode::Oversized => {
-                let mut body = b"true".to_vec();
-                body.resize(1 << 20, b' ');
-                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
-                    .into_bytes();
-                r.extend(body);
-                r
-            }
-        };
-        if stream.write_all(&response).await.is_err() {
-            return;
-        }
-    }
-}
 
 fn write_config(dir: &Path, backends: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");

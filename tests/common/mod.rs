@@ -2,6 +2,8 @@
 //! servers do, and build users files with cheap hashes.
 #![allow(dead_code)]
 
+pub mod http_server;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
