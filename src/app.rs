@@ -164,7 +164,10 @@ fn run(cli: &Cli) -> ExitCode {
     let router = match Router::from_config(&config, &source) {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, "invalid configuration");
+            if under_pty {
+                // stderr is off limits: the log (a file, if configured) is all there is.
+                tracing::error!(error = %e, "invalid configuration");
+            }
             return config_failure(&e, under_pty);
         }
     };
