@@ -3,6 +3,8 @@
 //! - any byte stream, read in any pieces, gets exactly one reply per complete request, in
 //!   order, each reply well-formed, and never a panic.
 
+mod common;
+
 use std::io::{self, Read};
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 use tokio_util::codec::Decoder;
 
+use common::oracle::{complete_frames, line_requests};
 use extauth_bridge::protocol::{EjabberdCodec, LineCodec, Protocol, WireCodec};
 use extauth_bridge::request::{Command, Incoming, Outcome, Request};
 use extauth_bridge::router::Handler;
@@ -194,19 +197,6 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(token, 0..60).prop_map(|t| t.concat())
 }
 
-fn complete_frames(mut input: &[u8]) -> usize {
-    let mut n = 0;
-    while let [hi, lo, rest @ ..] = input {
-        let len = usize::from(u16::from_be_bytes([*hi, *lo]));
-        if rest.len() < len {
-            break;
-        }
-        input = &rest[len..];
-        n += 1;
-    }
-    n
-}
-
 fn sizes() -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(1usize..70, 1..6)
 }
@@ -218,9 +208,7 @@ proptest! {
     fn line_stream_gets_one_reply_per_line(input in stream(), sizes in sizes()) {
         let codec = WireCodec::new(Protocol::Line, 32);
         let expected = expected_answers(codec.clone(), &input);
-        let lines = input.iter().filter(|&&b| b == b'\n').count();
-        let tail = input.len() - input.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        prop_assert_eq!(expected.len(), lines + usize::from(tail > 0));
+        prop_assert_eq!(expected.len(), line_requests(&input));
         let wire: Vec<u8> = expected
             .iter()
             .flat_map(|&yes| if yes { *b"1\n" } else { *b"0\n" })

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http_server;
+pub mod oracle;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
