@@ -286,12 +286,13 @@ impl Control for SignalControl<'_> {
 }
 
 fn hash_password_command() -> ExitCode {
-    let mut line = String::new();
+    // Wiped on drop, like the Secret made from it.
+    let mut line = zeroize::Zeroizing::new(String::new());
     if let Err(e) = io::stdin().lock().read_line(&mut line) {
         eprintln!("extauth-bridge: cannot read the password: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+    let trimmed = line.strip_suffix('\n').unwrap_or(line.as_str());
     let password = Secret::new(trimmed.strip_suffix('\r').unwrap_or(trimmed));
     drop(line);
     if password.is_empty() {
