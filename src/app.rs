@@ -73,6 +73,9 @@ pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
     if let Some(t) = cli.log_target {
         config.log.target = t;
     }
+    if let Some(p) = cli.pty {
+        config.pty = p;
+    }
     if let Some(f) = &cli.log_file {
         config.log.file = Some(f.clone());
     }
@@ -97,24 +100,76 @@ pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
     Ok((config, source))
 }
 
-fn config_failure(e: &dyn std::fmt::Display) -> ExitCode {
-    // Before logging is set up, stderr is the only place a person will look.
-    eprintln!("extauth-bridge: {e}");
+/// Reports a configuration error and returns exit status 2. Before logging is set up, stderr
+/// is the only place a person will look, except under a Prosody pty: there stderr is the
+/// protocol, and Prosody would read the message as a reply. The status alone tells Prosody.
+fn config_failure(e: &dyn std::fmt::Display, under_pty: bool) -> ExitCode {
+    if !under_pty {
+        eprintln!("extauth-bridge: {e}");
+    }
     ExitCode::from(EXIT_CONFIG)
 }
 
 fn run(cli: &Cli) -> ExitCode {
+    // Prosody's pty (see pty.rs). What the command line and detection say is known before
+    // the configuration is read, and reading it opens a file: close inherited descriptors and
+    // keep panics off stderr first.
+    let detected = crate::pty::detect();
+    let early_pty = cli.pty.unwrap_or_default().enabled(detected);
+    if early_pty {
+        crate::pty::close_inherited_fds();
+    }
+    crate::logging::install_panic_hook(early_pty);
     limit_allocator_retention();
     let (config, source) = match load_config(cli) {
         Ok(c) => c,
-        Err(e) => return config_failure(&e),
+        Err(e) => return config_failure(&e, early_pty),
     };
-    if let Err(e) = crate::logging::init(&config.log, false) {
-        return config_failure(&e);
+    let under_pty = config.pty.enabled(detected);
+    if under_pty && !early_pty {
+        // `pty = "on"` in the file: nothing of ours is open yet, it is not too late.
+        crate::pty::close_inherited_fds();
+        crate::logging::install_panic_hook(true);
+    }
+    let drained = if under_pty {
+        match crate::pty::prepare_stdin() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                // With echo on, every query would come back ahead of its reply: answering
+                // would be worse than not running. Prosody sees the failure status.
+                let _ = crate::logging::init(&config.log, true);
+                tracing::error!(error = %e, "pty: cannot switch stdin to raw mode");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    if let Err(e) = crate::logging::init(&config.log, under_pty) {
+        return config_failure(&e, under_pty);
+    }
+    if let Some(d) = drained {
+        if d.bytes > 0 {
+            tracing::warn!(
+                lines = d.lines,
+                bytes = d.bytes,
+                partial_line = d.partial_line,
+                "pty: discarded the queries waiting at start-up, unanswered (written while echo \
+                 was on, their echo was taken as the reply)"
+            );
+        } else {
+            tracing::debug!("pty mode: raw, nothing was waiting");
+        }
     }
     let router = match Router::from_config(&config, &source) {
         Ok(r) => r,
-        Err(e) => return config_failure(&e),
+        Err(e) => {
+            if under_pty {
+                // stderr is off limits: the log (a file, if configured) is all there is.
+                tracing::error!(error = %e, "invalid configuration");
+            }
+            return config_failure(&e, under_pty);
+        }
     };
     let signals = match Signals::install() {
         Ok(s) => s,
@@ -125,6 +180,7 @@ fn run(cli: &Cli) -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(crate::signals::block_in_this_thread)
         .build()
     {
         Ok(rt) => rt,
@@ -137,6 +193,7 @@ fn run(cli: &Cli) -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         config = %source,
         protocol = ?config.protocol,
+        pty = under_pty,
         backends = config.backends.len(),
         "started"
     );
@@ -152,12 +209,19 @@ fn run(cli: &Cli) -> ExitCode {
     let result = serve(
         &runtime,
         codec,
-        StdinReader::new(Some(&signals)),
+        crate::pty::SkipPartialLine::new(
+            StdinReader::new(Some(&signals)),
+            drained.is_some_and(|d| d.partial_line),
+        ),
         StdoutWriter,
         Arc::new(router),
         options,
         &mut control,
     );
+    // Dropping a runtime waits for its blocking tasks, and one may still be stuck after its
+    // request was answered `0` at the deadline (a users-file lock held by another process,
+    // a DNS lookup): exit promptly anyway, nothing is waiting for their results.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => {
             tracing::info!("end of input, exiting");
@@ -222,12 +286,13 @@ impl Control for SignalControl<'_> {
 }
 
 fn hash_password_command() -> ExitCode {
-    let mut line = String::new();
+    // Wiped on drop, like the Secret made from it.
+    let mut line = zeroize::Zeroizing::new(String::new());
     if let Err(e) = io::stdin().lock().read_line(&mut line) {
         eprintln!("extauth-bridge: cannot read the password: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+    let trimmed = line.strip_suffix('\n').unwrap_or(line.as_str());
     let password = Secret::new(trimmed.strip_suffix('\r').unwrap_or(trimmed));
     drop(line);
     if password.is_empty() {

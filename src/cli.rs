@@ -61,6 +61,12 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
 
+    /// Prosody pty mode: raw mode, drop queries waiting at start-up, no logs on stderr
+    /// [default: the config's `pty`, else auto: on when stdin is a terminal that is not our
+    /// controlling terminal]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub pty: Option<crate::pty::PtyMode>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

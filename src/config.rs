@@ -33,6 +33,9 @@ pub struct Config {
     pub max_line: usize,
     #[serde(default)]
     pub log: LogConfig,
+    /// Prosody pty mode: `auto` (detect), `on`, `off`.
+    #[serde(default)]
+    pub pty: crate::pty::PtyMode,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
     #[serde(default, rename = "route")]
@@ -46,6 +49,7 @@ impl Default for Config {
             timeout: DEFAULT_TIMEOUT,
             max_line: default_max_line(),
             log: LogConfig::default(),
+            pty: crate::pty::PtyMode::default(),
             backends: Vec::new(),
             routes: Vec::new(),
         }

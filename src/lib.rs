@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod protocol;
+pub mod pty;
 pub mod request;
 pub mod router;
 pub mod secret;

@@ -4,6 +4,7 @@
 use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use tracing_subscriber::filter::LevelFilter;
@@ -56,7 +57,7 @@ pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
         .with_target(false);
     // try_init: a second init (tests, reload) keeps the first subscriber.
     match (dest, config.format) {
-        (Destination::Nowhere, _) => {}
+        (Destination::Nowhere, _) => return Ok(()),
         (Destination::Stderr, LogFormat::Text) => {
             let ansi = rustix::termios::isatty(rustix::stdio::stderr());
             let _ = builder.with_ansi(ansi).with_writer(io::stderr).try_init();
@@ -88,26 +89,45 @@ pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
             };
         }
     }
-    install_panic_hook();
+    LOGGING_READY.store(true, Ordering::SeqCst);
     Ok(())
 }
 
-/// The default panic hook prints to stderr, which under Prosody is the protocol pty.
-/// Panics go to the log instead (and request handling catches them and answers `0`).
-fn install_panic_hook() {
+static LOGGING_READY: AtomicBool = AtomicBool::new(false);
+static STDERR_FORBIDDEN: AtomicBool = AtomicBool::new(false);
+
+/// Replaces the default panic hook, which prints to stderr: under Prosody that is the
+/// protocol pty. Called first thing, before the configuration is read; `under_pty` forbids
+/// stderr from then on. Panics go to the log once there is one, before that to stderr (not
+/// under a pty) or nowhere. Request handling catches them and answers `0`.
+pub fn install_panic_hook(under_pty: bool) {
+    STDERR_FORBIDDEN.store(under_pty, Ordering::SeqCst);
     std::panic::set_hook(Box::new(|info| {
-        let payload = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let message = panic_message(info.payload());
         let location = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        tracing::error!(%location, message = %payload, "panic");
+        if LOGGING_READY.load(Ordering::SeqCst) {
+            tracing::error!(%location, message = message.as_ref(), "panic");
+        } else if !STDERR_FORBIDDEN.load(Ordering::SeqCst) {
+            eprintln!("extauth-bridge: panic at {location}: {message}");
+        }
     }));
+}
+
+/// What a panic log line may say about the payload. A literal message (`&'static str`) was
+/// written by a programmer and is shown. A formatted one (`String`: `panic!("{x}")`, the
+/// `Debug` of an error in `unwrap()`) is built from runtime values, which in a request may
+/// include a password, so only its length is shown.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> std::borrow::Cow<'static, str> {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).into()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("(formatted message of {} bytes withheld)", s.len()).into()
+    } else {
+        "(non-text payload)".into()
+    }
 }
 
 #[cfg(test)]
@@ -125,5 +145,15 @@ mod tests {
         assert_eq!(destination(&c, true), Destination::File("/tmp/x".into()));
         c.target = LogTarget::None;
         assert_eq!(destination(&c, false), Destination::Nowhere);
+    }
+
+    #[test]
+    fn formatted_panic_messages_are_withheld() {
+        let literal: Box<dyn std::any::Any + Send> = Box::new("literal message");
+        assert_eq!(panic_message(literal.as_ref()), "literal message");
+        let formatted: Box<dyn std::any::Any + Send> = Box::new(format!("password {}", "hunter2"));
+        let shown = panic_message(formatted.as_ref());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("16 bytes"), "{shown}");
     }
 }

@@ -36,6 +36,23 @@ extern "C" fn on_signal(signal: libc::c_int) {
     }
 }
 
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread. Run at the start of every thread
+/// the runtime spawns (blocking pool included), so these signals are always delivered to the
+/// main thread, where the request loop waits for them. Delivered to a pool thread instead,
+/// a signal would interrupt whatever system call it was in (a `flock` waiting for the users
+/// file, a DNS lookup) and fail that request.
+pub fn block_in_this_thread() {
+    // SAFETY: building a signal set on the stack and changing this thread's mask only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// The installed handlers and the read end of the self-pipe.
 pub struct Signals {
     wake_read: OwnedFd,

@@ -2,6 +2,9 @@
 //! servers do, and build users files with cheap hashes.
 #![allow(dead_code)]
 
+pub mod http_server;
+pub mod oracle;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -68,3 +71,142 @@ pub fn frame(payload: &str) -> Vec<u8> {
 
 pub const YES: [u8; 4] = [0, 2, 0, 1];
 pub const NO: [u8; 4] = [0, 2, 0, 0];
+
+/// A running bridge with pipes, for tests that talk to it over time (signals, faults).
+pub struct Live {
+    pub child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Option<std::process::ChildStdout>,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Live {
+    pub fn spawn(args: &[&str]) -> Live {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("EXTAUTH_BRIDGE_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bridge");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Live {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            child,
+            stderr_lines: rx,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stdin.as_mut().unwrap().write_all(bytes).unwrap();
+    }
+
+    /// Reads exactly `n` reply bytes; panics if they do not come within `timeout`.
+    pub fn read_exact_within(&mut self, n: usize, timeout: std::time::Duration) -> Vec<u8> {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let deadline = std::time::Instant::now() + timeout;
+        let stdout = self.stdout.as_mut().unwrap();
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let fd = stdout.as_fd();
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
+            let ts = rustix::event::Timespec::try_from(left).unwrap();
+            let ready = rustix::event::poll(&mut fds, Some(&ts)).unwrap_or(0);
+            assert!(ready > 0, "no reply within {timeout:?} (got {got:?})");
+            let mut buf = vec![0u8; n - got.len()];
+            let k = stdout.read(&mut buf).unwrap();
+            assert!(k > 0, "stdout closed after {got:?}");
+            got.extend_from_slice(&buf[..k]);
+        }
+        got
+    }
+
+    /// Sends one line-protocol query and returns the reply line.
+    pub fn ask(&mut self, query: &str) -> String {
+        self.send(format!("{query}\n").as_bytes());
+        String::from_utf8(self.read_exact_within(2, std::time::Duration::from_secs(10))).unwrap()
+    }
+
+    /// Waits for a stderr line containing `needle`; returns every line seen until then.
+    pub fn wait_for_log(&self, needle: &str, timeout: std::time::Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    seen.push(line);
+                    if hit {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no log line with {needle:?} within {timeout:?}: {seen:#?}"),
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0);
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    pub fn close_stdout(&mut self) {
+        self.stdout.take();
+    }
+
+    /// Waits for the exit; panics after `timeout`. Returns the status and the rest of stderr.
+    pub fn wait_within(
+        mut self,
+        timeout: std::time::Duration,
+    ) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("bridge still running after {timeout:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let mut rest = Vec::new();
+        while let Ok(line) = self
+            .stderr_lines
+            .recv_timeout(std::time::Duration::from_secs(2))
+        {
+            rest.push(line);
+        }
+        (status, rest)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

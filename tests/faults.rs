@@ -1,0 +1,179 @@
+//! The fault matrix: every way a backend can fail, each against a real local server (or file)
+//! that fails that way. Each case asserts the answer `0`, a time bound (the request deadline
+//! plus a generous second), and that the next request is answered correctly: by the same
+//! backend once it has recovered (without a restart), or by a healthy one.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::http_server::{FaultServer, Mode};
+use common::*;
+
+/// The request deadline the bridge runs with in these tests.
+const DEADLINE: Duration = Duration::from_secs(2);
+/// What any faulty request may take: the deadline and a generous second.
+const BOUND: Duration = Duration::from_secs(3);
+
+fn write_config(dir: &Path, backends: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    fs::write(
+        &path,
+        format!(
+            "timeout = \"{}s\"\n[log]\nlevel = \"debug\"\n{backends}",
+            DEADLINE.as_secs()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// An http backend whose own timeouts are longer than the deadline, so that "slow" is
+/// caught by the request loop's deadline, the last line of defence.
+fn http_backend(name: &str, url: &str) -> String {
+    format!(
+        "[[backend]]\nname = \"{name}\"\ntype = \"http\"\nurl = \"{url}\"\n\
+         connect_timeout = \"10s\"\nrequest_timeout = \"10s\"\n"
+    )
+}
+
+fn route(domain: &str, backend: &str) -> String {
+    format!("[[route]]\ndomains = [\"{domain}\"]\nbackends = [\"{backend}\"]\n")
+}
+
+/// Asks and checks the answer and the time bound; returns how long it took.
+fn ask_timed(bridge: &mut Live, query: &str, expected: &str, bound: Duration) -> Duration {
+    let started = Instant::now();
+    let reply = bridge.ask(query);
+    let took = started.elapsed();
+    assert_eq!(reply, expected, "{query}");
+    assert!(took < bound, "{query} took {took:?}");
+    took
+}
+
+fn start(config: &Path) -> Live {
+    Live::spawn(&["--config", config.to_str().unwrap()])
+}
+
+#[test]
+fn http_faults_answer_zero_in_time_and_the_recovered_backend_is_used_again() {
+    let server = FaultServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &http_backend("api", &server.url()));
+    let mut bridge = start(&config);
+    ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
+
+    for mode in [
+        Mode::ResetMidResponse,
+        Mode::ServerError,
+        Mode::Garbage,
+        Mode::Oversized,
+        Mode::Slow,
+    ] {
+        server.set(mode);
+        // Correct password: only the fault can make it fail.
+        let took = ask_timed(&mut bridge, "auth:romeo:example.net:right", "0\n", BOUND);
+        if mode == Mode::Slow {
+            assert!(took >= DEADLINE, "answered before the deadline: {took:?}");
+        } else {
+            // Failures that show themselves are not left to the deadline.
+            assert!(took < DEADLINE, "{mode:?} took {took:?}");
+        }
+        server.set(Mode::Good);
+        ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
+        ask_timed(&mut bridge, "auth:romeo:example.net:wrong", "0\n", BOUND);
+    }
+    bridge.close_stdin();
+    assert_eq!(bridge.wait_within(BOUND).0.code(), Some(0));
+}
+
+#[test]
+fn refused_connection_then_the_backend_comes_back() {
+    // Take a free port, then leave it: nothing listens there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &http_backend("api", &format!("http://{addr}")));
+    let mut bridge = start(&config);
+    let took = ask_timed(&mut bridge, "auth:romeo:example.net:right", "0\n", BOUND);
+    assert!(took < DEADLINE, "refused took {took:?}");
+    // The API starts: used from the next request on, no restart.
+    let _server = FaultServer::start_on(addr);
+    ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
+    ask_timed(&mut bridge, "isuser:romeo:example.net", "1\n", BOUND);
+}
+
+#[test]
+fn tls_and_dns_failures_answer_zero_and_other_domains_still_work() {
+    let good = FaultServer::start();
+    let plain = FaultServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backends = [
+        // A plain-TCP server behind an https URL: the TLS handshake fails.
+        http_backend("tls", &format!("https://{}", plain.addr)),
+        // `.invalid` never resolves (RFC 2606).
+        http_backend("dns", "http://no-such-host.invalid:8080"),
+        http_backend("good", &good.url()),
+        route("tls.example", "tls"),
+        route("dns.example", "dns"),
+        route("good.example", "good"),
+    ]
+    .concat();
+    let config = write_config(dir.path(), &backends);
+    let mut bridge = start(&config);
+    for _ in 0..2 {
+        ask_timed(&mut bridge, "auth:romeo:tls.example:right", "0\n", BOUND);
+        ask_timed(&mut bridge, "auth:romeo:good.example:right", "1\n", BOUND);
+        ask_timed(&mut bridge, "auth:romeo:dns.example:right", "0\n", BOUND);
+        ask_timed(&mut bridge, "auth:romeo:good.example:right", "1\n", BOUND);
+        ask_timed(&mut bridge, "auth:romeo:good.example:wrong", "0\n", BOUND);
+    }
+}
+
+#[test]
+fn users_file_faults_answer_zero_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "right")]);
+    let saved = fs::read(&users).unwrap();
+    let backend = format!("[[backend]]\nname = \"users\"\ntype = \"file\"\npath = {users:?}\n");
+    let config = write_config(dir.path(), &backend);
+    let mut bridge = start(&config);
+    ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
+
+    // Deleted.
+    fs::remove_file(&users).unwrap();
+    ask_timed(&mut bridge, "auth:romeo:example.net:right", "0\n", BOUND);
+    fs::write(&users, &saved).unwrap();
+    ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
+
+    // Unreadable (a directory where the file should be: root reads any mode bits).
+    fs::remove_file(&users).unwrap();
+    fs::create_dir(&users).unwrap();
+    ask_timed(&mut bridge, "auth:romeo:example.net:right", "0\n", BOUND);
+    fs::remove_dir(&users).unwrap();
+    fs::write(&users, &saved).unwrap();
+    ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
+
+    // The write lock held by another process past the deadline.
+    let mut lock_path = users.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let took = ask_timed(&mut bridge, "setpass:romeo:example.net:new", "0\n", BOUND);
+    assert!(took >= DEADLINE, "{took:?}");
+    // Reads do not need the lock.
+    ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
+    // End of input while a stuck task still waits for the lock: exit promptly anyway.
+    bridge.close_stdin();
+    assert_eq!(bridge.wait_within(BOUND).0.code(), Some(0));
+    drop(lock);
+}

@@ -1,0 +1,373 @@
+//! The bridge driven through a real pseudo-terminal, the way Prosody's lpty drives it
+//! (SPEC §2): fds 0/1/2 on the slave, a new session without a controlling terminal, an
+//! inherited descriptor that is not close-on-exec, no arguments (the configuration comes from
+//! the environment), and the first query written while echo is still on. Replies are read
+//! as lpty reads them: one `read()` of up to 4096 bytes per reply.
+
+mod common;
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{users_file, BIN};
+
+/// Where the child gets copies of the parent's socket and of the pty master, without
+/// close-on-exec: what a careless parent leaks.
+const LEAKED_SOCKET_FD: RawFd = 40;
+const LEAKED_MASTER_FD: RawFd = 41;
+
+struct PtyChild {
+    master: Option<OwnedFd>,
+    /// The parent's copy of the slave: lets it watch the slave's modes and input queue.
+    slave: Option<OwnedFd>,
+    socket: UnixStream,
+    child: Child,
+}
+
+fn openpty() -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors; no name, termios or window size given.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
+    for fd in [master, slave] {
+        // Close-on-exec in the parent: other tests run in parallel threads and spawn
+        // children too; only our child gets the deliberate leaks (made in pre_exec).
+        // SAFETY: fcntl on descriptors we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: freshly opened, owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+/// Spawns the bridge on a new pty. `controlling`: make the pty the child's controlling
+/// terminal (an admin at a terminal) instead of leaving it without one (Prosody).
+/// `before_start` is written to the master before the child runs, while echo is on.
+/// `leak_master`: also leak the pty master. Outside pty mode nothing closes inherited
+/// descriptors, and a leaked master keeps the pty open forever.
+fn spawn(
+    config: &Path,
+    extra_args: &[&str],
+    controlling: bool,
+    leak_master: bool,
+    before_start: &[u8],
+) -> PtyChild {
+    let (master, slave) = openpty();
+    if !before_start.is_empty() {
+        write_all(&master, before_start);
+    }
+    let (socket, leaked) = UnixStream::pair().unwrap();
+    let leaked_socket = leaked.as_raw_fd();
+    let leaked_master = if leak_master { master.as_raw_fd() } else { -1 };
+    let mut cmd = Command::new(BIN);
+    cmd.args(extra_args)
+        .env("EXTAUTH_BRIDGE_CONFIG", config)
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave.try_clone().unwrap()));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if controlling && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // dup2 clears close-on-exec on the copy, in the child only.
+            for (from, to) in [
+                (leaked_socket, LEAKED_SOCKET_FD),
+                (leaked_master, LEAKED_MASTER_FD),
+            ] {
+                if from >= 0 && libc::dup2(from, to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn bridge");
+    drop(leaked);
+    PtyChild {
+        master: Some(master),
+        slave: Some(slave),
+        socket,
+        child,
+    }
+}
+
+fn write_all(fd: &OwnedFd, mut data: &[u8]) {
+    while !data.is_empty() {
+        let n = rustix::io::write(fd, data).expect("write to the pty master");
+        data = &data[n..];
+    }
+}
+
+/// Waits up to `timeout` for the master to be readable.
+fn readable(fd: &OwnedFd, timeout: Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+    let timeout = rustix::event::Timespec::try_from(timeout).unwrap();
+    matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+}
+
+impl PtyChild {
+    fn master(&self) -> &OwnedFd {
+        self.master.as_ref().unwrap()
+    }
+
+    /// One `read()` of up to 4096 bytes, as lpty does; panics if nothing comes in 10 s.
+    fn read_once(&self) -> Vec<u8> {
+        assert!(
+            readable(self.master(), Duration::from_secs(10)),
+            "no reply within 10 s"
+        );
+        let mut buf = [0u8; 4096];
+        let n = rustix::io::read(self.master(), &mut buf).expect("read from the pty master");
+        buf[..n].to_vec()
+    }
+
+    /// Prosody's reading of a reply: one read, one trailing `\r?\n` stripped.
+    fn reply(&self) -> String {
+        let raw = self.read_once();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        text.strip_suffix('\r').unwrap_or(text).to_owned()
+    }
+
+    fn ask(&self, query: &str) -> String {
+        write_all(self.master(), format!("{query}\n").as_bytes());
+        self.reply()
+    }
+
+    fn slave_termios(&self) -> rustix::termios::Termios {
+        rustix::termios::tcgetattr(self.slave.as_ref().unwrap()).unwrap()
+    }
+
+    /// Waits until the child has switched to raw mode and read everything waiting.
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let raw = !self
+                .slave_termios()
+                .local_modes
+                .contains(rustix::termios::LocalModes::ECHO);
+            let queued = rustix::io::ioctl_fionread(self.slave.as_ref().unwrap()).unwrap();
+            if raw && queued == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "child never entered raw mode");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The targets of the child's open descriptors.
+    fn open_files(&self) -> Vec<String> {
+        fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+
+    /// Closes our side of the pty, as a dying Prosody does, and waits for the child.
+    fn hang_up(mut self) -> ExitStatus {
+        self.slave.take();
+        self.master.take();
+        wait_with_timeout(&mut self.child, Duration::from_secs(10))
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("child still running {timeout:?} after its pty was closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn socket_inode(s: &UnixStream) -> u64 {
+    rustix::fs::fstat(s).unwrap().st_ino
+}
+
+fn setup(dir: &Path, log: &Path, target: &str) -> std::path::PathBuf {
+    let users = users_file(
+        dir,
+        &[
+            ("romeo@example.net", "right-r0meo"),
+            ("juliet@example.net", "right-jul1et"),
+        ],
+    );
+    let config = dir.join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "[log]\nlevel = \"trace\"\ntarget = {target:?}\nfile = {log:?}\n\n[[backend]]\nname = \"users\"\ntype = \"file\"\npath = {users:?}\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn prosody_pty_replies_are_never_shifted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("bridge.log");
+    // target "auto": stderr normally, the file under the pty.
+    let config = setup(dir.path(), &log, "auto");
+    // Prosody writes its first query right after the fork: echo is still on.
+    let pty = spawn(
+        &config,
+        &[],
+        false,
+        true,
+        b"auth:romeo:example.net:right-r0meo\n",
+    );
+
+    // The kernel echoes it, and lpty takes the echo for the reply: a failed login, and the
+    // reason the bridge must never answer that query.
+    let echo = pty.reply();
+    assert_eq!(echo, "auth:romeo:example.net:right-r0meo");
+    pty.wait_until_ready();
+
+    // Every later reply is the reply to its own query.
+    assert_eq!(pty.ask("auth:romeo:example.net:wrong"), "0");
+    assert_eq!(pty.ask("auth:romeo:example.net:right-r0meo"), "1");
+    assert_eq!(pty.ask("auth:juliet:example.net:right-r0meo"), "0");
+    assert_eq!(pty.ask("auth:juliet:example.net:right-jul1et"), "1");
+    assert_eq!(pty.ask("auth:juliet:example.net:wrong"), "0");
+    assert_eq!(pty.ask("isuser:romeo:example.net"), "1");
+    assert_eq!(pty.ask("isuser:nobody:example.net"), "0");
+    assert_eq!(pty.ask("bogus"), "0");
+
+    // Raw replies: exactly `1\n`, no `\r` added (OPOST off), nothing else (no logs).
+    write_all(pty.master(), b"auth:romeo:example.net:right-r0meo\n");
+    assert_eq!(pty.read_once(), b"1\n");
+    assert!(
+        !readable(pty.master(), Duration::from_millis(300)),
+        "something other than replies came out of the pty"
+    );
+
+    // Inherited descriptors are gone: neither the socket nor Prosody's end of the pty.
+    let inode = format!("socket:[{}]", socket_inode(&pty.socket));
+    let open = pty.open_files();
+    assert!(
+        !open.iter().any(|f| f == &inode),
+        "socket inherited: {open:?}"
+    );
+    assert!(
+        !open.iter().any(|f| f.contains("ptmx")),
+        "pty master inherited: {open:?}"
+    );
+
+    // Prosody goes away: EIO on read, exit 0 (so Prosody would restart us).
+    let status = pty.hang_up();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("discarded the queries waiting at start-up"),
+        "{log}"
+    );
+    assert!(!log.contains("right-r0meo") && !log.contains("right-jul1et"));
+}
+
+#[test]
+fn queries_split_across_start_up_are_dropped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("bridge.log");
+    let config = setup(dir.path(), &log, "auto");
+    // A query cut in two: the start waits at start-up (and was echoed), the rest comes later.
+    let pty = spawn(&config, &[], false, true, b"auth:romeo:exa");
+    let mut echo = Vec::new();
+    while echo.len() < 14 {
+        echo.extend(pty.read_once());
+    }
+    assert_eq!(echo, b"auth:romeo:exa");
+    pty.wait_until_ready();
+    // Its rest belongs to the dropped query: answering it would shift every reply after it.
+    write_all(pty.master(), b"mple.net:right-r0meo\n");
+    assert_eq!(pty.ask("auth:romeo:example.net:wrong"), "0");
+    assert_eq!(pty.ask("auth:romeo:example.net:right-r0meo"), "1");
+    assert!(!readable(pty.master(), Duration::from_millis(300)));
+    assert_eq!(pty.hang_up().code(), Some(0));
+}
+
+#[test]
+fn config_errors_under_the_pty_are_not_written_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    fs::write(&config, "timeout = \"forever\"\n").unwrap();
+    let mut pty = spawn(&config, &[], false, true, b"");
+    let status = wait_with_timeout(&mut pty.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        !readable(pty.master(), Duration::from_millis(200)),
+        "the error went to the pty: {:?}",
+        String::from_utf8_lossy(&pty.read_once())
+    );
+}
+
+#[test]
+fn an_admin_at_a_terminal_keeps_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("bridge.log");
+    let config = setup(dir.path(), &log, "file");
+    // The pty is the child's controlling terminal: someone typing, not Prosody.
+    let pty = spawn(&config, &[], true, false, b"");
+    write_all(pty.master(), b"isuser:romeo:example.net\n");
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"\r\n1\r\n") {
+        seen.extend(pty.read_once());
+    }
+    // The line was echoed as typed, the reply went through the terminal's output processing.
+    assert_eq!(seen, b"isuser:romeo:example.net\r\n1\r\n");
+    assert!(pty
+        .slave_termios()
+        .local_modes
+        .contains(rustix::termios::LocalModes::ECHO));
+    assert_eq!(pty.hang_up().code(), Some(0));
+}
+
+#[test]
+fn pty_off_keeps_the_terminal_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("bridge.log");
+    let config = setup(dir.path(), &log, "file");
+    // `on` at a terminal: raw mode although someone could be typing.
+    let on = spawn(&config, &["--pty", "on"], true, false, b"");
+    on.wait_until_ready();
+    assert_eq!(on.ask("isuser:romeo:example.net"), "1");
+    assert_eq!(on.hang_up().code(), Some(0));
+
+    // `off` on Prosody's pty: left alone, echo on.
+    let pty = spawn(&config, &["--pty", "off"], false, false, b"");
+    write_all(pty.master(), b"isuser:romeo:example.net\n");
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"\r\n1\r\n") {
+        seen.extend(pty.read_once());
+    }
+    assert!(pty
+        .slave_termios()
+        .local_modes
+        .contains(rustix::termios::LocalModes::ECHO));
+    assert_eq!(pty.hang_up().code(), Some(0));
+}

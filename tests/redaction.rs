@@ -1,0 +1,215 @@
+//! No password, hash, credential or secret ever appears in stdout, stderr or the log file:
+//! every command, every backend type, text and JSON logs at `trace`, on success and on every
+//! kind of failure. Also: `Debug` of a configuration holding secrets redacts them.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::http_server::{FaultServer, Mode};
+use common::*;
+
+/// Passwords sent by the "XMPP server". `right` is what the test API accepts.
+const PASSWORDS: [&str; 3] = ["Pw-alpha-7731", "Pw:with:colons-8842", "Pw-ünïcode-9953"];
+const CREDENTIALS: &str = "api-user:Cred-s3cret-6614";
+
+/// Every command, with every password, plus malformed lines that still hold one.
+fn requests() -> String {
+    let mut input = String::new();
+    for pw in PASSWORDS {
+        for user in ["romeo", "nobody"] {
+            for cmd in ["auth", "setpass", "tryregister", "removeuser3"] {
+                input.push_str(&format!("{cmd}:{user}:example.net:{pw}\n"));
+            }
+            input.push_str(&format!("isuser:{user}:example.net\n"));
+            input.push_str(&format!("removeuser:{user}:example.net\n"));
+            input.push_str(&format!("certauth:{user}:example.net:{pw}\n"));
+        }
+        input.push_str(&format!("bogus:romeo:example.net:{pw}\n"));
+        input.push_str(&format!("isuser:romeo:example.net:{pw}\n"));
+        input.push_str(&format!("auth:ro\tmeo:example.net:{pw}\n"));
+        input.push_str(&format!("auth:romeo:example.net:{pw}\0\n"));
+        input.push_str(&format!("{pw}\n"));
+        input.push_str(&format!(
+            "auth:romeo:example.net:{pw}{}\n",
+            "x".repeat(70_000)
+        ));
+    }
+    input
+}
+
+/// What must never be seen: the passwords in every encoding a backend or log might use,
+/// the stored hashes, the HTTP credentials.
+fn forbidden(hashes: &[String]) -> Vec<String> {
+    let mut all = Vec::new();
+    for pw in PASSWORDS.iter().chain([&CREDENTIALS, &"Cred-s3cret-6614"]) {
+        all.push(pw.to_string());
+        all.push(form_encode(pw));
+        all.push(format!("{pw:?}"));
+        all.push(base64(pw.as_bytes()));
+    }
+    for hash in hashes {
+        all.push(hash.clone());
+        // The digest alone (the last `$` field), in case something prints only that.
+        all.push(hash.rsplit('$').next().unwrap().to_owned());
+    }
+    all
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn assert_clean(what: &str, text: &str, forbidden: &[String]) {
+    for secret in forbidden {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{secret:?} found in {what}:\n{text}"
+        );
+    }
+}
+
+/// Runs the whole request set through a bridge with `backends`, for each log format and
+/// destination, and checks every output against what `forbidden` lists after the run.
+fn run_everything(dir: &Path, backends: &str, forbidden: &dyn Fn() -> Vec<String>) {
+    let log = dir.join("bridge.log");
+    for format in ["text", "json"] {
+        for target in ["stderr", "file"] {
+            let _ = fs::remove_file(&log);
+            let config = dir.join("config.toml");
+            fs::write(
+                &config,
+                format!(
+                    "timeout = \"1s\"\n[log]\nlevel = \"trace\"\nformat = \"{format}\"\n\
+                     target = \"{target}\"\nfile = {log:?}\n{backends}"
+                ),
+            )
+            .unwrap();
+            let out = run(
+                &["--config", config.to_str().unwrap()],
+                requests().as_bytes(),
+            );
+            assert!(out.status.success(), "{out:?}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.chars().all(|c| c == '0' || c == '1' || c == '\n'));
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            let logged = fs::read_to_string(&log).unwrap_or_default();
+            // The logs are really at trace level and really went where asked.
+            let written = if target == "file" { &logged } else { &stderr };
+            assert!(
+                written.contains("request"),
+                "{format}/{target}: nothing logged"
+            );
+            let forbidden = forbidden();
+            assert_clean("stderr", &stderr, &forbidden);
+            assert_clean("the log file", &logged, &forbidden);
+        }
+    }
+}
+
+#[test]
+fn users_file_backend_never_shows_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(
+        dir.path(),
+        &[
+            ("romeo@example.net", PASSWORDS[0]),
+            ("juliet@example.net", PASSWORDS[1]),
+        ],
+    );
+    let stored_hashes = || -> Vec<String> {
+        fs::read_to_string(&users)
+            .unwrap()
+            .lines()
+            .filter_map(|l| Some(l.split_once(':')?.1.to_owned()))
+            .collect()
+    };
+    let original = stored_hashes();
+    assert_eq!(original.len(), 2);
+    let backend = format!("[[backend]]\nname = \"users\"\ntype = \"file\"\npath = {users:?}\n");
+    // The original hashes and those setpass/tryregister wrote during the run.
+    let hashes = || forbidden(&[original.clone(), stored_hashes()].concat());
+    run_everything(dir.path(), &backend, &hashes);
+    assert_ne!(stored_hashes()[0], original[0], "setpass rewrote the file");
+}
+
+#[test]
+fn http_backend_never_shows_secrets_in_any_state() {
+    let server = FaultServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = format!(
+        "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"{}\"\ncredentials = \"{CREDENTIALS}\"\n",
+        server.url()
+    );
+    let forbidden = || forbidden(&[]);
+    for mode in [
+        Mode::Good,
+        Mode::ServerError,
+        Mode::Garbage,
+        Mode::ResetMidResponse,
+    ] {
+        server.set(mode);
+        run_everything(dir.path(), &backend, &forbidden);
+    }
+    // POST for check_password: the password travels in a form body.
+    server.set(Mode::Good);
+    let backend = format!(
+        "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"{}\"\n\
+         check_password_method = \"POST\"\ncredentials = \"{CREDENTIALS}\"\n",
+        server.url()
+    );
+    run_everything(dir.path(), &backend, &forbidden);
+}
+
+#[test]
+fn hash_password_shows_the_hash_only() {
+    let out = run(&["hash-password"], format!("{}\n", PASSWORDS[1]).as_bytes());
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("$argon2id$"));
+    let forbidden = forbidden(&[]);
+    assert_clean("stdout", &stdout, &forbidden);
+    assert_clean("stderr", &String::from_utf8_lossy(&out.stderr), &forbidden);
+}
+
+#[test]
+fn config_debug_redacts_secrets() {
+    let text = format!(
+        "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1\"\n\
+         credentials = \"{CREDENTIALS}\"\n"
+    );
+    let config = extauth_bridge::config::Config::parse(&text, "t.toml").unwrap();
+    let dump = format!("{config:?} {config:#?}");
+    assert!(dump.contains("redacted"), "{dump}");
+    assert_clean("Debug of Config", &dump, &forbidden(&[]));
+}

@@ -1,0 +1,144 @@
+//! Signals and lifecycle (SPEC §2, issue 5): SIGTERM/SIGINT finish the request in hand,
+//! answer it and exit 0; SIGHUP reloads the configuration (a bad one keeps the old); a closed
+//! stdout ends the process quietly with status 0.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn config(dir: &Path, users: &Path) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    write_config(&path, users);
+    path
+}
+
+fn write_config(path: &Path, users: &Path) {
+    // Written next to the target and renamed: the bridge never reads a half-written file.
+    let tmp = path.with_extension("tmp");
+    fs::write(
+        &tmp,
+        format!(
+            "timeout = \"20s\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\
+             [[backend]]\nname = \"users\"\ntype = \"file\"\npath = {users:?}\n"
+        ),
+    )
+    .unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+/// Holds the users file's write lock, as another bridge process rewriting it would: a
+/// `setpass` then waits, which makes a request that is in hand for as long as we like.
+fn hold_write_lock(users: &Path) -> fs::File {
+    let mut lock = users.as_os_str().to_owned();
+    lock.push(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .unwrap();
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    file
+}
+
+#[test]
+fn stop_signals_finish_the_request_in_hand_then_exit_zero() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let users = users_file(dir.path(), &[("romeo@example.net", "old")]);
+        let config = config(dir.path(), &users);
+        let mut bridge = Live::spawn(&["--config", config.to_str().unwrap()]);
+        bridge.wait_for_log("started", Duration::from_secs(10));
+
+        let lock = hold_write_lock(&users);
+        bridge.send(b"setpass:romeo:example.net:new\n");
+        std::thread::sleep(Duration::from_millis(300));
+        bridge.signal(signal);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            bridge.child.try_wait().unwrap().is_none(),
+            "exited with a request in hand"
+        );
+        // The other writer finishes; the request completes and is answered after the signal.
+        drop(lock);
+        let reply = bridge.read_exact_within(2, Duration::from_secs(10));
+        assert_eq!(reply, b"1\n", "signal {signal}");
+        let (status, _) = bridge.wait_within(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "signal {signal}");
+        let text = fs::read_to_string(&users).unwrap();
+        assert!(
+            !text.contains(&cheap_hash("old")),
+            "the password was changed"
+        );
+    }
+}
+
+#[test]
+fn stop_signal_while_idle_exits_zero_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "pw")]);
+    let config = config(dir.path(), &users);
+    let mut bridge = Live::spawn(&["--config", config.to_str().unwrap()]);
+    assert_eq!(bridge.ask("auth:romeo:example.net:pw"), "1\n");
+    let started = Instant::now();
+    bridge.signal(libc::SIGTERM);
+    let (status, _) = bridge.wait_within(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = users_file(dir.path(), &[("romeo@example.net", "first")]);
+    let other = dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let second = users_file(&other, &[("romeo@example.net", "second")]);
+    let config = config(dir.path(), &first);
+    let mut bridge = Live::spawn(&["--config", config.to_str().unwrap()]);
+    assert_eq!(bridge.ask("auth:romeo:example.net:first"), "1\n");
+
+    write_config(&config, &second);
+    bridge.signal(libc::SIGHUP);
+    bridge.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    assert_eq!(bridge.ask("auth:romeo:example.net:first"), "0\n");
+    assert_eq!(bridge.ask("auth:romeo:example.net:second"), "1\n");
+
+    fs::write(
+        &config,
+        "[[backend]]\nname = \"users\"\ntype = \"nonsense\"\n",
+    )
+    .unwrap();
+    bridge.signal(libc::SIGHUP);
+    let seen = bridge.wait_for_log("reload failed", Duration::from_secs(10));
+    let line = seen.last().unwrap();
+    assert!(line.contains("config.toml"), "names the file: {line}");
+    assert_eq!(bridge.ask("auth:romeo:example.net:second"), "1\n");
+
+    bridge.close_stdin();
+    let (status, _) = bridge.wait_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn closed_stdout_exits_zero_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "pw")]);
+    let config = config(dir.path(), &users);
+    let mut bridge = Live::spawn(&["--config", config.to_str().unwrap()]);
+    let mut seen = bridge.wait_for_log("started", Duration::from_secs(10));
+    bridge.close_stdout();
+    bridge.send(b"auth:romeo:example.net:pw\nauth:romeo:example.net:pw\n");
+    let (status, rest) = bridge.wait_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{rest:#?}");
+    seen.extend(rest);
+    // Nothing on stderr but log lines (JSON, one per line): no panic, no stray message.
+    for line in &seen {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "not a log line: {line}");
+    }
+}
