@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
+use crate::cache::CachingHandler;
 use crate::cli::{Cli, Command};
 use crate::config::{
     BackendConfig, Config, ConfigError, FileBackendConfig, CONFIG_ENV, DEFAULT_CONFIG_PATH,
@@ -98,8 +99,8 @@ fn run(cli: &Cli) -> ExitCode {
     if let Err(e) = crate::logging::init(&config.log, false) {
         return config_failure(&e);
     }
-    let router = match Router::from_config(&config, &source) {
-        Ok(r) => r,
+    let handler = match build_handler(&config, &source) {
+        Ok(h) => h,
         Err(e) => return config_failure(&e),
     };
     let signals = match Signals::install() {
@@ -128,7 +129,7 @@ fn run(cli: &Cli) -> ExitCode {
     );
     let options = ServeOptions {
         timeout: config.timeout,
-        ..ServeOptions::default()
+        max_in_flight: config.max_in_flight,
     };
     let codec = WireCodec::new(config.protocol, config.max_line);
     let mut control = SignalControl {
@@ -140,7 +141,7 @@ fn run(cli: &Cli) -> ExitCode {
         codec,
         StdinReader::new(Some(&signals)),
         StdoutWriter,
-        Arc::new(router),
+        handler,
         options,
         &mut control,
     );
@@ -158,6 +159,16 @@ fn run(cli: &Cli) -> ExitCode {
     }
 }
 
+/// The router, behind the credential cache when `[cache]` enables it.
+pub fn build_handler(config: &Config, source: &str) -> Result<Arc<dyn Handler>, ConfigError> {
+    let router = Router::from_config(config, source)?;
+    Ok(if config.cache.enabled {
+        Arc::new(CachingHandler::new(router, &config.cache))
+    } else {
+        Arc::new(router)
+    })
+}
+
 /// Stop on SIGTERM/SIGINT, reload backends and routes on SIGHUP.
 struct SignalControl<'a> {
     signals: &'a Signals,
@@ -173,14 +184,15 @@ impl Control for SignalControl<'_> {
         if !self.signals.take_reload() {
             return None;
         }
-        let loaded = load_config(self.cli)
-            .and_then(|(config, source)| Router::from_config(&config, &source));
+        let loaded =
+            load_config(self.cli).and_then(|(config, source)| build_handler(&config, &source));
         match loaded {
-            Ok(router) => {
+            Ok(handler) => {
                 tracing::info!(
-                    "configuration reloaded (backends and routes; restart for other settings)"
+                    "configuration reloaded (backends, routes and cache, which starts empty; \
+                     restart for other settings)"
                 );
-                Some(Arc::new(router))
+                Some(handler)
             }
             Err(e) => {
                 tracing::error!(error = %e, "reload failed, keeping the previous configuration");

@@ -31,8 +31,13 @@ pub struct Config {
     /// Longest accepted line in the line protocol, in bytes.
     #[serde(default = "default_max_line")]
     pub max_line: usize,
+    /// How many requests already read may run at once (read-ahead; see `server.rs`).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub cache: crate::cache::CacheConfig,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
     #[serde(default, rename = "route")]
@@ -45,7 +50,9 @@ impl Default for Config {
             protocol: Protocol::default(),
             timeout: DEFAULT_TIMEOUT,
             max_line: default_max_line(),
+            max_in_flight: default_max_in_flight(),
             log: LogConfig::default(),
+            cache: crate::cache::CacheConfig::default(),
             backends: Vec::new(),
             routes: Vec::new(),
         }
@@ -54,6 +61,10 @@ impl Default for Config {
 
 fn default_timeout() -> Duration {
     DEFAULT_TIMEOUT
+}
+
+fn default_max_in_flight() -> usize {
+    64
 }
 
 fn default_max_line() -> usize {
@@ -227,6 +238,16 @@ impl Config {
                 "max_line",
                 "must be at least 64 bytes",
             ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::new(
+                file,
+                "max_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if let Err((key, why)) = self.cache.check() {
+            return Err(ConfigError::new(file, key, why));
         }
         if self.log.target == LogTarget::File && self.log.file.is_none() {
             return Err(ConfigError::new(
