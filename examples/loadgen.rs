@@ -38,6 +38,8 @@ struct Options {
     http: Option<String>,
     only: Option<Vec<String>>,
     rounds: usize,
+    /// Measure start-up and memory over this many spawns instead of running the suite.
+    startup: Option<usize>,
 }
 
 fn usage() -> ! {
@@ -45,6 +47,7 @@ fn usage() -> ! {
         "usage: loadgen [--bridge PATH] [--responder PATH] [--python PATH] [--requests N]\n\
          \x20              [--procs P] [--piped N] [--http BASE_URL] [--rounds R]\n\
          \x20              [--only CASE,CASE...]\n\
+         \x20      loadgen --startup RUNS [--bridge PATH] [--responder PATH] [--python PATH]\n\
          cases: responder isuser file-cheap file-argon2 cache piped-cache piped-isuser\n\
          \x20      python-pipe http-floor wrk http python-http piped-http"
     );
@@ -69,6 +72,7 @@ fn parse_options() -> Options {
         http: None,
         only: None,
         rounds: 3,
+        startup: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -81,6 +85,7 @@ fn parse_options() -> Options {
             "--procs" => o.procs = value().parse().unwrap_or_else(|_| usage()),
             "--piped" => o.piped = value().parse().unwrap_or_else(|_| usage()),
             "--http" => o.http = Some(value().trim_end_matches('/').to_owned()),
+            "--startup" => o.startup = Some(value().parse().unwrap_or_else(|_| usage())),
             "--rounds" => o.rounds = value().parse().unwrap_or_else(|_| usage()),
             "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
             _ => usage(),
@@ -407,6 +412,230 @@ fn print_row(name: &str, r: &Result<Stats, String>) {
     }
 }
 
+/// `VmRSS` (resident now) and `VmHWM` (peak resident) of a process, in KiB.
+fn memory(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Time from spawn to the first reply, over `runs` spawns: median and 90th percentile.
+fn spawn_to_first_reply(
+    spawn: Spawner,
+    payload: &str,
+    runs: usize,
+) -> Result<(Duration, Duration), String> {
+    let frame = frame(payload);
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let mut p = Proc::spawn(&mut spawn());
+        let answered = p.ask(&frame).map_err(|e| e.to_string())?;
+        times.push(started.elapsed());
+        p.finish();
+        if !answered {
+            return Err("first request answered 0".into());
+        }
+    }
+    times.sort_unstable();
+    Ok((times[times.len() / 2], times[times.len() * 9 / 10]))
+}
+
+/// Resident memory after the first request (idle), the peak, and what stays resident after `work`.
+fn rss(
+    spawn: Spawner,
+    first: &str,
+    work: &dyn Fn(&mut Proc) -> Result<(), String>,
+) -> Result<(u64, u64, u64), String> {
+    let mut p = Proc::spawn(&mut spawn());
+    if !p.ask(&frame(first)).map_err(|e| e.to_string())? {
+        return Err("first request answered 0".into());
+    }
+    let (idle, _) = memory(p.child.id()).ok_or("no /proc status")?;
+    work(&mut p)?;
+    let (after, peak) = memory(p.child.id()).ok_or("no /proc status")?;
+    p.finish();
+    Ok((idle, peak, after))
+}
+
+fn startup_report(
+    o: &Options,
+    bridge: &dyn Fn(&Path) -> Box<dyn Fn() -> Command + Sync>,
+    configs: &Configs,
+) {
+    let runs = o.startup.unwrap_or(100).max(1);
+    let isuser = format!("isuser:{USER}:{SERVER}");
+    let auth = format!("auth:{USER}:{SERVER}:{PASSWORD}");
+    println!("spawn → first reply, {runs} spawns each (median / p90, ms):");
+    let show = |label: &str, r: Result<(Duration, Duration), String>| match r {
+        Ok((p50, p90)) => println!(
+            "  {label:<56} {:>7.2} {:>7.2}",
+            p50.as_secs_f64() * 1e3,
+            p90.as_secs_f64() * 1e3
+        ),
+        Err(e) => println!("  {label:<56} failed: {e}"),
+    };
+    let responder = o.responder.clone();
+    show(
+        "minimal responder",
+        spawn_to_first_reply(&move || Command::new(&responder), &auth, runs),
+    );
+    show(
+        "bridge, users file, isuser",
+        spawn_to_first_reply(&*bridge(&configs.cheap), &isuser, runs),
+    );
+    show(
+        "bridge, users file (cheap hash), auth",
+        spawn_to_first_reply(&*bridge(&configs.cheap), &auth, runs),
+    );
+    let py = o.python.clone();
+    show(
+        "python bridge (--always-true)",
+        spawn_to_first_reply(
+            &move || {
+                let mut c = Command::new("python3");
+                c.arg(&py).arg("--always-true");
+                c
+            },
+            &auth,
+            runs.min(30),
+        ),
+    );
+
+    println!(
+        "resident memory, KiB: idle after the first request / peak (VmHWM) / resident after the work"
+    );
+    let show = |label: &str, r: Result<(u64, u64, u64), String>| match r {
+        Ok((idle, peak, after)) => println!("  {label:<56} {idle:>7} {peak:>7} {after:>7}"),
+        Err(e) => println!("  {label:<56} failed: {e}"),
+    };
+    let lockstep_n = |payload: String, n: usize| {
+        move |p: &mut Proc| -> Result<(), String> {
+            let f = frame(&payload);
+            for _ in 0..n {
+                if !p.ask(&f).map_err(|e| e.to_string())? {
+                    return Err("answered 0".into());
+                }
+            }
+            Ok(())
+        }
+    };
+    let piped_n = |payload: String, n: usize| {
+        move |p: &mut Proc| -> Result<(), String> {
+            let f = frame(&payload);
+            let input: Vec<u8> = f.iter().copied().cycle().take(f.len() * n).collect();
+            std::thread::scope(|s| {
+                let stdin = &mut p.stdin;
+                let w = s.spawn(move || stdin.write_all(&input));
+                let mut replies = vec![0u8; 4 * n];
+                p.stdout
+                    .read_exact(&mut replies)
+                    .map_err(|e| e.to_string())?;
+                w.join().unwrap().map_err(|e| e.to_string())?;
+                let yes = replies.chunks(4).filter(|r| *r == [0, 2, 0, 1]).count();
+                if yes == n {
+                    Ok(())
+                } else {
+                    Err(format!("only {yes} of {n} answered 1 (deadline?)"))
+                }
+            })
+        }
+    };
+    show(
+        "bridge, cache hits (cheap hash), 10000 lock-step",
+        rss(
+            &*bridge(&configs.cache_cheap),
+            &auth,
+            &lockstep_n(auth.clone(), 10_000),
+        ),
+    );
+    show(
+        &format!("bridge, cache hits (cheap hash), {} piped", o.piped),
+        rss(
+            &*bridge(&configs.cache_cheap),
+            &auth,
+            &piped_n(auth.clone(), o.piped),
+        ),
+    );
+    show(
+        "bridge, cache hits (default argon2id first), 10000 lock-step",
+        rss(
+            &*bridge(&configs.cache),
+            &auth,
+            &lockstep_n(auth.clone(), 10_000),
+        ),
+    );
+    show(
+        "bridge, users file (cheap hash), 2000 lock-step auth",
+        rss(
+            &*bridge(&configs.cheap),
+            &isuser,
+            &lockstep_n(auth.clone(), 2000),
+        ),
+    );
+    show(
+        "bridge, users file (cheap hash), 10000 piped auth",
+        rss(
+            &*bridge(&configs.cheap),
+            &isuser,
+            &piped_n(auth.clone(), 10_000),
+        ),
+    );
+    show(
+        "bridge, users file (default argon2id), 5 lock-step auth",
+        rss(
+            &*bridge(&configs.real),
+            &isuser,
+            &lockstep_n(auth.clone(), 5),
+        ),
+    );
+    show(
+        "bridge, users file (default argon2id), 16 piped auth",
+        rss(&*bridge(&configs.real), &isuser, &piped_n(auth.clone(), 16)),
+    );
+    if let Some(http) = &configs.http {
+        show(
+            "bridge, HTTP backend, 10000 lock-step auth",
+            rss(&*bridge(http), &auth, &lockstep_n(auth.clone(), 10_000)),
+        );
+    }
+    let py = o.python.clone();
+    show(
+        "python bridge (--always-true), 10000 lock-step",
+        rss(
+            &move || {
+                let mut c = Command::new("python3");
+                c.arg(&py).arg("--always-true");
+                c
+            },
+            &auth,
+            &lockstep_n(auth.clone(), 10_000),
+        ),
+    );
+    if let Ok(meta) = std::fs::metadata(&o.bridge) {
+        println!(
+            "binary size: {} bytes ({:.2} MiB)",
+            meta.len(),
+            meta.len() as f64 / 1048576.0
+        );
+    }
+}
+
+/// The configuration files every case uses.
+struct Configs {
+    cheap: PathBuf,
+    real: PathBuf,
+    cache: PathBuf,
+    /// The cache over a cheap hash: the first (missing) request does not cost 19 MiB.
+    cache_cheap: PathBuf,
+    http: Option<PathBuf>,
+}
+
 type Run<'a> = Box<dyn Fn() -> Result<Stats, String> + 'a>;
 /// Name (for `--only`), label, how to run it.
 type Case<'a> = (String, String, Run<'a>);
@@ -462,6 +691,22 @@ fn main() {
             c
         }
     };
+    if o.startup.is_some() {
+        let boxed = |config: &Path| -> Box<dyn Fn() -> Command + Sync> { Box::new(bridge(config)) };
+        let configs = Configs {
+            cheap: cheap_config.clone(),
+            real: real_config.clone(),
+            cache: cache_config.clone(),
+            cache_cheap: write_config(
+                dir.path(),
+                "cache-cheap.toml",
+                &format!("{cache_table}{}", file_backend(&cheap_users)),
+            ),
+            http: http_config.clone(),
+        };
+        startup_report(&o, &boxed, &configs);
+        return;
+    }
     let auth = format!("auth:{USER}:{SERVER}:{PASSWORD}");
     let isuser = format!("isuser:{USER}:{SERVER}");
     let (n, procs) = (o.requests, o.procs.max(1));

@@ -92,6 +92,7 @@ fn config_failure(e: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn run(cli: &Cli) -> ExitCode {
+    crate::memory::tune_allocator();
     let (config, source) = match load_config(cli) {
         Ok(c) => c,
         Err(e) => return config_failure(&e),
@@ -110,8 +111,11 @@ fn run(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // One thread serves requests (a blocking read, then the request); CPU-bound work and file
+    // access go to a small blocking pool. See BENCHMARKS.md for the measurements behind it.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(crate::memory::max_blocking_threads())
         .build()
     {
         Ok(rt) => rt,

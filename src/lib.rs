@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod memory;
 pub mod protocol;
 pub mod request;
 pub mod router;
