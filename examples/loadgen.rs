@@ -137,6 +137,16 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_micros(ticks * 1_000_000 / hz))
 }
 
+/// Where the serving processes' stderr goes: a fresh file in the temp dir per spawn.
+static LOG_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn log_file() -> Stdio {
+    LOG_DIR
+        .get()
+        .and_then(|d| std::fs::File::create(d.join("stderr.log")).ok())
+        .map_or_else(Stdio::null, Stdio::from)
+}
+
 /// A serving process spawned with pipes, as ejabberd spawns the bridge.
 struct Proc {
     child: Child,
@@ -149,8 +159,9 @@ impl Proc {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            // The bridge still formats and writes its log line per request; it goes nowhere.
-            .stderr(Stdio::null())
+            // Logs go to a file, as under ejabberd (whose stderr is its log), so that the
+            // per-request log line costs what it costs in production.
+            .stderr(log_file())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {command:?}: {e}"));
         Proc {
@@ -648,6 +659,7 @@ fn main() {
             .map_or(true, |only| only.iter().any(|c| c == case))
     };
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let _ = LOG_DIR.set(dir.path().to_path_buf());
     let jid = format!("{USER}@{SERVER}");
     let cheap_users = write_config(
         dir.path(),

@@ -108,6 +108,7 @@ fn run(cli: &Cli) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot install signal handlers");
+            crate::logging::flush();
             return ExitCode::FAILURE;
         }
     };
@@ -121,6 +122,7 @@ fn run(cli: &Cli) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
+            crate::logging::flush();
             return ExitCode::FAILURE;
         }
     };
@@ -149,7 +151,7 @@ fn run(cli: &Cli) -> ExitCode {
         options,
         &mut control,
     );
-    match result {
+    let code = match result {
         Ok(()) => {
             tracing::info!("end of input, exiting");
             ExitCode::SUCCESS
@@ -160,7 +162,9 @@ fn run(cli: &Cli) -> ExitCode {
             tracing::error!(error = %e, "request loop failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    crate::logging::flush();
+    code
 }
 
 /// The router, behind the credential cache when `[cache]` enables it.

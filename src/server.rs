@@ -127,6 +127,8 @@ where
             tracing::info!("stop requested, exiting");
             return Ok(());
         }
+        // The replies are out: now the log lines of their requests (see logging::flush).
+        crate::logging::flush();
         let len = buf.len();
         buf.resize(len + READ_CHUNK, 0);
         match input.read(&mut buf[len..]) {
