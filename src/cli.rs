@@ -38,6 +38,12 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", global = true)]
     pub users: Option<PathBuf>,
 
+    /// Use this mod_auth_http API (base URL, `$host` allowed) as a backend, with default
+    /// settings (no configuration file needed). With --users too, the API is asked first and
+    /// the users file answers what the API does not support (HTTP 501)
+    #[arg(long, value_name = "URL", global = true)]
+    pub http_url: Option<String>,
+
     /// Log level [default: the config's `log.level`, else info]
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,

@@ -119,12 +119,14 @@ pub enum LogTarget {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
     File(FileBackendConfig),
+    Http(crate::backend::http::HttpBackendConfig),
 }
 
 impl BackendConfig {
     pub fn name(&self) -> &str {
         match self {
             BackendConfig::File(c) => &c.name,
+            BackendConfig::Http(c) => &c.name,
         }
     }
 }
@@ -269,6 +271,10 @@ impl Config {
                     format!("duplicate backend name {:?}", b.name()),
                 ));
             }
+            if let BackendConfig::Http(c) = b {
+                c.validate()
+                    .map_err(|(k, m)| ConfigError::new(file, format!("backend[{i}].{k}"), m))?;
+            }
         }
         for (i, r) in self.routes.iter().enumerate() {
             if r.domains.is_empty() {
@@ -359,6 +365,7 @@ fn locate_in_arrays(text: &str, file: &str) -> Option<ConfigError> {
             let element = format!("{name}[{i}]");
             let key = between(&message, "missing field `", "`")
                 .or_else(|| between(&message, "unknown field `", "`"))
+                .or_else(|| culprit(item, &message, check))
                 .map_or_else(|| element.clone(), |field| join_key(&element, field));
             let header = format!("[[{name}]]");
             let line = text
@@ -376,6 +383,28 @@ fn locate_in_arrays(text: &str, file: &str) -> Option<ConfigError> {
         }
     }
     None
+}
+
+/// A bad value (not a missing or unknown key) in an array element: the error carries no
+/// key, so find the key whose removal cures the error (or only makes it missing).
+fn culprit<'a>(
+    item: &'a toml::Value,
+    message: &str,
+    check: fn(&toml::Value) -> Option<String>,
+) -> Option<&'a str> {
+    let table = item.as_table()?;
+    table
+        .keys()
+        .map(String::as_str)
+        .filter(|key| *key != "type")
+        .find(|key| {
+            let mut without = table.clone();
+            without.remove(*key);
+            match check(&toml::Value::Table(without)) {
+                None => true,
+                Some(m) => m != message && between(&m, "missing field `", "`") == Some(key),
+            }
+        })
 }
 
 fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
@@ -475,6 +504,13 @@ backends = ["local"]
         )
         .unwrap_err();
         assert_eq!(e.key, "backend[1].path", "{e}");
+
+        let e = Config::parse(
+            "[[backend]]\nname='a'\ntype='file'\npath=7\n[[backend]]\nname='b'\ntype='file'\n",
+            "a.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "backend[0].path", "{e}");
 
         let e = Config::parse(
             "[[backend]]\nname='a'\ntype='file'\npath='/x'\n[[route]]\ndomains=['x']\nbackends=['b']\n",

@@ -75,9 +75,17 @@ struct Chain {
 
 /// Builds a backend from its configuration. Kept here so that adding a backend kind means
 /// touching this match and its own module, nothing else.
-pub fn build_backend(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigError> {
+pub fn build_backend(
+    config: &BackendConfig,
+    index: usize,
+    file: &str,
+) -> Result<Arc<dyn Backend>, ConfigError> {
     Ok(match config {
         BackendConfig::File(c) => Arc::new(crate::backend::FileBackend::new(&c.name, &c.path)),
+        BackendConfig::Http(c) => Arc::new(
+            crate::backend::HttpBackend::new(c)
+                .map_err(|(k, m)| ConfigError::new(file, format!("backend[{index}].{k}"), m))?,
+        ),
     })
 }
 
@@ -98,8 +106,8 @@ impl Router {
             ));
         }
         let mut built = Vec::new();
-        for b in &config.backends {
-            built.push((b.name().to_owned(), build_backend(b)?));
+        for (i, b) in config.backends.iter().enumerate() {
+            built.push((b.name().to_owned(), build_backend(b, i, file)?));
         }
         let find = |name: &str| {
             built

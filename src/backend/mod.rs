@@ -2,6 +2,7 @@
 //! [`crate::router`] chains them and turns every error into a `0`.
 
 pub mod file;
+pub mod http;
 
 use async_trait::async_trait;
 
@@ -9,6 +10,7 @@ use crate::request::Account;
 use crate::secret::Secret;
 
 pub use file::FileBackend;
+pub use http::HttpBackend;
 
 /// Why a backend gave no yes/no answer. Messages never contain a password, token or secret.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,653 @@
+//! The mod_auth_http protocol (Prosody's HTTP authentication contract), as a client.
+//!
+//! | method           | HTTP                | success                          |
+//! |------------------|---------------------|----------------------------------|
+//! | `check_password` | GET, query string   | 200 and body `true`              |
+//! | `user_exists`    | GET, query string   | 200 and body `true`              |
+//! | `set_password`   | POST form           | 200, 201 or 204                  |
+//! | `register`       | POST form           | 201 (409: exists → `0`)          |
+//! | `remove_user`    | POST form           | 200, 201 or 204                  |
+//!
+//! 501 means "not supported here" and lets the chain ask the next backend. Anything else we
+//! do not expect is an error, answered `0`. One HTTP client per backend keeps connections
+//! alive across requests; it is built on first use, because loading the system's root
+//! certificates is the most expensive thing the bridge does at start-up and a process that
+//! is only asked `check` or never asked anything should not pay for it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Client, Method, StatusCode, Url};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use super::{Backend, BackendError, BackendResult};
+use crate::request::Account;
+use crate::secret::Secret;
+
+/// Placeholder in `url` replaced by the request's server (domain).
+pub const HOST_PLACEHOLDER: &str = "$host";
+
+/// A `[[backend]]` table with `type = "http"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpBackendConfig {
+    pub name: String,
+    /// Base URL; the method name is appended after a `/`. `$host` is replaced by the
+    /// request's server.
+    pub url: String,
+    /// HTTP Basic credentials, `user:pass`.
+    pub credentials: Option<Secret>,
+    /// A file whose first line is `user:pass`.
+    pub credentials_file: Option<PathBuf>,
+    /// An environment variable holding `user:pass`.
+    pub credentials_env: Option<String>,
+    #[serde(default)]
+    pub check_password_method: CheckPasswordMethod,
+    #[serde(default)]
+    pub follow_redirects: bool,
+    /// Extra trusted CA certificates (PEM), on top of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "crate::config::duration"
+    )]
+    pub connect_timeout: Duration,
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "crate::config::duration"
+    )]
+    pub request_timeout: Duration,
+    /// Largest response body read, in bytes; a longer one is an error.
+    #[serde(default = "default_max_body")]
+    pub max_body: usize,
+    /// The account `extauth-bridge check` asks `user_exists` about, `user@domain`.
+    pub check_account: Option<String>,
+}
+
+/// How `check_password` is sent. POST keeps passwords out of web-server access logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CheckPasswordMethod {
+    #[default]
+    Get,
+    Post,
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Below the request loop's 4 s deadline, so a slow API is reported as a timeout of the
+/// API (and its connection dropped) rather than as the loop's deadline.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// A yes/no API never needs more than a few bytes; 64 KiB tolerates chatty error pages.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+
+fn default_request_timeout() -> Duration {
+    DEFAULT_REQUEST_TIMEOUT
+}
+
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY
+}
+
+/// A configuration problem: the key (relative to the backend table) and what is wrong.
+pub type KeyError = (&'static str, String);
+
+impl HttpBackendConfig {
+    /// A backend with every optional key at its default: what `--http-url` builds.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        HttpBackendConfig {
+            name: name.into(),
+            url: url.into(),
+            credentials: None,
+            credentials_file: None,
+            credentials_env: None,
+            check_password_method: CheckPasswordMethod::default(),
+            follow_redirects: false,
+            ca_file: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
+            check_account: None,
+        }
+    }
+
+    /// Checks what can be checked without touching files or the environment.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        BaseUrl::parse(&self.url).map_err(|e| ("url", e))?;
+        let sources = [
+            self.credentials.is_some(),
+            self.credentials_file.is_some(),
+            self.credentials_env.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err((
+                "credentials",
+                "give at most one of credentials, credentials_file, credentials_env".into(),
+            ));
+        }
+        if let Some(c) = &self.credentials {
+            BasicCredentials::parse(c.expose()).map_err(|e| ("credentials", e))?;
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(("connect_timeout", "must be greater than zero".into()));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(("request_timeout", "must be greater than zero".into()));
+        }
+        if self.max_body < 16 {
+            return Err(("max_body", "must be at least 16 bytes".into()));
+        }
+        if let Some(a) = &self.check_account {
+            split_account(a).ok_or(("check_account", "must be user@domain".into()))?;
+        }
+        Ok(())
+    }
+}
+
+fn split_account(jid: &str) -> Option<Account> {
+    let (user, server) = jid.rsplit_once('@')?;
+    (!user.is_empty() && !server.is_empty()).then(|| Account {
+        user: user.to_owned(),
+        server: server.to_owned(),
+    })
+}
+
+/// The configured URL, split around `$host` so each request only concatenates.
+#[derive(Debug, Clone)]
+struct BaseUrl {
+    /// Text before and after each `$host`, without a trailing `/`.
+    pieces: Vec<String>,
+}
+
+impl BaseUrl {
+    fn parse(url: &str) -> Result<BaseUrl, String> {
+        let trimmed = url.trim().trim_end_matches('/');
+        let pieces: Vec<String> = trimmed.split(HOST_PLACEHOLDER).map(str::to_owned).collect();
+        let sample = Url::parse(&pieces.join("example.org"))
+            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        if !matches!(sample.scheme(), "http" | "https") {
+            return Err(format!("{url:?}: the scheme must be http or https"));
+        }
+        if sample.host_str().is_none() {
+            return Err(format!("{url:?}: no host"));
+        }
+        if sample.query().is_some() || sample.fragment().is_some() {
+            return Err(format!(
+                "{url:?}: no query string or fragment (the method name is appended to the path)"
+            ));
+        }
+        if !sample.username().is_empty() || sample.password().is_some() {
+            return Err("put credentials in `credentials`, not in the URL".into());
+        }
+        Ok(BaseUrl { pieces })
+    }
+
+    fn is_https(&self) -> bool {
+        self.pieces[0]
+            .get(..6)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https:"))
+    }
+
+    fn has_host(&self) -> bool {
+        self.pieces.len() > 1
+    }
+
+    /// `{base}/{method}` with `$host` replaced by `server`.
+    fn for_method(&self, server: &str, method: &str) -> Result<Url, BackendError> {
+        if self.has_host() && !usable_in_url(server) {
+            // A server name with `/`, `?`, `@`… would change where the request goes.
+            return Err(BackendError::Protocol(
+                "server name has characters not allowed in $host".into(),
+            ));
+        }
+        let mut text = self.pieces.join(server);
+        text.push('/');
+        text.push_str(method);
+        Url::parse(&text)
+            .map_err(|e| BackendError::Protocol(format!("URL for server {server:?}: {e}")))
+    }
+
+    /// The URL with `$host` still in it, for logs and descriptions.
+    fn display(&self) -> String {
+        self.pieces.join(HOST_PLACEHOLDER)
+    }
+}
+
+/// Letters, digits, `-`, `.` and `_`: what a domain (or an IDN in Unicode form) is made of.
+fn usable_in_url(server: &str) -> bool {
+    !server.is_empty()
+        && server
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+/// HTTP Basic credentials, split once at construction.
+#[derive(Clone)]
+struct BasicCredentials {
+    user: Secret,
+    password: Secret,
+}
+
+impl BasicCredentials {
+    fn parse(text: &str) -> Result<BasicCredentials, String> {
+        match text.split_once(':') {
+            Some((user, password)) if !user.is_empty() => Ok(BasicCredentials {
+                user: Secret::new(user),
+                password: Secret::new(password),
+            }),
+            _ => Err("must be \"user:password\"".into()),
+        }
+    }
+
+    /// Reads the configured source: the value itself, a file's first line, or a variable.
+    fn load(config: &HttpBackendConfig) -> Result<Option<BasicCredentials>, KeyError> {
+        let (key, text) = if let Some(c) = &config.credentials {
+            ("credentials", c.clone())
+        } else if let Some(path) = &config.credentials_file {
+            let key = "credentials_file";
+            let text = std::fs::read_to_string(path)
+                .map(Secret::new)
+                .map_err(|e| (key, format!("cannot read {}: {e}", path.display())))?;
+            (key, Secret::new(text.expose().lines().next().unwrap_or("")))
+        } else if let Some(var) = &config.credentials_env {
+            let key = "credentials_env";
+            let text = std::env::var(var).map(Secret::new).map_err(|_| {
+                (
+                    key,
+                    format!("environment variable {var} is not set (or not UTF-8)"),
+                )
+            })?;
+            (key, text)
+        } else {
+            return Ok(None);
+        };
+        BasicCredentials::parse(text.expose())
+            .map(Some)
+            .map_err(|e| (key, e))
+    }
+}
+
+/// What the client is built from, kept until first use.
+struct ClientSettings {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    follow_redirects: bool,
+    extra_roots: Vec<reqwest::Certificate>,
+    /// Whether to load the system's root certificates: not for a plain-http API that
+    /// cannot redirect elsewhere, since loading them is the costly part of building.
+    native_roots: bool,
+}
+
+impl ClientSettings {
+    fn build(&self) -> Result<Client, BackendError> {
+        let redirects = if self.follow_redirects {
+            // reqwest drops the Authorization header when a redirect leaves the origin.
+            reqwest::redirect::Policy::limited(5)
+        } else {
+            reqwest::redirect::Policy::none()
+        };
+        let mut builder = Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.request_timeout)
+            .redirect(redirects)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .tls_built_in_native_certs(self.native_roots)
+            .user_agent(concat!("extauth-bridge/", env!("CARGO_PKG_VERSION")));
+        for cert in &self.extra_roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        builder
+            .build()
+            .map_err(|e| BackendError::Internal(format!("cannot build the HTTP client: {e}")))
+    }
+}
+
+/// An account API speaking mod_auth_http.
+pub struct HttpBackend {
+    name: String,
+    base: BaseUrl,
+    credentials: Option<BasicCredentials>,
+    check_password_method: CheckPasswordMethod,
+    max_body: usize,
+    check_account: Option<Account>,
+    settings: ClientSettings,
+    client: OnceCell<Client>,
+}
+
+impl HttpBackend {
+    /// Validates the configuration and reads credentials and CA files. The HTTP client
+    /// itself (and the system's root certificates) is only set up on first use.
+    pub fn new(config: &HttpBackendConfig) -> Result<HttpBackend, KeyError> {
+        config.validate()?;
+        let base = BaseUrl::parse(&config.url).map_err(|e| ("url", e))?;
+        let credentials = BasicCredentials::load(config)?;
+        let extra_roots = match &config.ca_file {
+            None => Vec::new(),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| ("ca_file", format!("cannot read {}: {e}", path.display())))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    (
+                        "ca_file",
+                        format!("{}: not PEM certificates: {e}", path.display()),
+                    )
+                })?;
+                if certs.is_empty() {
+                    return Err((
+                        "ca_file",
+                        format!("{}: no certificate found", path.display()),
+                    ));
+                }
+                certs
+            }
+        };
+        let native_roots = config.follow_redirects || base.is_https();
+        Ok(HttpBackend {
+            name: config.name.clone(),
+            base,
+            credentials,
+            check_password_method: config.check_password_method,
+            max_body: config.max_body,
+            check_account: config.check_account.as_deref().and_then(split_account),
+            settings: ClientSettings {
+                connect_timeout: config.connect_timeout,
+                request_timeout: config.request_timeout,
+                follow_redirects: config.follow_redirects,
+                extra_roots,
+                native_roots,
+            },
+            client: OnceCell::new(),
+        })
+    }
+
+    async fn client(&self) -> Result<&Client, BackendError> {
+        self.client
+            .get_or_try_init(|| async { self.settings.build() })
+            .await
+    }
+
+    /// Sends one mod_auth_http call and returns the status and the (size-capped) body.
+    async fn call(
+        &self,
+        method: &str,
+        http_method: Method,
+        account: &Account,
+        password: Option<&Secret>,
+    ) -> Result<(StatusCode, bytes::Bytes), BackendError> {
+        let url = self.base.for_method(&account.server, method)?;
+        let client = self.client().await?;
+        let mut params: Vec<(&str, &str)> = vec![
+            ("user", account.user.as_str()),
+            ("server", account.server.as_str()),
+        ];
+        if let Some(p) = password {
+            params.push(("pass", p.expose()));
+        }
+        let request = client.request(http_method.clone(), url);
+        let request = if http_method == Method::GET {
+            request.query(&params)
+        } else {
+            request.form(&params)
+        };
+        let request = match &self.credentials {
+            Some(c) => request.basic_auth(c.user.expose(), Some(c.password.expose())),
+            None => request,
+        };
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        // The body is read even when only the status matters, so that the connection
+        // can be reused; for a 501 only the status counts.
+        let body = self.read_body(method, response).await;
+        if status == StatusCode::NOT_IMPLEMENTED {
+            return Err(BackendError::Unsupported);
+        }
+        Ok((status, body?))
+    }
+
+    /// Reads the body in chunks, stopping as soon as it exceeds `max_body`.
+    async fn read_body(
+        &self,
+        method: &str,
+        mut response: reqwest::Response,
+    ) -> Result<bytes::Bytes, BackendError> {
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(BackendError::Protocol(format!(
+                    "{method}: HTTP {} with a body over max_body ({} bytes)",
+                    response.status().as_u16(),
+                    self.max_body
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// `check_password` and `user_exists`: 200 with `true` or `false`.
+    async fn ask(
+        &self,
+        method: &str,
+        http_method: Method,
+        account: &Account,
+        password: Option<&Secret>,
+    ) -> BackendResult {
+        let (status, body) = self.call(method, http_method, account, password).await?;
+        if status != StatusCode::OK {
+            return Err(unexpected_status(method, status));
+        }
+        match std::str::from_utf8(&body).map(str::trim) {
+            Ok("true") => Ok(true),
+            Ok("false") => Ok(false),
+            _ => Err(BackendError::Protocol(format!(
+                "{method}: HTTP 200 with a body that is neither true nor false ({} bytes)",
+                body.len()
+            ))),
+        }
+    }
+
+    /// The POST methods: success is one of `ok`; `no` (register's 409) is a plain no.
+    async fn change(
+        &self,
+        method: &str,
+        account: &Account,
+        password: Option<&Secret>,
+        ok: &[StatusCode],
+        no: Option<StatusCode>,
+    ) -> BackendResult {
+        let (status, _) = self.call(method, Method::POST, account, password).await?;
+        if ok.contains(&status) {
+            Ok(true)
+        } else if Some(status) == no {
+            Ok(false)
+        } else {
+            Err(unexpected_status(method, status))
+        }
+    }
+}
+
+const CHANGED: [StatusCode; 3] = [StatusCode::OK, StatusCode::CREATED, StatusCode::NO_CONTENT];
+
+fn unexpected_status(method: &str, status: StatusCode) -> BackendError {
+    let hint = match status.as_u16() {
+        300..=399 => " (redirects are not followed; see follow_redirects)",
+        401 | 403 => " (check the credentials)",
+        _ => "",
+    };
+    BackendError::Protocol(format!(
+        "{method}: unexpected HTTP {}{hint}",
+        status.as_u16()
+    ))
+}
+
+/// Connect, TLS and timeout failures make the API unavailable. The message never includes
+/// the URL: for GET requests its query string carries the password.
+fn transport_error(e: reqwest::Error) -> BackendError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
+    };
+    let mut message = what.to_owned();
+    let e = e.without_url();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    BackendError::Unavailable(message)
+}
+
+#[async_trait]
+impl Backend for HttpBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    async fn authenticate(&self, account: &Account, password: &Secret) -> BackendResult {
+        let method = match self.check_password_method {
+            CheckPasswordMethod::Get => Method::GET,
+            CheckPasswordMethod::Post => Method::POST,
+        };
+        self.ask("check_password", method, account, Some(password))
+            .await
+    }
+
+    async fn user_exists(&self, account: &Account) -> BackendResult {
+        self.ask("user_exists", Method::GET, account, None).await
+    }
+
+    async fn set_password(&self, account: &Account, password: &Secret) -> BackendResult {
+        self.change("set_password", account, Some(password), &CHANGED, None)
+            .await
+    }
+
+    async fn register(&self, account: &Account, password: &Secret) -> BackendResult {
+        let created = [StatusCode::CREATED];
+        self.change(
+            "register",
+            account,
+            Some(password),
+            &created,
+            Some(StatusCode::CONFLICT),
+        )
+        .await
+    }
+
+    async fn remove_user(&self, account: &Account) -> BackendResult {
+        self.change("remove_user", account, None, &CHANGED, None)
+            .await
+    }
+
+    /// Asks `user_exists` about `check_account` (or a made-up user on the first domain the
+    /// URL allows): proves DNS, TCP, TLS, credentials and the API's answer format.
+    async fn check(&self) -> Result<String, BackendError> {
+        let account = match &self.check_account {
+            Some(a) => a.clone(),
+            None if self.base.has_host() => {
+                return Err(BackendError::Internal(
+                    "url contains $host: set check_account = \"user@domain\" to say which domain to probe".into(),
+                ))
+            }
+            None => Account {
+                user: "extauth-bridge-check".into(),
+                server: "localhost".into(),
+            },
+        };
+        let url = self.base.display();
+        let jid = format!("{}@{}", account.user, account.server);
+        match self.user_exists(&account).await {
+            Ok(exists) => Ok(format!("{url}/user_exists answered {exists} for {jid}")),
+            Err(BackendError::Unsupported) => Ok(format!(
+                "{url}/user_exists reached; it answered 501 (not supported)"
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Result<HttpBackendConfig, String> {
+        let text = format!("name = \"api\"\nurl = \"https://api.example.org/auth\"\n{extra}");
+        toml::from_str(&text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config("").unwrap();
+        assert_eq!(c.check_password_method, CheckPasswordMethod::Get);
+        assert!(!c.follow_redirects);
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(c.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(c.max_body, DEFAULT_MAX_BODY);
+        c.validate().unwrap();
+        assert!(config("check_password_method = \"POST\"").is_ok());
+        assert!(config("check_password_method = \"PUT\"").is_err());
+        assert!(config("colour = 1").is_err());
+    }
+
+    #[test]
+    fn url_validation() {
+        for bad in [
+            "ftp://x/y",
+            "not a url",
+            "https://x/y?a=b",
+            "https://u:p@x/y",
+            "/relative",
+        ] {
+            assert!(BaseUrl::parse(bad).is_err(), "{bad}");
+        }
+        let b = BaseUrl::parse("https://$host/api/").unwrap();
+        assert_eq!(
+            b.for_method("example.net", "user_exists").unwrap().as_str(),
+            "https://example.net/api/user_exists"
+        );
+        assert!(b.for_method("evil.com/x?", "user_exists").is_err());
+        assert!(b.for_method("a@b", "user_exists").is_err());
+        let b = BaseUrl::parse("http://127.0.0.1:1/x").unwrap();
+        assert_eq!(
+            b.for_method("a/b", "register").unwrap().as_str(),
+            "http://127.0.0.1:1/x/register"
+        );
+    }
+
+    #[test]
+    fn credentials_sources_are_exclusive_and_well_formed() {
+        let c = config("credentials = \"a:b\"\ncredentials_env = \"X\"").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "credentials");
+        let c = config("credentials = \"nocolon\"").unwrap();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.0, "credentials");
+        assert!(!e.1.contains("nocolon"), "the value must not be echoed");
+        let c = config("credentials_env = \"EXTAUTH_BRIDGE_TEST_UNSET_VAR\"").unwrap();
+        assert_eq!(HttpBackend::new(&c).err().unwrap().0, "credentials_env");
+        let c = config("ca_file = \"/nonexistent/ca.pem\"").unwrap();
+        assert_eq!(HttpBackend::new(&c).err().unwrap().0, "ca_file");
+        let c = config("check_account = \"nodomain\"").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "check_account");
+    }
+
+    #[test]
+    fn debug_never_shows_credentials() {
+        let c = config("credentials = \"api:s3cr3t\"").unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,1226 @@
+#!/usr/bin/env python3
+"""End-to-end tests: a private ejabberd 23.01 with `auth_method: [external]`
+running extauth-bridge, and a real XMPP client (slixmpp) logging in.
+
+    tests/e2e/setup.sh                                   # once: ejabberd + slixmpp
+    /usr/bin/python3 tests/e2e/run.py --bridge target/release/extauth-bridge
+    /usr/bin/python3 tests/e2e/run.py --fake             # against fake_extauth.py
+    ... [--group files,kill,load] [--keep] [-v]
+
+Every group starts its own ejabberd (plain `erl`, never the system service or
+ejabberdctl) in a temp dir, with its own node name, cookie and distribution
+port (no epmd at all), and a c2s listener on a free 127.0.0.1 port. One line
+per case (`PASS name (0.12s)` / `FAIL name: reason`), then `N passed, M failed`.
+
+See README.md beside this file.
+"""
+import argparse
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+DEBIAN_PYTHON = "/usr/bin/python3"
+logging.getLogger("slixmpp").setLevel(logging.ERROR)   # "Using slower stringprep" at import
+try:
+    import slixmpp
+except ImportError:
+    # Debian's python3-slixmpp lives in /usr/bin/python3's dist-packages: re-exec
+    # there when started by another interpreter (e.g. a pyenv `python3`).
+    if os.path.realpath(sys.executable) != os.path.realpath(DEBIAN_PYTHON) and os.path.exists(DEBIAN_PYTHON) \
+            and not os.environ.get("E2E_NO_REEXEC"):
+        os.environ["E2E_NO_REEXEC"] = "1"
+        os.execv(DEBIAN_PYTHON, [DEBIAN_PYTHON] + sys.argv)
+    sys.exit("run.py: slixmpp is not installed: run tests/e2e/setup.sh (or pip install slixmpp)")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKE = os.path.join(HERE, "fake_extauth.py")
+EJABBERD_LIB = "/usr/lib/x86_64-linux-gnu"     # holds ejabberd-23.01-1/ebin (ERL_LIBS, as ejabberdctl sets it)
+ERL = shutil.which("erl") or "/usr/bin/erl"
+DOMAIN = "example.net"
+DOMAIN2 = "example.org"
+CLIENT_TIMEOUT = 5.0        # every client helper gives up after this many seconds
+CASE_TIMEOUT = 150          # last-resort alarm per case
+
+VERBOSE = False
+
+
+def log(msg):
+    if VERBOSE:
+        print("  . " + msg, flush=True)
+
+
+def info(msg):
+    print("  " + msg, flush=True)
+
+
+class CaseFailure(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise CaseFailure(msg)
+
+
+def expect(actual, wanted, what):
+    if actual != wanted:
+        raise CaseFailure("%s: got %r, want %r" % (what, actual, wanted))
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------
+# /proc helpers
+
+def proc_children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d, "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # comm may contain spaces/parens: ppid is the 2nd field after the last ')'
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def descendants(pid):
+    kids = proc_children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in kids.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def proc_status(pid):
+    """{'VmRSS': kB, 'VmHWM': kB, ...} or {} if gone."""
+    out = {}
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "VmHWM", "Threads", "State"):
+                    out[k] = v.strip()
+    except OSError:
+        pass
+    return out
+
+
+def proc_rchar(pid):
+    """Bytes the process has read (any fd): grows when a bridge process gets a request."""
+    try:
+        with open("/proc/%d/io" % pid) as f:
+            for line in f:
+                if line.startswith("rchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def kb(s):
+    return int(s.split()[0]) if s else 0
+
+
+def pid_alive(pid):
+    st = proc_status(pid)
+    return bool(st) and not st.get("State", "").startswith("Z")
+
+
+# --------------------------------------------------------------------------------------
+# Bridges: the program ejabberd runs as extauth_program
+
+class Bridge:
+    """The real extauth-bridge binary."""
+    plain_passwords = False
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        self.name = "extauth-bridge (%s)" % self.path
+
+    def command(self, args):
+        return " ".join(shlex.quote(a) for a in [self.path] + list(args))
+
+    def is_instance(self, pid):
+        try:
+            return os.path.realpath("/proc/%d/exe" % pid) == os.path.realpath(self.path)
+        except OSError:
+            return False
+
+    def hash_password(self, password):
+        p = subprocess.run([self.path, "hash-password"], input=password.encode("utf-8"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        if p.returncode != 0:
+            raise RuntimeError("hash-password failed (%d): %s" % (p.returncode, p.stderr.decode(errors="replace")))
+        return p.stdout.decode().strip()
+
+    def version(self):
+        try:
+            p = subprocess.run([self.path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10)
+            return p.stdout.decode().strip() or "?"
+        except Exception:
+            return "?"
+
+
+class FakeBridge(Bridge):
+    """fake_extauth.py: same users-file semantics, plain-text passwords."""
+    plain_passwords = True
+
+    def __init__(self):
+        self.path = FAKE
+        self.name = "fake_extauth.py"
+
+    def command(self, args):
+        return " ".join(shlex.quote(a) for a in [sys.executable, self.path] + list(args))
+
+    def is_instance(self, pid):
+        return self.path in cmdline(pid)
+
+    def hash_password(self, password):
+        return password
+
+    def version(self):
+        return "fake"
+
+
+def write_users_file(bridge, path, users):
+    """users: {jid: password}. Hashes in parallel for the real bridge."""
+    items = sorted(users.items())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as ex:
+        hashes = list(ex.map(lambda kv: bridge.hash_password(kv[1]), items))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# written by tests/e2e/run.py\n")
+        for (jid, _), h in zip(items, hashes):
+            f.write("%s:%s\n" % (jid, h))
+
+
+def users_file_entries(path):
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            s = line.strip()
+            if s and not s.startswith("#") and ":" in s:
+                jid, _, v = s.partition(":")
+                out[jid] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# A private ejabberd
+
+def yaml_str(s):
+    # a YAML double-quoted scalar is a JSON string
+    import json
+    return json.dumps(s)
+
+
+PENDING = []   # Ejabberd and Ctx objects not cleaned up yet: _atexit finishes the job
+
+
+class Ejabberd:
+    def __init__(self, name, auth="external", extauth_program=None, pool_size=2, hosts=(DOMAIN, DOMAIN2)):
+        self.name = name
+        self.hosts = list(hosts)
+        self.auth = auth
+        self.extauth_program = extauth_program
+        self.pool_size = pool_size
+        self.dir = tempfile.mkdtemp(prefix="e2e-ejabberd-%s-" % name)
+        PENDING.append(self)
+        for d in ("spool", "log", "run", "home"):
+            os.makedirs(os.path.join(self.dir, d))
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.node = "e2e_%d_%s@%s" % (os.getpid(), re.sub(r"\W", "_", name), socket.gethostname().split(".")[0])
+        self.cookie = secrets.token_hex(16)
+        self.proc = None
+        self.config_path = os.path.join(self.dir, "ejabberd.yml")
+        self.log_path = os.path.join(self.dir, "log", "ejabberd.log")
+        self.out_path = os.path.join(self.dir, "log", "erl.out")
+
+    @property
+    def address(self):
+        return ("127.0.0.1", self.port)
+
+    def config(self):
+        lines = [
+            "hosts:",
+        ] + ["  - %s" % h for h in self.hosts] + [
+            "loglevel: info",
+            "log_rotate_count: 0",
+            "hide_sensitive_log_data: true",
+            "certfiles: []",
+            "auth_method: [%s]" % self.auth,
+            "auth_use_cache: false",
+            "registration_timeout: infinity",
+            "max_fsm_queue: 100000",
+            "s2s_access: none",
+        ]
+        if self.auth == "external":
+            lines += [
+                "extauth_program: %s" % yaml_str(self.extauth_program),
+                "extauth_pool_size: %d" % self.pool_size,
+            ]
+        else:
+            lines += ["auth_password_format: plain"]
+        lines += [
+            "listen:",
+            "  -",
+            "    port: %d" % self.port,
+            '    ip: "127.0.0.1"',
+            "    module: ejabberd_c2s",
+            "    starttls: false",
+            "    starttls_required: false",
+            "    backlog: 1024",
+            "    access: c2s",
+            "    shaper: none",
+            "    max_stanza_size: 262144",
+            "    max_fsm_queue: 100000",
+            "acl:",
+            "  loopback:",
+            "    ip: 127.0.0.0/8",
+            "access_rules:",
+            "  c2s:",
+            "    allow: all",
+            "  register:",
+            "    allow: all",
+            "shaper: {}",
+            "shaper_rules:",
+            "  max_user_sessions: 1000000",
+            "  c2s_shaper: none",
+            "  s2s_shaper: none",
+            "modules:",
+            "  mod_register:",
+            "    ip_access: all",
+            "    access: register",
+            "    access_remove: all",
+            "    password_strength: 0",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def erl_argv(self):
+        return [
+            ERL, "-noinput",
+            "-sname", self.node, "-setcookie", self.cookie,
+            # no epmd: the node listens on this port itself (as ejabberdctl's ERL_DIST_PORT)
+            "-erl_epmd_port", str(self.dist_port), "-start_epmd", "false",
+            "-kernel", "inet_dist_use_interface", "{127,0,0,1}",
+            "+P", "250000",
+            "-env", "ERL_CRASH_DUMP_BYTES", "0",
+            "-mnesia", "dir", '"%s"' % os.path.join(self.dir, "spool"),
+            "-ejabberd", "config", '"%s"' % self.config_path, "log_path", '"%s"' % self.log_path,
+            "-s", "ejabberd",
+        ]
+
+    def env(self):
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith(("ERL_", "EJABBERD_")):
+                del env[k]
+        env.update({
+            "ERL_LIBS": EJABBERD_LIB,
+            "EJABBERD_CONFIG_PATH": self.config_path,
+            "EJABBERD_LOG_PATH": self.log_path,
+            "ERL_CRASH_DUMP": os.path.join(self.dir, "log", "erl_crash.dump"),
+            "ERL_MAX_PORTS": "32000",
+            "ERL_MAX_ETS_TABLES": "1400",
+            "HOME": os.path.join(self.dir, "home"),   # nothing lands in the real $HOME
+        })
+        return env
+
+    def start(self, timeout=30):
+        with open(self.config_path, "w", encoding="utf-8") as f:
+            f.write(self.config())
+        out = open(self.out_path, "wb")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(self.erl_argv(), cwd=os.path.join(self.dir, "run"), env=self.env(),
+                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)  # Ctrl-C reaches us, not beam
+        out.close()
+        deadline = t0 + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("ejabberd exited with %s during startup\n%s" % (self.proc.returncode, self.log_tail()))
+            try:
+                with socket.create_connection(self.address, timeout=1):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("ejabberd c2s not accepting on %s:%d after %ds\n%s"
+                                   % (self.address + (timeout, self.log_tail())))
+            time.sleep(0.1)
+        self.startup_s = time.monotonic() - t0
+        log("ejabberd %s up on %s:%d in %.2fs (node %s, dir %s)" % (self.name, self.address[0], self.port,
+                                                                      self.startup_s, self.node, self.dir))
+
+    def log_tail(self, n=40):
+        out = []
+        for p in (self.log_path, self.out_path):
+            try:
+                with open(p, encoding="utf-8", errors="replace") as f:
+                    lines = f.read().splitlines()[-n:]
+                out.append("--- %s (last %d lines)\n%s" % (p, len(lines), "\n".join(lines)))
+            except OSError as e:
+                out.append("--- %s: %s" % (p, e))
+        return "\n".join(out)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    @property
+    def beam_pid(self):
+        return self.proc.pid  # erl execs beam.smp: same pid
+
+    def rpc(self, module, function, args_erl, timeout=15):
+        """Calls module:function(Args) on the node from a hidden node (no epmd, no listener);
+        args_erl is an Erlang list term as text. Returns the printed result."""
+        expr = ('R = rpc:call(\'%s\', %s, %s, %s, 10000), io:format("~p~n", [R]), halt().'
+                % (self.node, module, function, args_erl))
+        p = subprocess.run([ERL, "-noinput", "-hidden", "-sname", "e2ectl_%d_%s" % (os.getpid(), secrets.token_hex(3)),
+                            "-setcookie", self.cookie, "-erl_epmd_port", str(self.dist_port),
+                            "-start_epmd", "false", "-dist_listen", "false", "-eval", expr],
+                           env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+                           cwd=os.path.join(self.dir, "run"))
+        return p.stdout.decode(errors="replace").strip()
+
+    def extauth_pids(self, bridge):
+        return sorted(p for p in descendants(self.beam_pid) if bridge.is_instance(p) and pid_alive(p))
+
+    @property
+    def extauth_count(self):
+        # extauth_pool_size is per virtual host: ejabberd runs one pool per host
+        return self.pool_size * len(self.hosts)
+
+    def wait_pool(self, bridge, n=None, exclude=(), timeout=15):
+        n = self.extauth_count if n is None else n
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = [p for p in self.extauth_pids(bridge) if p not in exclude]
+            if len(pids) >= n:
+                return pids
+            if time.monotonic() > deadline:
+                raise CaseFailure("extauth pool: %d of %d processes after %ds (found %s)"
+                                  % (len(pids), n, timeout, pids))
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            kids = descendants(self.proc.pid)
+            self.proc.send_signal(signal.SIGTERM)   # OTP: SIGTERM -> init:stop()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            # The port programs get EOF and must exit; anything left is a leak: end it by pid.
+            time.sleep(0.2)
+            for p in kids:
+                if pid_alive(p) and cmdline(p):
+                    log("leftover child %d %s after ejabberd stop: SIGKILL" % (p, cmdline(p)))
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
+
+    def cleanup(self, keep=False):
+        self.stop()
+        if keep:
+            print("  (kept %s)" % self.dir, flush=True)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if self in PENDING:
+            PENDING.remove(self)
+
+
+KEEP = False
+
+
+def _atexit():
+    """Stops every ejabberd still up and removes temp dirs; signals are held off meanwhile
+    so a second Ctrl-C cannot leave a beam or a directory behind."""
+    if not PENDING:
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        for obj in list(reversed(PENDING)):
+            try:
+                obj.cleanup(keep=KEEP)
+            except Exception as e:
+                print("cleanup of %r failed: %s" % (obj, e), file=sys.stderr)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+atexit.register(_atexit)
+
+
+# --------------------------------------------------------------------------------------
+# XMPP client helpers (slixmpp). All async cores return a short string result.
+
+LOOP = asyncio.new_event_loop()
+asyncio.set_event_loop(LOOP)
+
+
+def run(coro):
+    return LOOP.run_until_complete(coro)
+
+
+_SSL_CTX = []
+
+
+def _client(addr, jid, password, register=False, xep0077=False):
+    # slixmpp builds an ssl.create_default_context() per client (~80 ms: loads the CA store);
+    # no TLS is used here, so every client shares one.
+    if not _SSL_CTX:
+        _SSL_CTX.append(ssl.create_default_context())
+    try:
+        c = slixmpp.ClientXMPP(jid, password, ssl_context=_SSL_CTX[0])   # slixmpp >= 1.9
+    except TypeError:
+        orig = ssl.create_default_context                                  # slixmpp 1.8
+        ssl.create_default_context = lambda *a, **k: _SSL_CTX[0]
+        try:
+            c = slixmpp.ClientXMPP(jid, password)
+        finally:
+            ssl.create_default_context = orig
+    c.whitespace_keepalive = False
+    # PLAIN without TLS on loopback: no STARTTLS (connect() args below), allow PLAIN unencrypted,
+    # and only PLAIN (internal auth would also offer SCRAM).
+    mechs = c.plugin["feature_mechanisms"]
+    mechs.unencrypted_plain = True
+    mechs.use_mech = "PLAIN"
+    c.default_domain = addr[0]   # an IP: slixmpp does no DNS at all ...
+    c.default_port = addr[1]     # ... and takes the port from here, not from connect(address=)
+    if register:
+        c.register_plugin("xep_0077")
+        # slixmpp (>= 1.8) queues every stanza until the session has started, except
+        # bind/session IQs; in-band registration happens before authentication.
+        c._always_send_everything = True
+    elif xep0077:
+        c.register_plugin("xep_0077", pconfig={"create_account": False})
+    return c
+
+
+async def _xmpp(addr, jid, password, on_session=None, on_register=None, timeout=CLIENT_TIMEOUT, timing=None):
+    """Connects, authenticates with SASL PLAIN and returns:
+    'ok' (session started; or on_session(c)'s result), the SASL failure condition
+    ('not-authorized', ...), 'timeout', 'connection-failed: ...', 'stream-error: ...',
+    'disconnected'. With on_register, runs on_register(c) on the pre-auth register
+    stream feature instead of logging in. Never takes longer than timeout (+1s teardown).
+    timing (a list), if given, gets the seconds from start to the result (teardown excluded)."""
+    t0 = time.monotonic()
+    c = _client(addr, jid, password, register=on_register is not None,
+                xep0077=on_session is not None)
+    fut = LOOP.create_future()
+    busy = []   # set while on_session/on_register runs: it owns the result then
+
+    def done(v, force=False):
+        if not fut.done() and (force or not busy):
+            fut.set_result(v)
+
+    async def session_start(_):
+        if on_session is None:
+            done("ok")
+            return
+        busy.append(1)
+        try:
+            r = await on_session(c)
+        except Exception as e:
+            r = "error: %r" % (e,)
+        done(r, force=True)
+
+    async def on_reg(_form):
+        busy.append(1)
+        try:
+            r = await on_register(c)
+        except Exception as e:
+            r = "error: %r" % (e,)
+        done(r, force=True)
+        c.abort()
+
+    def stream_error(st):
+        c.e2e_stream_error = st["condition"]
+        done("stream-error: %s" % st["condition"])
+
+    c.e2e_stream_error = None
+    c.add_event_handler("session_start", session_start)
+    c.add_event_handler("failed_auth", lambda st: done(st["condition"] or "failed-auth"))
+    c.add_event_handler("failed_all_auth", lambda _: done("failed-all-auth"))
+    c.add_event_handler("connection_failed", lambda e: done("connection-failed: %s" % (e,)))
+    c.add_event_handler("stream_error", stream_error)
+    c.add_event_handler("disconnected", lambda _: done("disconnected"))
+    if on_register is not None:
+        c.add_event_handler("register", on_reg)
+    if hasattr(c, "enable_plaintext"):
+        # slixmpp >= 1.9 (PyPI): connect(host, port) and per-method switches
+        c.enable_direct_tls = False
+        c.enable_starttls = False
+        c.enable_plaintext = True
+        c.connect(addr[0], addr[1])
+    else:
+        # slixmpp 1.8 (Debian bookworm): no STARTTLS even if offered
+        c.connect(address=addr, use_ssl=False, force_starttls=False, disable_starttls=True)
+    try:
+        return await asyncio.wait_for(fut, timeout)
+    except asyncio.TimeoutError:
+        return "timeout"
+    finally:
+        if timing is not None:
+            timing.append(time.monotonic() - t0)
+        c.cancel_connection_attempt()
+        if c.transport:
+            try:
+                await asyncio.wait_for(c.disconnect(wait=0.5), 1.0)
+            except Exception:
+                pass
+            c.abort()
+        t = getattr(c, "_run_out_filters", None)
+        if t is not None and not t.done():
+            t.cancel()
+
+
+async def _iq(c, iq, timeout):
+    """Sends iq and waits for the reply with its id, whatever its 'from' (ejabberd answers an
+    unregistration from the user's own full JID, which slixmpp's iq.send() never matches).
+    Returns 'ok', the error condition, 'iq-timeout' or 'disconnected (stream error X)'."""
+    from slixmpp.xmlstream.handler import Callback
+    from slixmpp.xmlstream.matcher import MatcherId
+    reply = LOOP.create_future()
+    name = "e2e-iq-%s" % iq["id"]
+    c.register_handler(Callback(name, MatcherId(iq["id"]),
+                                lambda st: reply.done() or reply.set_result(st), once=True))
+    c.send(iq)
+    try:
+        await asyncio.wait([reply, c.disconnected], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        c.remove_handler(name)
+    if reply.done():
+        st = reply.result()
+        return "ok" if st["type"] == "result" else (st["error"]["condition"] or "iq-error")
+    if c.disconnected.done():
+        return "disconnected (stream error %s)" % c.e2e_stream_error
+    return "iq-timeout"
+
+
+def _register_iq(c, **fields):
+    iq = c.Iq()
+    iq["type"] = "set"
+    for k, v in fields.items():
+        iq["register"][k] = v
+    return iq
+
+
+async def alogin(addr, jid, password, timeout=CLIENT_TIMEOUT, timing=None):
+    return await _xmpp(addr, jid, password, timeout=timeout, timing=timing)
+
+
+async def aregister(addr, jid, password, timeout=CLIENT_TIMEOUT):
+    """XEP-0077 registration on an unauthenticated stream."""
+    async def reg(c):
+        return await _iq(c, _register_iq(c, username=c.boundjid.user, password=password), timeout)
+    return await _xmpp(addr, jid, password, on_register=reg, timeout=timeout)
+
+
+async def achange_password(addr, jid, old, new, timeout=CLIENT_TIMEOUT):
+    """XEP-0077 password change as the logged-in user."""
+    async def chpw(c):
+        iq = _register_iq(c, username=c.boundjid.user, password=new)
+        iq["to"] = c.boundjid.domain
+        return await _iq(c, iq, timeout)
+    return await _xmpp(addr, jid, old, on_session=chpw, timeout=timeout)
+
+
+async def aunregister(addr, jid, password, timeout=CLIENT_TIMEOUT):
+    """XEP-0077 cancellation (<remove/>) as the logged-in user."""
+    async def unreg(c):
+        iq = _register_iq(c, remove=True)
+        iq["to"] = c.boundjid.domain
+        return await _iq(c, iq, timeout)
+    return await _xmpp(addr, jid, password, on_session=unreg, timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------
+# Context handed to cases
+
+class Ctx:
+    def __init__(self, bridge, keep=False):
+        self.bridge = bridge
+        self.keep = keep
+        self.ej = None                # the group's Ejabberd
+        self.extauth_program = None   # set by the group's setup
+        self.auth = "external"
+        self.users_file = None
+        self.users = {}               # jid -> password, as set up
+        self.workdir = tempfile.mkdtemp(prefix="e2e-work-")
+        PENDING.append(self)
+        self.results = {}             # shared between cases of a group (e.g. load numbers)
+
+    @property
+    def addr(self):
+        return self.ej.address
+
+    # sync helpers: each finishes within CLIENT_TIMEOUT (+1s for teardown)
+    def login(self, jid, password):
+        return run(alogin(self.addr, jid, password))
+
+    def register(self, jid, password):
+        return run(aregister(self.addr, jid, password))
+
+    def change_password(self, jid, old, new):
+        return run(achange_password(self.addr, jid, old, new))
+
+    def unregister(self, jid, password):
+        return run(aunregister(self.addr, jid, password))
+
+    def cleanup(self, keep=False):
+        if keep:
+            print("  (kept %s)" % self.workdir, flush=True)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self in PENDING:
+            PENDING.remove(self)
+
+
+# --------------------------------------------------------------------------------------
+# Group "files": the users-file backend (`--users FILE`)
+
+PW_COLON = "pa:ss:w0rd:"
+PW_UTF8 = "pässwörd✓"
+
+FILES_USERS = {
+    "romeo@%s" % DOMAIN: "iheartjuliet",
+    "juliet@%s" % DOMAIN: "wherefore",
+    "colon@%s" % DOMAIN: PW_COLON,
+    "umlaut@%s" % DOMAIN: PW_UTF8,
+    "mercutio@%s" % DOMAIN: "queenmab",
+    "tybalt@%s" % DOMAIN: "princeofcats",
+    "nurse@%s" % DOMAIN2: "angelica",
+}
+
+
+def setup_users_file(ctx, users):
+    ctx.users = dict(users)
+    ctx.users_file = os.path.join(ctx.workdir, "users")
+    t0 = time.monotonic()
+    write_users_file(ctx.bridge, ctx.users_file, ctx.users)
+    log("users file with %d accounts in %.2fs" % (len(users), time.monotonic() - t0))
+    ctx.extauth_program = ctx.bridge.command(["--users", ctx.users_file])
+
+
+def setup_files(ctx):
+    setup_users_file(ctx, FILES_USERS)
+
+
+def case_login_ok(ctx):
+    expect(ctx.login("romeo@%s" % DOMAIN, "iheartjuliet"), "ok", "romeo, right password")
+    expect(ctx.login("juliet@%s" % DOMAIN, "wherefore"), "ok", "juliet, right password")
+
+
+def case_wrong_password(ctx):
+    expect(ctx.login("romeo@%s" % DOMAIN, "iheartrosaline"), "not-authorized", "romeo, wrong password")
+    expect(ctx.login("romeo@%s" % DOMAIN, "iheartjuliet "), "not-authorized", "romeo, trailing space")
+    expect(ctx.login("romeo@%s" % DOMAIN, "wherefore"), "not-authorized", "romeo with juliet's password")
+
+
+def case_unknown_user(ctx):
+    expect(ctx.login("rosaline@%s" % DOMAIN, "iheartjuliet"), "not-authorized", "unknown user")
+
+
+def case_uppercase_username(ctx):
+    # ejabberd nodepreps the username (lowercases it) before asking the bridge
+    expect(ctx.login("Romeo@%s" % DOMAIN, "iheartjuliet"), "ok", "Romeo (capitalised)")
+
+
+def case_password_with_colon(ctx):
+    jid = "colon@%s" % DOMAIN
+    expect(ctx.login(jid, PW_COLON), "ok", "password %r" % PW_COLON)
+    expect(ctx.login(jid, "pa"), "not-authorized", "prefix before the first ':'")
+    expect(ctx.login(jid, PW_COLON[:-1]), "not-authorized", "without the trailing ':'")
+
+
+def case_non_ascii_password(ctx):
+    jid = "umlaut@%s" % DOMAIN
+    expect(ctx.login(jid, PW_UTF8), "ok", "password %r" % PW_UTF8)
+    expect(ctx.login(jid, "passwörd✓"), "not-authorized", "a different non-ASCII password")
+    expect(ctx.login(jid, "pässwörd"), "not-authorized", "without the last character")
+
+
+def case_second_host(ctx):
+    expect(ctx.login("nurse@%s" % DOMAIN2, "angelica"), "ok", "nurse@%s" % DOMAIN2)
+    expect(ctx.login("nurse@%s" % DOMAIN, "angelica"), "not-authorized", "nurse@%s (other host)" % DOMAIN)
+    expect(ctx.login("romeo@%s" % DOMAIN2, "iheartjuliet"), "not-authorized", "romeo@%s (other host)" % DOMAIN2)
+
+
+def case_change_password(ctx):
+    jid = "mercutio@%s" % DOMAIN
+    before = users_file_entries(ctx.users_file).get(jid)
+    expect(ctx.change_password(jid, "queenmab", "a plague o' both"), "ok", "in-band password change")
+    expect(ctx.login(jid, "a plague o' both"), "ok", "login with the new password")
+    expect(ctx.login(jid, "queenmab"), "not-authorized", "login with the old password")
+    after = users_file_entries(ctx.users_file).get(jid)
+    check(after is not None and after != before, "users file entry for %s unchanged after setpass" % jid)
+    check("a plague" not in open(ctx.users_file, encoding="utf-8").read() or ctx.bridge.plain_passwords,
+          "new password stored in clear in the users file")
+    # and back, with a password containing ':' and non-ASCII
+    expect(ctx.change_password(jid, "a plague o' both", "w:ö✓"), "ok", "second password change")
+    expect(ctx.login(jid, "w:ö✓"), "ok", "login after second change")
+    expect(ctx.login(jid, "a plague o' both"), "not-authorized", "previous password after second change")
+
+
+def case_register_then_login(ctx):
+    jid = "benvolio@%s" % DOMAIN
+    expect(ctx.login(jid, "peacemaker"), "not-authorized", "login before registration")
+    expect(ctx.register(jid, "peacemaker"), "ok", "in-band registration")
+    check(jid in users_file_entries(ctx.users_file), "%s not in the users file after registration" % jid)
+    expect(ctx.login(jid, "peacemaker"), "ok", "login after registration")
+    expect(ctx.login(jid, "warmonger"), "not-authorized", "wrong password after registration")
+    # registering an existing account must not replace its password
+    r = ctx.register("romeo@%s" % DOMAIN, "stolen")
+    expect(r, "conflict", "registering an existing account")
+    expect(ctx.login("romeo@%s" % DOMAIN, "stolen"), "not-authorized", "romeo with the re-registration password")
+    expect(ctx.login("romeo@%s" % DOMAIN, "iheartjuliet"), "ok", "romeo's password after re-registration attempt")
+
+
+def case_unregister_then_login(ctx):
+    jid = "tybalt@%s" % DOMAIN
+    expect(ctx.login(jid, "princeofcats"), "ok", "login before unregistration")
+    expect(ctx.unregister(jid, "princeofcats"), "ok", "in-band unregistration")
+    # ejabberd answers the IQ before it removes the account: poll briefly
+    deadline = time.monotonic() + 3
+    while jid in users_file_entries(ctx.users_file) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(jid not in users_file_entries(ctx.users_file), "%s still in the users file" % jid)
+    expect(ctx.login(jid, "princeofcats"), "not-authorized", "login after unregistration")
+    # re-register the same name with a new password
+    expect(ctx.register(jid, "newcats"), "ok", "registering the removed name again")
+    expect(ctx.login(jid, "newcats"), "ok", "login after re-registration")
+    expect(ctx.login(jid, "princeofcats"), "not-authorized", "old password after re-registration")
+
+
+# --------------------------------------------------------------------------------------
+# Group "kill": ejabberd restarts a killed bridge process
+
+KILL_USERS = {"romeo@%s" % DOMAIN: "iheartjuliet", "juliet@%s" % DOMAIN: "wherefore"}
+KILL_USERS.update({"k%02d@%s" % (i, DOMAIN): "pw-k%02d" % i for i in range(10)})
+
+
+def setup_kill(ctx):
+    setup_users_file(ctx, KILL_USERS)
+
+
+def _kill(pid):
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _several_logins(ctx, n=8, pids=(), max_rounds=6):
+    """Rounds of n logins, 4 at a time, until every pid in pids has read a request (at most
+    max_rounds). All logins must succeed. Concurrency matters: ejabberd picks the pool member
+    with erlang:unique_integer() rem PoolSize (p1_rand:round_robin), a VM-wide counter that
+    other code bumps too, so strictly sequential logins can all land on the same member."""
+    before = {p: proc_rchar(p) for p in pids}
+    for rnd in range(1, max_rounds + 1):
+        jobs = [("k%02d@%s" % (i % 10, DOMAIN), "pw-k%02d" % (i % 10)) for i in range(n)]
+        stats = run(_load(ctx.addr, jobs, 4))
+        check(not stats["bad"], "logins failed: %s" % stats["bad"])
+        idle = [p for p in pids if before[p] is not None and proc_rchar(p) == before[p]]
+        if not idle:
+            log("every pool member answered after %d round(s) of %d logins" % (rnd, n))
+            return
+    raise CaseFailure("bridge process(es) %s got no request during %d logins" % (idle, n * max_rounds))
+
+
+def case_kill_one_idle(ctx):
+    ej, bridge = ctx.ej, ctx.bridge
+    pids = ej.wait_pool(bridge)
+    expect(len(pids), ej.extauth_count, "bridge processes under beam")
+    victim = pids[0]
+    t0 = time.monotonic()
+    _kill(victim)
+    # a login right away: ejabberd retries on the other pool member
+    r = ctx.login("romeo@%s" % DOMAIN, "iheartjuliet")
+    expect(r, "ok", "login right after SIGKILL of pid %d" % victim)
+    new = ej.wait_pool(bridge, exclude=[victim])
+    restarted = sorted(set(new) - set(pids))
+    check(restarted, "no new bridge process after killing %d (pool %s)" % (victim, new))
+    info("killed %d; pool %s -> %s; restart seen after %.2fs" % (victim, pids, new, time.monotonic() - t0))
+    _several_logins(ctx, pids=new)
+    check(all(pid_alive(p) for p in new), "a bridge process died during the logins after restart")
+
+
+def case_kill_all(ctx):
+    ej, bridge = ctx.ej, ctx.bridge
+    time.sleep(1.1)   # extauth_sup allows pool_size restarts per second
+    pids = ej.wait_pool(bridge)
+    for p in pids:
+        _kill(p)
+    new = ej.wait_pool(bridge, exclude=pids)
+    info("killed all %s; pool now %s" % (pids, new))
+    _several_logins(ctx, pids=new)
+
+
+def case_kill_under_load(ctx):
+    ej, bridge = ctx.ej, ctx.bridge
+    time.sleep(1.1)
+    pids = ej.wait_pool(bridge)
+    victim = pids[-1]
+    total = 60
+    jobs = [("k%02d@%s" % (i % 10, DOMAIN), "pw-k%02d" % (i % 10)) for i in range(total)]
+    killed_at = []
+
+    async def killer(res):
+        while len(res) < total // 4:
+            await asyncio.sleep(0.005)
+        _kill(victim)
+        killed_at.append(len(res))
+
+    async def main():
+        res = []
+        k = asyncio.ensure_future(killer(res))
+        stats = await _load(ctx.addr, jobs, 10, res)
+        await asyncio.wait_for(k, 10)
+        return stats
+
+    stats = run(main())
+    check(killed_at, "the killer never ran")
+    info("SIGKILL %d after %d of %d logins; %s" % (victim, killed_at[0], total, _fmt_load(stats)))
+    bad = stats["bad"]
+    check(not bad, "%d of %d logins failed around the kill: %s" % (len(bad), total, bad[:5]))
+    new = ej.wait_pool(bridge, exclude=[victim])
+    check(set(new) - set(pids), "no replacement process (pool %s)" % new)
+    _several_logins(ctx, 4, pids=new)
+
+
+# --------------------------------------------------------------------------------------
+# Group "load": 200 logins, 10 concurrent clients; external (bridge) vs internal (mnesia)
+
+LOAD_LOGINS = 200
+LOAD_CONCURRENCY = 10
+LOAD_USERS = {"load%02d@%s" % (i, DOMAIN): "load-pw-%02d" % i for i in range(20)}
+
+
+def setup_load(ctx):
+    setup_users_file(ctx, LOAD_USERS)
+
+
+async def _load(addr, jobs, concurrency, res=None, timeout=10.0):
+    """Runs the (jid, password) logins with `concurrency` clients at a time."""
+    res = [] if res is None else res
+    queue = list(jobs)
+    queue.reverse()
+
+    async def worker():
+        while queue:
+            jid, pw = queue.pop()
+            timing = []
+            r = await alogin(addr, jid, pw, timeout=timeout, timing=timing)
+            res.append((jid, r, timing[0]))   # connect .. session started (or refused)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    wall = time.monotonic() - t0
+    lat = sorted(x[2] for x in res)
+    return {
+        "n": len(res), "wall": wall, "rate": len(res) / wall if wall else 0.0,
+        "p50": statistics.median(lat) if lat else 0, "p95": lat[int(0.95 * (len(lat) - 1))] if lat else 0,
+        "mean": statistics.mean(lat) if lat else 0,
+        "bad": [(j, r) for j, r, _ in res if r != "ok"],
+    }
+
+
+def _fmt_load(s):
+    return ("%d logins in %.2fs = %.1f logins/s; latency mean %.1f ms, p50 %.1f ms, p95 %.1f ms"
+            % (s["n"], s["wall"], s["rate"], s["mean"] * 1e3, s["p50"] * 1e3, s["p95"] * 1e3))
+
+
+def _load_jobs(users, n):
+    items = sorted(users.items())
+    return [items[i % len(items)] for i in range(n)]
+
+
+LOAD_SEQUENTIAL = 20   # plus this many one-at-a-time logins: latency without queueing
+
+
+def _measure(addr, users):
+    """Warm-up, then LOAD_SEQUENTIAL logins one at a time, then LOAD_LOGINS at LOAD_CONCURRENCY."""
+    jobs = _load_jobs(users, LOAD_LOGINS)
+    warm = run(_load(addr, jobs[:LOAD_CONCURRENCY], LOAD_CONCURRENCY))
+    check(not warm["bad"], "warm-up logins failed: %s" % warm["bad"][:5])
+    seq = run(_load(addr, jobs[:LOAD_SEQUENTIAL], 1))
+    check(not seq["bad"], "sequential logins failed: %s" % seq["bad"][:5])
+    stats = run(_load(addr, jobs, LOAD_CONCURRENCY))
+    stats["seq"] = seq
+    return stats
+
+
+def _fmt_mem(pid, cpu0=0.0):
+    st = proc_status(pid)
+    return ("pid %d VmRSS %d kB VmHWM %d kB threads %s cpu %.2fs"
+            % (pid, kb(st.get("VmRSS")), kb(st.get("VmHWM")), st.get("Threads", "?"), _cpu_s(pid) - cpu0))
+
+
+def case_load_external(ctx):
+    ej, bridge = ctx.ej, ctx.bridge
+    pids = ej.wait_pool(bridge)
+    info("bridge processes at start: " + "; ".join(_fmt_mem(p) for p in pids))
+    cpu0 = {p: _cpu_s(p) for p in pids}
+    stats = _measure(ctx.addr, ctx.users)
+    ctx.results["external"] = stats
+    info("external, 1 at a time: %s" % _fmt_load(stats["seq"]))
+    info("external, %d at a time: %s" % (LOAD_CONCURRENCY, _fmt_load(stats)))
+    info("bridge processes after: " + "; ".join(_fmt_mem(p, cpu0.get(p, 0.0)) for p in ej.extauth_pids(bridge)))
+    check(not stats["bad"], "%d of %d logins failed: %s" % (len(stats["bad"]), stats["n"], stats["bad"][:5]))
+    expect(stats["n"], LOAD_LOGINS, "logins done")
+    expect(sorted(ej.extauth_pids(bridge)), sorted(pids), "bridge pids after the load (none restarted)")
+
+
+def _cpu_s(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            s = f.read()
+        fields = s[s.rindex(b")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def case_load_internal(ctx):
+    """Same load against ejabberd's internal auth (mnesia), in a second private ejabberd."""
+    ej = Ejabberd("internal", auth="mnesia", hosts=ctx.ej.hosts)
+    try:
+        ej.start()
+        t0 = time.monotonic()
+        users = sorted(ctx.users.items())
+        # register through rpc to ejabberd_auth:try_register/3 (no ejabberdctl)
+        args = ",".join('{<<"%s">>,<<"%s">>,<<"%s">>}' % (j.split("@")[0], j.split("@")[1], p) for j, p in users)
+        out = ej.rpc("lists", "map", '[fun({U,S,P}) -> ejabberd_auth:try_register(U,S,P) end, [%s]]' % args)
+        check(out.strip() == "[" + ",".join(["ok"] * len(users)) + "]", "rpc try_register: %s" % out[-300:])
+        log("registered %d users over rpc in %.2fs" % (len(users), time.monotonic() - t0))
+        stats = _measure(ej.address, ctx.users)
+        ctx.results["internal"] = stats
+        info("internal, 1 at a time: %s" % _fmt_load(stats["seq"]))
+        info("internal, %d at a time: %s" % (LOAD_CONCURRENCY, _fmt_load(stats)))
+        check(not stats["bad"], "%d of %d logins failed: %s" % (len(stats["bad"]), stats["n"], stats["bad"][:5]))
+        ext = ctx.results.get("external")
+        if ext:
+            es, is_ = ext["seq"], stats["seq"]
+            info("external auth adds %.1f ms per login one at a time (mean %.1f vs %.1f ms); "
+                 "at %d concurrent: %.1f vs %.1f logins/s (%.1f vs %.1f ms of wall time per login)"
+                 % ((es["mean"] - is_["mean"]) * 1e3, es["mean"] * 1e3, is_["mean"] * 1e3, LOAD_CONCURRENCY,
+                    ext["rate"], stats["rate"], 1e3 / ext["rate"], 1e3 / stats["rate"]))
+    finally:
+        ej.cleanup(keep=ctx.keep)
+
+
+# --------------------------------------------------------------------------------------
+# Groups and the runner
+
+class Group:
+    """A bridge configuration (made by setup, which sets ctx.extauth_program) and its cases.
+    Backends to come (HTTP, OAuth2) add a Group whose setup writes a --config file."""
+
+    def __init__(self, name, setup, cases, pool_size=2, auth="external", hosts=(DOMAIN, DOMAIN2)):
+        self.name, self.setup, self.cases, self.pool_size, self.auth = name, setup, cases, pool_size, auth
+        self.hosts = hosts
+
+
+GROUPS = [
+    Group("files", setup_files, [
+        case_login_ok, case_wrong_password, case_unknown_user, case_uppercase_username,
+        case_password_with_colon, case_non_ascii_password, case_second_host,
+        case_change_password, case_register_then_login, case_unregister_then_login,
+    ]),
+    # one host, so the bridge processes under beam are exactly that host's pool
+    Group("kill", setup_kill, [case_kill_one_idle, case_kill_all, case_kill_under_load], hosts=(DOMAIN,)),
+    Group("load", setup_load, [case_load_external, case_load_internal], hosts=(DOMAIN,)),
+]
+
+
+def case_name(group, fn):
+    return "%s/%s" % (group.name, fn.__name__[len("case_"):] if fn.__name__.startswith("case_") else fn.__name__)
+
+
+class _Alarm(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise _Alarm("case took longer than %ds" % CASE_TIMEOUT)
+
+
+def run_group(group, bridge, keep, tally):
+    ctx = Ctx(bridge, keep=keep)
+    ej = None
+    try:
+        try:
+            group.setup(ctx)
+            ej = Ejabberd(group.name, auth=group.auth, extauth_program=ctx.extauth_program,
+                          pool_size=group.pool_size, hosts=group.hosts)
+            ctx.ej = ej
+            ej.start()
+            if group.auth == "external":
+                pids = ej.wait_pool(bridge)
+                time.sleep(1.1)   # a bridge that dies at startup is restarted in a loop: catch that here
+                now = ej.extauth_pids(bridge)
+                if sorted(now) != sorted(pids):
+                    raise RuntimeError("bridge processes are not stable (%s, 1.1s later %s): crash loop?\n%s"
+                                       % (pids, now, ej.log_tail()))
+        except Exception as e:
+            reason = "group setup failed: %s" % (e,)
+            for fn in group.cases:
+                print("FAIL %s: %s" % (case_name(group, fn), reason.splitlines()[0]), flush=True)
+                tally[1] += 1
+            print(reason, flush=True)
+            return
+        for fn in group.cases:
+            name = case_name(group, fn)
+            t0 = time.monotonic()
+            signal.signal(signal.SIGALRM, _on_alarm)
+            signal.alarm(CASE_TIMEOUT)
+            try:
+                fn(ctx)
+                err = None
+            except (CaseFailure, _Alarm) as e:
+                err = str(e)
+            except Exception as e:
+                err = "%s: %s" % (type(e).__name__, e)
+                if VERBOSE:
+                    traceback.print_exc()
+            finally:
+                signal.alarm(0)
+            dt = time.monotonic() - t0
+            if err is None:
+                print("PASS %s (%.2fs)" % (name, dt), flush=True)
+                tally[0] += 1
+            else:
+                err = err.replace("\n", " | ")
+                print("FAIL %s: %s (%.2fs)" % (name, err, dt), flush=True)
+                tally[1] += 1
+                if ej.proc.poll() is not None:
+                    print(ej.log_tail(), flush=True)
+    finally:
+        if ej is not None:
+            if VERBOSE and ej.proc is not None:
+                log("ejabberd log: %d 'External authentication program' error lines"
+                    % ej.log_text().count("External authentication program"))
+            ej.cleanup(keep=keep)
+        ctx.cleanup(keep=keep)
+
+
+def versions(bridge):
+    try:
+        ej = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "ejabberd"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, timeout=10).stdout.decode() or "?"
+    except Exception:
+        ej = "?"
+    try:
+        otp = subprocess.run([ERL, "-noshell", "-eval",
+                              'io:format("~s (erts ~s)", [erlang:system_info(otp_release), '
+                              'erlang:system_info(version)]), halt().'],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=20,
+                             env=dict(os.environ, HOME=tempfile.gettempdir())).stdout.decode()
+    except Exception:
+        otp = "?"
+    return ("ejabberd %s, Erlang/OTP %s, slixmpp %s, Python %s, bridge: %s %s"
+            % (ej, otp, slixmpp.__version__, sys.version.split()[0], bridge.name, bridge.version()))
+
+
+def main(argv=None):
+    global VERBOSE
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bridge", help="path to the extauth-bridge binary")
+    src.add_argument("--fake", action="store_true", help="use fake_extauth.py (harness development)")
+    ap.add_argument("--group", default=",".join(g.name for g in GROUPS),
+                    help="comma-separated groups (default: all): " + ",".join(g.name for g in GROUPS))
+    ap.add_argument("--keep", action="store_true", help="keep temp dirs (configs, logs) for inspection")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    VERBOSE = args.verbose
+    logging.basicConfig(level=logging.WARNING, format="  slixmpp %(levelname)s %(message)s")
+    # slixmpp logs an ERROR for every refused login ("No appropriate login method")
+    logging.getLogger("slixmpp").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
+    if args.fake:
+        bridge = FakeBridge()
+    else:
+        if not (os.path.isfile(args.bridge) and os.access(args.bridge, os.X_OK)):
+            print("run.py: --bridge %s: not an executable file" % args.bridge, file=sys.stderr)
+            return 2
+        bridge = Bridge(args.bridge)
+    wanted = [g.strip() for g in args.group.split(",") if g.strip()]
+    by_name = {g.name: g for g in GROUPS}
+    unknown = [g for g in wanted if g not in by_name]
+    if unknown:
+        print("run.py: unknown group(s) %s; known: %s" % (unknown, ", ".join(by_name)), file=sys.stderr)
+        return 2
+    if not os.path.isdir(os.path.join(EJABBERD_LIB, "ejabberd-23.01-1")) and not any(
+            n.startswith("ejabberd-") for n in os.listdir(EJABBERD_LIB)):
+        print("run.py: ejabberd not installed: run tests/e2e/setup.sh", file=sys.stderr)
+        return 2
+
+    global KEEP
+    KEEP = args.keep
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)   # also when started in the background (SIGINT ignored)
+
+    print("# " + versions(bridge), flush=True)
+    tally = [0, 0]
+    t0 = time.monotonic()
+    try:
+        for name in wanted:
+            run_group(by_name[name], bridge, args.keep, tally)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        tally[1] += 1
+    finally:
+        _atexit()
+    print("# total %.1fs" % (time.monotonic() - t0), flush=True)
+    print("%d passed, %d failed" % (tally[0], tally[1]), flush=True)
+    return 0 if tally[1] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
