@@ -75,11 +75,17 @@ struct Chain {
 
 /// Builds a backend from its configuration. Kept here so that adding a backend kind means
 /// touching this match and its own module, nothing else.
-pub fn build_backend(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigError> {
+pub fn build_backend(
+    config: &BackendConfig,
+    index: usize,
+    file: &str,
+) -> Result<Arc<dyn Backend>, ConfigError> {
     Ok(match config {
         BackendConfig::File(c) => Arc::new(crate::backend::FileBackend::new(&c.name, &c.path)),
-        // The file name is filled in by the caller, which knows it.
-        BackendConfig::Oauth2(c) => Arc::new(crate::backend::OAuth2Backend::new(c, "")?),
+        BackendConfig::Oauth2(c) => Arc::new(
+            crate::backend::OAuth2Backend::new(c)
+                .map_err(|(k, m)| ConfigError::new(file, format!("backend[{index}].{k}"), m))?,
+        ),
     })
 }
 
@@ -100,14 +106,8 @@ impl Router {
             ));
         }
         let mut built = Vec::new();
-        for b in &config.backends {
-            let backend = build_backend(b).map_err(|mut e| {
-                if e.file.is_empty() {
-                    e.file = file.to_owned();
-                }
-                e
-            })?;
-            built.push((b.name().to_owned(), backend));
+        for (i, b) in config.backends.iter().enumerate() {
+            built.push((b.name().to_owned(), build_backend(b, i, file)?));
         }
         let find = |name: &str| {
             built

@@ -306,7 +306,8 @@ fn check_reaches_the_idp_and_tests_the_client_credentials() {
     let check = |extra: &str| {
         let text = backend(extra);
         let config = extauth_bridge::config::Config::parse(&text, "test.toml").unwrap();
-        let backend = extauth_bridge::router::build_backend(&config.backends[0]).unwrap();
+        let backend =
+            extauth_bridge::router::build_backend(&config.backends[0], 0, "test.toml").unwrap();
         block_on(backend.check())
     };
     let ok = check(&format!("{BASIC}verify = \"introspection\"")).unwrap();
