@@ -30,7 +30,6 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{Backend, BackendError, BackendResult};
-use crate::config::ConfigError;
 use crate::request::Account;
 use crate::secret::Secret;
 
@@ -200,22 +199,22 @@ fn default_refresh() -> Duration {
     Duration::from_secs(3600)
 }
 
+/// A configuration problem: the key within this backend's table, and what is wrong. The
+/// router turns it into a [`crate::config::ConfigError`] naming the file and `backend[i]`.
+pub type KeyError = (String, String);
+
 /// Reads a secret given inline, in a file or in an environment variable (at most one).
 /// A file's trailing newline is dropped: `echo secret > file` is how people write them.
 fn resolve_secret(
-    file_name: &str,
-    backend: &str,
     key: &str,
     inline: &Option<Secret>,
     path: &Option<PathBuf>,
     env: &Option<String>,
-) -> Result<Option<Secret>, ConfigError> {
-    let key_of = |suffix: &str| format!("backend.{backend}.{key}{suffix}");
+) -> Result<Option<Secret>, KeyError> {
     let given = [inline.is_some(), path.is_some(), env.is_some()];
     if given.iter().filter(|g| **g).count() > 1 {
-        return Err(ConfigError::new(
-            file_name,
-            key_of(""),
+        return Err((
+            key.to_owned(),
             format!("give only one of {key}, {key}_file, {key}_env"),
         ));
     }
@@ -224,9 +223,8 @@ fn resolve_secret(
     }
     if let Some(p) = path {
         let text = std::fs::read_to_string(p).map_err(|e| {
-            ConfigError::new(
-                file_name,
-                key_of("_file"),
+            (
+                format!("{key}_file"),
                 format!("cannot read {}: {e}", p.display()),
             )
         })?;
@@ -234,9 +232,8 @@ fn resolve_secret(
     }
     if let Some(var) = env {
         let value = std::env::var(var).map_err(|_| {
-            ConfigError::new(
-                file_name,
-                key_of("_env"),
+            (
+                format!("{key}_env"),
                 format!("environment variable {var} is not set"),
             )
         })?;
@@ -364,22 +361,17 @@ pub struct OAuth2Backend {
 }
 
 impl OAuth2Backend {
-    /// Builds the backend from its configuration; `file` names the configuration file in
-    /// errors. Nothing is fetched here: the IdP may be down while we start.
-    pub fn new(config: &OAuth2BackendConfig, file: &str) -> Result<OAuth2Backend, ConfigError> {
-        let key = |k: &str| format!("backend.{}.{k}", config.name);
-        let err = |k: &str, m: &str| ConfigError::new(file, key(k), m);
+    /// Builds the backend from its configuration. Nothing is fetched here: the IdP may be
+    /// down while we start.
+    pub fn new(config: &OAuth2BackendConfig) -> Result<OAuth2Backend, KeyError> {
+        let err = |k: &str, m: &str| (k.to_owned(), m.to_owned());
         let client_secret = resolve_secret(
-            file,
-            &config.name,
             "client_secret",
             &config.client_secret,
             &config.client_secret_file,
             &config.client_secret_env,
         )?;
         let introspection_bearer = resolve_secret(
-            file,
-            &config.name,
             "introspection_bearer",
             &config.introspection_bearer,
             &config.introspection_bearer_file,
@@ -403,7 +395,7 @@ impl OAuth2Backend {
                 }
             }
         }
-        let needs = |explicit: &Option<String>, what: &str| -> Result<(), ConfigError> {
+        let needs = |explicit: &Option<String>, what: &str| -> Result<(), KeyError> {
             if explicit.is_none() && config.issuer.is_none() {
                 return Err(err(
                     what,
@@ -775,13 +767,14 @@ impl Backend for OAuth2Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BackendConfig, Config};
+    use crate::config::{BackendConfig, Config, ConfigError};
 
     fn build(body: &str) -> Result<OAuth2Backend, ConfigError> {
         let text = format!("[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n{body}");
         let config = Config::parse(&text, "c.toml")?;
         match &config.backends[0] {
-            BackendConfig::Oauth2(c) => OAuth2Backend::new(c, "c.toml"),
+            BackendConfig::Oauth2(c) => OAuth2Backend::new(c)
+                .map_err(|(k, m)| ConfigError::new("c.toml", format!("backend[0].{k}"), m)),
             _ => unreachable!(),
         }
     }
@@ -800,46 +793,46 @@ mod tests {
             "{issuer}client_id = \"c\"\nclient_auth = \"none\""
         ))
         .is_ok());
-        assert_eq!(key_of(issuer), "backend.idp.client_id");
+        assert_eq!(key_of(issuer), "backend[0].client_id");
         assert_eq!(
             key_of("client_id = \"c\"\nclient_auth = \"none\""),
-            "backend.idp.token_endpoint"
+            "backend[0].token_endpoint"
         );
         assert_eq!(
             key_of(&format!("{issuer}client_id = \"c\"")),
-            "backend.idp.client_secret"
+            "backend[0].client_secret"
         );
         assert_eq!(
             key_of(&format!(
                 "{issuer}client_id = \"c\"\nclient_secret = \"s\"\nclient_secret_env = \"X\""
             )),
-            "backend.idp.client_secret"
+            "backend[0].client_secret"
         );
         assert_eq!(
             key_of(&format!(
                 "{issuer}client_id = \"c\"\nclient_secret_env = \"EXTAUTH_TEST_UNSET_VARIABLE\""
             )),
-            "backend.idp.client_secret_env"
+            "backend[0].client_secret_env"
         );
         assert_eq!(
             key_of(&format!(
                 "{issuer}mode = \"token\"\nvalidate = \"jwt\"\nalgorithms = [\"HS256\"]"
             )),
-            "backend.idp.algorithms"
+            "backend[0].algorithms"
         );
         assert_eq!(
             key_of("mode = \"token\"\nvalidate = \"jwt\"\njwks_uri = \"https://idp.example/jwks\""),
-            "backend.idp.issuer"
+            "backend[0].issuer"
         );
         assert_eq!(
             key_of(&format!(
                 "{issuer}mode = \"token\"\nvalidate = \"introspection\""
             )),
-            "backend.idp.introspection_bearer"
+            "backend[0].introspection_bearer"
         );
         assert_eq!(
             key_of("issuer = \"ftp://x\"\nmode = \"token\"\nvalidate = \"userinfo\""),
-            "backend.idp.issuer"
+            "backend[0].issuer"
         );
         assert_eq!(
             key_of(&format!("{issuer}mode = \"tokens\"")),
