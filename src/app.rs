@@ -27,6 +27,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::HashPassword) => hash_password_command(),
+        Some(Command::Check { json }) => crate::commands::check::run(&cli, json),
+        Some(Command::Query {
+            request,
+            ref user,
+            ref server,
+        }) => crate::commands::query::run(&cli, request, user, server),
+        Some(Command::Users { ref action }) => crate::commands::users::run(action),
+        Some(Command::Generate { ref what }) => crate::commands::generate::run(what),
         Some(Command::Run) | None => run(&cli),
     }
 }

@@ -241,14 +241,25 @@ async fn answer_one(handler: &dyn Handler, item: Incoming, id: u64, timeout: Dur
             return false;
         }
     };
-    let handling = AssertUnwindSafe(handler.handle(&request)).catch_unwind();
-    let outcome = match tokio::time::timeout(timeout, handling).await {
+    let outcome = handle_request(handler, &request, timeout).await;
+    log_outcome(id, &request, &outcome, started.elapsed());
+    outcome.answer
+}
+
+/// Handles one request the way the daemon does: under the deadline, a panic answered `0`.
+/// `extauth-bridge query` goes through here too, so a question asked by hand gets exactly the
+/// daemon's answer.
+pub async fn handle_request(
+    handler: &dyn Handler,
+    request: &crate::request::Request,
+    timeout: Duration,
+) -> Outcome {
+    let handling = AssertUnwindSafe(handler.handle(request)).catch_unwind();
+    match tokio::time::timeout(timeout, handling).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(_)) => Outcome::failed(Status::Panic),
         Err(_) => Outcome::failed(Status::Timeout),
-    };
-    log_outcome(id, &request, &outcome, started.elapsed());
-    outcome.answer
+    }
 }
 
 fn log_outcome(id: u64, request: &crate::request::Request, outcome: &Outcome, took: Duration) {
