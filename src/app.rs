@@ -139,6 +139,7 @@ fn run(cli: &Cli) -> ExitCode {
         ..ServeOptions::default()
     };
     let codec = WireCodec::new(config.protocol, config.max_line);
+    let metrics = crate::metrics::Exporter::start(crate::metrics::Settings::from_config(&config));
     let mut control = SignalControl {
         signals: &signals,
         cli,
@@ -152,6 +153,7 @@ fn run(cli: &Cli) -> ExitCode {
         options,
         &mut control,
     );
+    metrics.finish();
     match result {
         Ok(()) => {
             tracing::info!("end of input, exiting");

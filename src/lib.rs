@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod protocol;
 pub mod request;
 pub mod router;

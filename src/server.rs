@@ -238,11 +238,15 @@ async fn answer_one(handler: &dyn Handler, item: Incoming, id: u64, timeout: Dur
         Ok(request) => request,
         Err(bad) => {
             tracing::warn!(id, outcome = "invalid", reason = %bad, "request rejected");
+            crate::metrics::record(crate::metrics::NONE, None, "invalid", started.elapsed());
             return false;
         }
     };
     let outcome = handle_request(handler, &request, timeout).await;
-    log_outcome(id, &request, &outcome, started.elapsed());
+    let took = started.elapsed();
+    log_outcome(id, &request, &outcome, took);
+    let (command, status) = (request.command().as_str(), outcome.status.as_str());
+    crate::metrics::record(command, outcome.backend.as_deref(), status, took);
     outcome.answer
 }
 

@@ -231,6 +231,19 @@ fn check_broken_backends_and_environment_exit_1() {
         report.contains("logs      FAIL") && report.contains("cannot write /nonexistent/dir"),
         "{report}"
     );
+
+    // A metrics file nobody could write, shared by all processes.
+    let (config, _) = setup(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.insert_str(0, "metrics_file = \"/nonexistent/bridge.prom\"\n");
+    std::fs::write(&config, text).unwrap();
+    let out = run(&["--config", cfg, "check"], b"");
+    let report = stdout(&out);
+    assert_eq!(code(&out), 1, "{report}");
+    assert!(
+        report.contains("metrics   FAIL") && report.contains("overwrite each other"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -26,7 +26,7 @@ const PROSODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// ejabberd's fixed extauth timeout.
 const EJABBERD_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Ok,
@@ -134,6 +134,7 @@ pub fn build_report(cli: &Cli) -> Report {
     findings.extend(relative_paths(&source, &config));
     findings.push(timing(&config));
     findings.push(logs(&config));
+    findings.extend(metrics(&config));
     let backends = check_backends(&config);
     let broken = backends.iter().any(|b| !b.ok) || findings.iter().any(|f| f.level == Level::Fail);
     Report {
@@ -543,6 +544,43 @@ fn logs(config: &Config) -> Finding {
         level,
         detail,
     }
+}
+
+fn metrics(config: &Config) -> Option<Finding> {
+    let configured = config.metrics_file.as_deref()?;
+    let example = crate::metrics::resolve_path(configured, std::process::id());
+    let per_process = example != configured;
+    let on_exit = match config.metrics_on_exit {
+        crate::metrics::OnExit::Remove => "removed at exit",
+        crate::metrics::OnExit::Keep => "kept at exit",
+    };
+    let mut detail = format!(
+        "{} every {} ({on_exit}), e.g. {}",
+        configured.display(),
+        humantime::format_duration(config.metrics_interval),
+        example.display()
+    );
+    let mut level = Level::Ok;
+    if !writable(&example) {
+        level = Level::Fail;
+        detail.push_str("; cannot write there as this user (the file would never appear)");
+    }
+    if !per_process {
+        level = level.max(Level::Warn);
+        detail.push_str(
+            "; the same file for every process: the pool's processes overwrite each other \
+             (put {pid} in the name or name a directory)",
+        );
+    }
+    if !matches!(example.extension(), Some(e) if e == "prom") {
+        level = level.max(Level::Warn);
+        detail.push_str("; node_exporter's textfile collector reads only *.prom files");
+    }
+    Some(Finding {
+        item: "metrics",
+        level,
+        detail,
+    })
 }
 
 fn check_backends(config: &Config) -> Vec<BackendReport> {
