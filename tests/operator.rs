@@ -488,3 +488,44 @@ fn users_usage_errors_exit_2() {
     }
     assert!(!Path::new(f).exists());
 }
+
+// ---------------------------------------------------------------- generate
+
+#[test]
+fn generate_writes_man_pages_and_completions_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man");
+    let out = run(&["generate", "man", man.to_str().unwrap()], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let page = std::fs::read_to_string(man.join("extauth-bridge.1")).unwrap();
+    assert!(page.contains(".TH extauth-bridge 1"), "{page}");
+    for sub in ["check", "query", "users", "hash\\-password"] {
+        assert!(page.contains(sub), "{sub} not in the man page");
+    }
+    let check = std::fs::read_to_string(man.join("extauth-bridge-check.1")).unwrap();
+    assert!(check.contains("\\-\\-json"), "{check}");
+    assert!(man.join("extauth-bridge-users-add.1").exists());
+    // The packaging helper itself stays out of the pages and the help.
+    assert!(!man.join("extauth-bridge-generate.1").exists());
+    assert!(!stdout(&run(&["--help"], b"")).contains("generate"));
+
+    let completions = dir.path().join("completions");
+    for (shell, file, needle) in [
+        ("bash", "extauth-bridge.bash", "removeuser3"),
+        ("zsh", "_extauth-bridge", "tryregister"),
+        ("fish", "extauth-bridge.fish", "passwd"),
+    ] {
+        let out = run(
+            &[
+                "generate",
+                "completions",
+                shell,
+                completions.to_str().unwrap(),
+            ],
+            b"",
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let text = std::fs::read_to_string(completions.join(file)).unwrap();
+        assert!(text.contains(needle), "{shell}: no {needle}");
+    }
+}
