@@ -68,6 +68,10 @@ fn check_good_config_exits_0_with_one_line_per_backend() {
     );
     assert!(line.contains(users.to_str().unwrap()), "{line}");
     assert!(text.contains("timeout 2s"), "{text}");
+    assert!(
+        text.contains("routes    ok    no [[route]]: every domain asks local in order"),
+        "{text}"
+    );
     assert!(text.contains("logs      ok    stderr"), "{text}");
     assert!(
         text.lines().last().unwrap().starts_with("result    ok"),

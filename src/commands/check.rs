@@ -131,6 +131,7 @@ pub fn build_report(cli: &Cli) -> Report {
     if config_path.is_file() {
         findings.extend(file_permissions(config_path));
     }
+    findings.push(routes(&config));
     findings.extend(relative_paths(&source, &config));
     findings.push(timing(&config));
     findings.push(logs(&config));
@@ -264,6 +265,41 @@ fn config_found(source: &str, config: &Config) -> Finding {
             config.backends.len(),
             config.routes.len()
         ),
+    }
+}
+
+/// Which backends answer for which domains: a domain no route covers is always refused.
+fn routes(config: &Config) -> Finding {
+    let names = |v: &mut dyn Iterator<Item = &str>| v.collect::<Vec<_>>().join(", ");
+    let detail = if config.routes.is_empty() {
+        format!(
+            "no [[route]]: every domain asks {} in order",
+            names(&mut config.backends.iter().map(|b| b.name()))
+        )
+    } else {
+        let each = config
+            .routes
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} -> {}{}",
+                    names(&mut r.domains.iter().map(String::as_str)),
+                    names(&mut r.backends.iter().map(String::as_str)),
+                    if r.on_unavailable == crate::config::OnUnavailable::Next {
+                        " (on_unavailable = next)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        format!("{each}; any other domain is refused")
+    };
+    Finding {
+        item: "routes",
+        level: Level::Ok,
+        detail,
     }
 }
 
