@@ -251,6 +251,34 @@ fn check_broken_backends_and_environment_exit_1() {
 }
 
 #[test]
+fn check_reports_a_backend_that_does_not_answer_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO nobody writes to: reading it blocks, like a users file on a hung NFS mount.
+    let fifo = dir.path().join("users.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "timeout = \"300ms\"\n[[backend]]\nname = \"slow\"\ntype = \"file\"\npath = \"{}\"\n",
+            fifo.display()
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = run(&["--config", config.to_str().unwrap(), "check"], b"");
+    let report = stdout(&out);
+    assert_eq!(code(&out), 1, "{report}");
+    assert!(
+        report.contains("FAIL  slow (file)")
+            && report.contains("no answer within the request timeout (300ms)"),
+        "{report}"
+    );
+    // Generous: the point is that it returns at all.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
 fn check_warns_about_slow_timeouts_relative_paths_and_proxies() {
     let dir = tempfile::tempdir().unwrap();
     users_file(dir.path(), &[("romeo@example.net", "x")]);

@@ -669,7 +669,11 @@ fn check_backends(config: &Config) -> Vec<BackendReport> {
             millis: took,
         }
     });
-    runtime.block_on(futures_util::future::join_all(checks))
+    let reports = runtime.block_on(futures_util::future::join_all(checks));
+    // A check that timed out may still be stuck in a blocking thread (a users file on a
+    // hung NFS mount, a FIFO): do not wait for it, as dropping the runtime would.
+    runtime.shutdown_background();
+    reports
 }
 
 #[cfg(test)]

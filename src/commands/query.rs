@@ -113,6 +113,8 @@ pub fn run(cli: &Cli, what: QueryRequest, user: &str, server: &str) -> ExitCode 
     let handler: Arc<dyn Handler> = Arc::new(router);
     let started = Instant::now();
     let outcome = runtime.block_on(handle_request(handler.as_ref(), &request, config.timeout));
+    // Work abandoned at the deadline may still hold a blocking thread: do not wait for it.
+    runtime.shutdown_background();
     let took = started.elapsed();
 
     let command = request.command();
