@@ -98,6 +98,11 @@ fn check_json_is_one_object_with_the_same_verdict() {
     assert_eq!(v["backends"][0]["ok"], true);
     assert!(v["backends"][0]["millis"].as_f64().unwrap() >= 0.0);
     assert!(v["config_error"].is_null());
+    assert_eq!(v["effective"]["timeout_ms"], 2000);
+    assert_eq!(v["effective"]["protocol"], "auto");
+    assert_eq!(v["effective"]["log"], "stderr");
+    assert_eq!(v["effective"]["log_under_pty"], "nowhere");
+    assert_eq!(v["effective"]["stdout_is_terminal"], false);
 
     std::fs::write(&config, "timeout = 3\n").unwrap();
     let out = run(

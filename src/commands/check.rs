@@ -70,6 +70,19 @@ pub struct ConfigErrorReport {
     pub hint: &'static str,
 }
 
+/// The settings in force, for machines (`--json`); the human report has them in its lines.
+#[derive(Debug, Serialize)]
+pub struct Effective {
+    pub protocol: String,
+    pub timeout_ms: u128,
+    pub log: String,
+    pub log_under_pty: String,
+    pub metrics_file: Option<String>,
+    pub uid: u32,
+    pub user: String,
+    pub stdout_is_terminal: bool,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub ok: bool,
@@ -77,6 +90,7 @@ pub struct Report {
     pub version: &'static str,
     pub config_file: Option<String>,
     pub config_error: Option<ConfigErrorReport>,
+    pub effective: Option<Effective>,
     pub findings: Vec<Finding>,
     pub backends: Vec<BackendReport>,
 }
@@ -121,6 +135,7 @@ pub fn build_report(cli: &Cli) -> Report {
                     line: e.line,
                     message: e.message,
                 }),
+                effective: None,
                 findings,
                 backends: Vec::new(),
             };
@@ -142,10 +157,29 @@ pub fn build_report(cli: &Cli) -> Report {
         ok: !broken,
         exit: if broken { EXIT_NO } else { EXIT_OK },
         version: env!("CARGO_PKG_VERSION"),
+        effective: Some(effective(&config)),
         config_file: Some(source),
         config_error: None,
         findings,
         backends,
+    }
+}
+
+fn effective(config: &Config) -> Effective {
+    let uid = rustix::process::geteuid().as_raw();
+    Effective {
+        protocol: format!("{:?}", config.protocol).to_lowercase(),
+        timeout_ms: config.timeout.as_millis(),
+        log: describe(&destination(&config.log, false)),
+        log_under_pty: describe(&destination(&config.log, true)),
+        metrics_file: config.metrics_file.as_deref().map(|f| {
+            crate::metrics::resolve_path(f, std::process::id())
+                .display()
+                .to_string()
+        }),
+        uid,
+        user: user_name(uid),
+        stdout_is_terminal: rustix::termios::isatty(rustix::stdio::stdout()),
     }
 }
 
@@ -718,5 +752,14 @@ password = "hunter2"
             let e = Config::parse(text, "c.toml").unwrap_err();
             assert!(hint(&e).contains(expect), "{text:?}: {e} -> {}", hint(&e));
         }
+        // Tests run as root, where permissions cannot fail: the message is built here.
+        let e = ConfigError::new(
+            "/etc/x.toml",
+            "(file)",
+            "cannot read: Permission denied (os error 13)",
+        );
+        assert!(hint(&e).contains("readable by the XMPP server's account"));
+        let e = ConfigError::new("/etc/x.toml", "(file)", "not found; use --config FILE");
+        assert!(hint(&e).contains("Prosody passes no arguments"));
     }
 }
