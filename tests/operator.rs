@@ -209,6 +209,10 @@ fn check_broken_backends_and_environment_exit_1() {
         "{report}"
     );
     assert!(report.contains("1 of 1 backend(s) failed"), "{report}");
+    assert!(
+        report.contains("hint  fix or remove the lines named"),
+        "{report}"
+    );
 
     // Users file gone: the backend cannot be read.
     std::fs::remove_file(&users).unwrap();
@@ -216,6 +220,10 @@ fn check_broken_backends_and_environment_exit_1() {
     let report = stdout(&out);
     assert_eq!(code(&out), 1, "{report}");
     assert!(report.contains("No such file"), "{report}");
+    assert!(
+        report.contains("hint  the path does not exist here"),
+        "{report}"
+    );
 
     // A good backend, but a world-writable config.
     users_file(dir.path(), &[("romeo@example.net", "x")]);

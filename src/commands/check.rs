@@ -59,6 +59,8 @@ pub struct BackendReport {
     pub ok: bool,
     pub detail: String,
     pub millis: f64,
+    /// What to try, for a failure whose cause is recognisable.
+    pub hint: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -219,6 +221,9 @@ fn print_human(report: &Report) {
             b.millis,
             b.detail
         ));
+        if let Some(hint) = b.hint {
+            say(format_args!("{:<9} {:<4}  {hint}", "", "hint"));
+        }
     }
     let verdict = match report.exit {
         EXIT_OK => "all is well".to_owned(),
@@ -653,6 +658,30 @@ fn metrics(config: &Config) -> Option<Finding> {
     })
 }
 
+/// What to try for a backend failure, from the words of its error.
+fn backend_hint(detail: &str) -> Option<&'static str> {
+    let d = detail.to_lowercase();
+    let has = |s: &str| d.contains(s);
+    Some(if has("permission denied") {
+        "the XMPP server's account must be able to read it (and write it for setpass/tryregister/\
+         removeuser): check owner, group and mode, and every directory above; run check as that account"
+    } else if has("no such file") {
+        "the path does not exist here; use an absolute path, and check it on the XMPP server's host"
+    } else if has("no answer within") || has("timed out") || has("timeout") {
+        "too slow or unreachable: check the network path from this host and account, or raise `timeout` \
+         (staying below the XMPP server's own timeout)"
+    } else if has("connection refused") || has("connect") || has("dns") || has("resolve") {
+        "not reachable from here: check host, port, DNS, firewall and proxy variables as the XMPP \
+         server's account"
+    } else if has("certificate") || has("tls") {
+        "TLS failed: check the server's certificate chain, or configure the CA file the backend needs"
+    } else if has("line ") {
+        "fix or remove the lines named: the daemon ignores them, so those accounts cannot log in"
+    } else {
+        return None;
+    })
+}
+
 fn check_backends(config: &Config) -> Vec<BackendReport> {
     let runtime = match super::runtime() {
         Ok(rt) => rt,
@@ -663,6 +692,7 @@ fn check_backends(config: &Config) -> Vec<BackendReport> {
                 ok: false,
                 detail: format!("cannot start the async runtime: {e}"),
                 millis: 0.0,
+                hint: None,
             }]
         }
     };
@@ -679,6 +709,7 @@ fn check_backends(config: &Config) -> Vec<BackendReport> {
                     ok: false,
                     detail: e.to_string(),
                     millis: 0.0,
+                    hint: None,
                 }
             }
         };
@@ -696,6 +727,7 @@ fn check_backends(config: &Config) -> Vec<BackendReport> {
             ),
         };
         BackendReport {
+            hint: if ok { None } else { backend_hint(&detail) },
             name,
             kind: backend.kind(),
             ok,
