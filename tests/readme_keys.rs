@@ -194,6 +194,8 @@ fn every_config_key_is_in_the_readme_and_every_readme_key_exists() {
     );
     assert!(
         unknown.is_empty(),
-        "README.md's Keys table lists keys the code does not accept: {unknown:?}"
+        "README.md's Keys table lists keys the code does not accept: {unknown:?} (renamed or \
+         removed? or the struct holding them lacks #[serde(deny_unknown_fields)], which the \
+         project requires and this test relies on)"
     );
 }
