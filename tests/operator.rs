@@ -574,3 +574,30 @@ fn generate_writes_man_pages_and_completions_from_the_cli() {
         assert!(text.contains(needle), "{shell}: no {needle}");
     }
 }
+
+#[test]
+fn users_run_as_root_keep_the_files_owner() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to hand the file to another owner");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
+    // The XMPP server's account, say: nobody/nogroup.
+    let c_path = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65534, 65534) }, 0);
+    let f = file.to_str().unwrap();
+    let out = users(&["passwd", f, "romeo@example.net"], "new\n");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = users(&["add", f, "juliet@example.net"], "pw\n");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    assert_eq!(
+        stdout(&run(&["--users", f], b"auth:romeo:example.net:new\n")),
+        "1\n"
+    );
+}
