@@ -63,20 +63,25 @@ pub struct Cli {
 pub enum Command {
     /// Answer requests on stdin/stdout (the default)
     Run,
-    /// Read one password line from stdin and print its argon2id hash (PHC string) for a
-    /// users file line `user@domain:HASH`
+    /// Read one password line from stdin and print its argon2id hash (PHC string)
+    ///
+    /// For a users file line `user@domain:HASH`.
     HashPassword,
-    /// Validate the configuration and reach every backend, as the daemon would; report what
-    /// bites under the XMPP server. Exit 0 when all is well, 1 when a backend or the
-    /// environment is broken, 2 for a configuration error
+    /// Validate the configuration and reach every backend, as the daemon would
+    ///
+    /// Also reports what bites under the XMPP server: permissions, the user, relative paths,
+    /// proxies, timeouts, where logs go. Exit 0 when all is well, 1 when a backend or the
+    /// environment is broken, 2 for a configuration error.
     Check {
         /// Print one JSON object instead of the human report
         #[arg(long)]
         json: bool,
     },
-    /// Ask one question through the configured routes, exactly as the daemon would. The
-    /// password is read from the terminal without echo, or as one line from piped stdin.
-    /// Exit 0 for yes, 1 for no, 2 for an error (configuration, backend, timeout)
+    /// Ask one question through the configured routes, exactly as the daemon would
+    ///
+    /// Prints the answer, the backend that gave it, why, and how long it took. The password
+    /// is read from the terminal without echo, or as one line from piped stdin. Exit 0 for
+    /// yes, 1 for no, 2 for an error (configuration, backend, timeout).
     Query {
         /// The request to send
         #[arg(value_enum)]
@@ -86,8 +91,10 @@ pub enum Command {
         /// The server (XMPP domain) of the account
         server: String,
     },
-    /// Manage a users file (`user@domain:HASH` lines): atomic rewrites under the same lock
-    /// the daemon takes. Exit 0 ok, 1 no such user / already exists, 2 usage error
+    /// Manage a users file (`user@domain:HASH` lines)
+    ///
+    /// Atomic rewrites under the same lock the daemon takes, safe while it runs. Exit 0 ok,
+    /// 1 no such user / already exists, 2 usage error.
     Users {
         #[command(subcommand)]
         action: UsersAction,
