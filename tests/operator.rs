@@ -601,3 +601,30 @@ fn users_run_as_root_keep_the_files_owner() {
         "1\n"
     );
 }
+
+#[test]
+fn users_passwd_when_the_daemon_removes_the_account_meanwhile() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
+    let f = file.to_str().unwrap();
+    // `passwd` looks the account up, then waits for the password on stdin...
+    let mut child = std::process::Command::new(BIN)
+        .args(["users", "passwd", f, "romeo@example.net"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // ...while the daemon removes it; the change under the lock must see that.
+    assert_eq!(
+        stdout(&run(&["--users", f], b"removeuser:romeo:example.net\n")),
+        "1\n"
+    );
+    child.stdin.take().unwrap().write_all(b"new\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no such user"), "{}", stderr(&out));
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("romeo"));
+}

@@ -127,7 +127,7 @@ fn change(file: &Path, account_text: &str, what: Change) -> ExitCode {
             ExitCode::from(EXIT_OK)
         }
         // Someone else changed the file between our look and the lock.
-        Ok(false) => refusal(what, what != Change::Add, account_text)
+        Ok(false) => refusal(what, what == Change::Add, account_text)
             .unwrap_or_else(|| ExitCode::from(EXIT_NO)),
         Err(e) => fail(EXIT_ERROR, e),
     }
