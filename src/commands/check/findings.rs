@@ -76,9 +76,17 @@ pub(super) fn routes(config: &Config) -> Finding {
 
 /// Keys whose values are secrets when written inline: `client_secret`, `password`, `bearer_token`…
 fn is_secret_key(key: &str) -> bool {
-    ["secret", "password", "token", "credentials"]
-        .iter()
-        .any(|s| key.ends_with(s))
+    [
+        "secret",
+        "password",
+        "token",
+        "credentials",
+        "basic_auth",
+        "api_key",
+        "bearer",
+    ]
+    .iter()
+    .any(|s| key.ends_with(s))
 }
 
 /// The dotted keys of inline secrets in a TOML file (not their values).
@@ -406,12 +414,17 @@ client_secret_file = "/etc/x"
 [[backend]]
 name = "api"
 credentials = ""
+basic_auth = "user:pass"
 [backend.auth]
 password = "hunter2"
 "#;
         assert_eq!(
             inline_secrets(text),
-            ["backend[0].client_secret", "backend[1].auth.password"]
+            [
+                "backend[0].client_secret",
+                "backend[1].auth.password",
+                "backend[1].basic_auth"
+            ]
         );
     }
 }
