@@ -150,14 +150,24 @@ fn readme_keys() -> BTreeSet<String> {
         }
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         let first = cells.get(1).copied().unwrap_or("");
-        if first == "key" || first.starts_with("---") {
+        // Key-shaped names only: a row like `backend[].type = "oauth2"` introduces a group.
+        let names: Vec<&str> = first
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|k| {
+                k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c))
+            })
+            .collect();
+        if names.is_empty() {
             continue;
         }
         assert!(
             cells.len() >= 4 && !cells[2].is_empty(),
             "README Keys row without a default column: {line}"
         );
-        keys.extend(first.split('`').skip(1).step_by(2).map(str::to_owned));
+        keys.extend(names.into_iter().map(str::to_owned));
     }
     keys
 }
