@@ -48,11 +48,17 @@ pub(super) fn backend_hint(detail: &str) -> Option<&'static str> {
     } else if has("no answer within") || has("timed out") || has("timeout") {
         "too slow or unreachable: check the network path from this host and account, or raise `timeout` \
          (staying below the XMPP server's own timeout)"
-    } else if has("connection refused") || has("connect") || has("dns") || has("resolve") {
-        "not reachable from here: check host, port, DNS, firewall and proxy variables as the XMPP \
-         server's account"
     } else if has("certificate") || has("tls") {
         "TLS failed: check the server's certificate chain, or configure the CA file the backend needs"
+    } else if has("connection refused")
+        || has("connect")
+        || has("dns")
+        || has("resolve")
+        || has("error sending request")
+        || has("unavailable")
+    {
+        "not reachable from here: check host, port, DNS, firewall and proxy variables as the XMPP \
+         server's account"
     } else if has("line ") {
         "fix or remove the lines named: the daemon ignores them, so those accounts cannot log in"
     } else {
@@ -91,5 +97,40 @@ mod tests {
         assert!(hint(&e).contains("readable by the XMPP server's account"));
         let e = ConfigError::new("/etc/x.toml", "(file)", "not found; use --config FILE");
         assert!(hint(&e).contains("Prosody passes no arguments"));
+    }
+
+    #[test]
+    fn backend_failures_get_the_hint_of_their_cause() {
+        for (detail, expect) in [
+            (
+                "users file /x: Permission denied (os error 13)",
+                "owner, group and mode",
+            ),
+            (
+                "users file /x: No such file or directory (os error 2)",
+                "does not exist",
+            ),
+            ("no answer within the request timeout (4s)", "too slow"),
+            (
+                "backend unavailable: cannot connect: tcp connect error: Connection refused",
+                "not reachable",
+            ),
+            (
+                "backend unavailable: https://idp/.well-known/x: error sending request for url",
+                "not reachable",
+            ),
+            (
+                "backend unavailable: invalid peer certificate: UnknownIssuer",
+                "TLS failed",
+            ),
+            (
+                "users file /x line 4: expected user@domain:HASH",
+                "fix or remove",
+            ),
+        ] {
+            let hint = backend_hint(detail).unwrap_or_default();
+            assert!(hint.contains(expect), "{detail:?} -> {hint:?}");
+        }
+        assert_eq!(backend_hint("something new"), None);
     }
 }
