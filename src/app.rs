@@ -29,6 +29,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::HashPassword) => hash_password_command(),
+        Some(Command::Check { json }) => crate::commands::check::run(&cli, json),
+        Some(Command::Query {
+            request,
+            ref user,
+            ref server,
+        }) => crate::commands::query::run(&cli, request, user, server),
+        Some(Command::Users { ref action }) => crate::commands::users::run(action),
+        Some(Command::Generate { ref what }) => crate::commands::generate::run(what),
         Some(Command::Run) | None => run(&cli),
     }
 }
@@ -208,6 +216,7 @@ fn run(cli: &Cli) -> ExitCode {
         max_in_flight: config.max_in_flight,
     };
     let codec = WireCodec::new(config.protocol, config.max_line);
+    let metrics = crate::metrics::Exporter::start(crate::metrics::Settings::from_config(&config));
     let mut control = SignalControl {
         signals: &signals,
         cli,
@@ -228,6 +237,7 @@ fn run(cli: &Cli) -> ExitCode {
     // request was answered `0` at the deadline (a users-file lock held by another process,
     // a DNS lookup): exit promptly anyway, nothing is waiting for their results.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    metrics.finish();
     let code = match result {
         Ok(()) => {
             tracing::info!("end of input, exiting");

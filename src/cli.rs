@@ -75,9 +75,95 @@ pub struct Cli {
 pub enum Command {
     /// Answer requests on stdin/stdout (the default)
     Run,
-    /// Read one password line from stdin and print its argon2id hash (PHC string) for a
-    /// users file line `user@domain:HASH`
+    /// Read one password line from stdin and print its argon2id hash (PHC string)
+    ///
+    /// For a users file line `user@domain:HASH`.
     HashPassword,
+    /// Validate the configuration and reach every backend, as the daemon would
+    ///
+    /// Also reports what bites under the XMPP server: permissions, the user, relative paths,
+    /// proxies, timeouts, where logs go. Exit 0 when all is well, 1 when a backend or the
+    /// environment is broken, 2 for a configuration error.
+    Check {
+        /// Print one JSON object instead of the human report
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask one question through the configured routes, exactly as the daemon would
+    ///
+    /// Prints the answer, the backend that gave it, why, and how long it took. The password
+    /// is read from the terminal without echo, or as one line from piped stdin. Exit 0 for
+    /// yes, 1 for no, 2 for an error (configuration, backend, timeout).
+    Query {
+        /// The request to send
+        #[arg(value_enum)]
+        request: QueryRequest,
+        /// The user part of the account (what the XMPP server sends: no @domain)
+        user: String,
+        /// The server (XMPP domain) of the account
+        server: String,
+    },
+    /// Manage a users file (`user@domain:HASH` lines)
+    ///
+    /// Atomic rewrites under the same lock the daemon takes, safe while it runs. Exit 0 ok,
+    /// 1 no such user / already exists, 2 usage error.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+    /// Write the man page or shell completions (for packaging)
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: GenerateWhat,
+    },
+}
+
+/// The requests `query` can send: the daemon's commands that reach a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueryRequest {
+    Auth,
+    Isuser,
+    Setpass,
+    Tryregister,
+    Removeuser,
+    Removeuser3,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersAction {
+    /// Add an account; the password is prompted for without echo (or read from piped stdin)
+    Add {
+        file: PathBuf,
+        /// user@domain
+        account: String,
+    },
+    /// Change an account's password
+    Passwd {
+        file: PathBuf,
+        /// user@domain
+        account: String,
+    },
+    /// Remove an account
+    Remove {
+        file: PathBuf,
+        /// user@domain
+        account: String,
+    },
+    /// List the accounts (never the hashes)
+    List { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateWhat {
+    /// Write extauth-bridge.1 (and one page per subcommand) into DIR
+    Man { dir: PathBuf },
+    /// Write the completion script for SHELL into DIR
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+        dir: PathBuf,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -45,6 +45,17 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Prometheus text file written by each process (`{pid}` is replaced), or a directory
+    /// for `extauth-bridge-{pid}.prom` files. Unset: no file. See `metrics.rs`.
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
+    #[serde(default = "default_metrics_interval", deserialize_with = "duration")]
+    pub metrics_interval: Duration,
+    #[serde(default)]
+    pub metrics_on_exit: crate::metrics::OnExit,
+    /// How often to log a one-line summary of the metrics; `0s`: at exit only.
+    #[serde(default = "default_summary_interval", deserialize_with = "duration")]
+    pub metrics_summary_interval: Duration,
 }
 
 impl Default for Config {
@@ -59,8 +70,20 @@ impl Default for Config {
             cache: crate::cache::CacheConfig::default(),
             backends: Vec::new(),
             routes: Vec::new(),
+            metrics_file: None,
+            metrics_interval: default_metrics_interval(),
+            metrics_on_exit: crate::metrics::OnExit::default(),
+            metrics_summary_interval: default_summary_interval(),
         }
     }
+}
+
+fn default_metrics_interval() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_summary_interval() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_timeout() -> Duration {
@@ -257,6 +280,13 @@ impl Config {
         }
         if let Err((key, why)) = self.cache.check() {
             return Err(ConfigError::new(file, key, why));
+        }
+        if self.metrics_interval.is_zero() {
+            return Err(ConfigError::new(
+                file,
+                "metrics_interval",
+                "must be greater than zero",
+            ));
         }
         if self.log.target == LogTarget::File && self.log.file.is_none() {
             return Err(ConfigError::new(

@@ -240,17 +240,32 @@ async fn answer_one(handler: &dyn Handler, item: Incoming, id: u64, timeout: Dur
         Ok(request) => request,
         Err(bad) => {
             tracing::warn!(id, outcome = "invalid", reason = %bad, "request rejected");
+            crate::metrics::record(crate::metrics::NONE, None, "invalid", started.elapsed());
             return false;
         }
     };
-    let handling = AssertUnwindSafe(handler.handle(&request)).catch_unwind();
-    let outcome = match tokio::time::timeout(timeout, handling).await {
+    let outcome = handle_request(handler, &request, timeout).await;
+    let took = started.elapsed();
+    log_outcome(id, &request, &outcome, took);
+    let (command, status) = (request.command().as_str(), outcome.status.as_str());
+    crate::metrics::record(command, outcome.backend.as_deref(), status, took);
+    outcome.answer
+}
+
+/// Handles one request the way the daemon does: under the deadline, a panic answered `0`.
+/// `extauth-bridge query` goes through here too, so a question asked by hand gets exactly the
+/// daemon's answer.
+pub async fn handle_request(
+    handler: &dyn Handler,
+    request: &crate::request::Request,
+    timeout: Duration,
+) -> Outcome {
+    let handling = AssertUnwindSafe(handler.handle(request)).catch_unwind();
+    match tokio::time::timeout(timeout, handling).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(_)) => Outcome::failed(Status::Panic),
         Err(_) => Outcome::failed(Status::Timeout),
-    };
-    log_outcome(id, &request, &outcome, started.elapsed());
-    outcome.answer
+    }
 }
 
 fn log_outcome(id: u64, request: &crate::request::Request, outcome: &Outcome, took: Duration) {

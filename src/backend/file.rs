@@ -80,7 +80,7 @@ fn account_key(user: &str, server: &str) -> String {
 }
 
 /// Characters that would break the `user@domain:HASH` line format.
-fn storable(account: &Account) -> bool {
+pub fn storable(account: &Account) -> bool {
     let bad = |c: char| c == ':' || c == '@' || c == '#' || c.is_whitespace() || c.is_control();
     !account.user.contains(bad) && !account.server.contains(bad)
 }

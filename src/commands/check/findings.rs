@@ -1,0 +1,430 @@
+//! The lines of the report about the configuration and the environment: what differs
+//! between an admin's shell and the XMPP server's account.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Finding, Level};
+use crate::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
+use crate::logging::{destination, Destination};
+
+/// Prosody's default `external_auth_timeout`: a reply later than this is read as the answer
+/// to the next query.
+const PROSODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// ejabberd's fixed extauth timeout.
+const EJABBERD_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) fn config_found(source: &str, config: &Config) -> Finding {
+    let from = if std::env::var_os(CONFIG_ENV).is_some_and(|v| v == source) {
+        format!(" (from ${CONFIG_ENV}: the XMPP server's environment must set it too)")
+    } else if source == DEFAULT_CONFIG_PATH {
+        " (the default path: what Prosody, which passes no arguments, uses)".to_owned()
+    } else if Path::new(source).is_file() {
+        format!(
+            " (given with --config: Prosody passes no arguments, so there use {DEFAULT_CONFIG_PATH} \
+             or set ${CONFIG_ENV})"
+        )
+    } else {
+        String::new()
+    };
+    Finding {
+        item: "config",
+        level: Level::Ok,
+        detail: format!(
+            "{source}{from}: {} backend(s), {} route(s)",
+            config.backends.len(),
+            config.routes.len()
+        ),
+    }
+}
+
+/// Which backends answer for which domains: a domain no route covers is always refused.
+pub(super) fn routes(config: &Config) -> Finding {
+    let names = |v: &mut dyn Iterator<Item = &str>| v.collect::<Vec<_>>().join(", ");
+    let detail = if config.routes.is_empty() {
+        format!(
+            "no [[route]]: every domain asks {} in order",
+            names(&mut config.backends.iter().map(|b| b.name()))
+        )
+    } else {
+        let each = config
+            .routes
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} -> {}{}",
+                    names(&mut r.domains.iter().map(String::as_str)),
+                    names(&mut r.backends.iter().map(String::as_str)),
+                    if r.on_unavailable == crate::config::OnUnavailable::Next {
+                        " (on_unavailable = next)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        format!("{each}; any other domain is refused")
+    };
+    Finding {
+        item: "routes",
+        level: Level::Ok,
+        detail,
+    }
+}
+
+/// Keys whose values are secrets when written inline: `client_secret`, `password`, `bearer_token`…
+fn is_secret_key(key: &str) -> bool {
+    [
+        "secret",
+        "password",
+        "token",
+        "credentials",
+        "basic_auth",
+        "api_key",
+        "bearer",
+    ]
+    .iter()
+    .any(|s| key.ends_with(s))
+}
+
+/// The dotted keys of inline secrets in a TOML file (not their values).
+pub fn inline_secrets(text: &str) -> Vec<String> {
+    fn walk(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    if matches!(v, toml::Value::String(s) if !s.is_empty()) && is_secret_key(k) {
+                        out.push(key);
+                    } else {
+                        walk(&key, v, out);
+                    }
+                }
+            }
+            toml::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(&format!("{prefix}[{i}]"), v, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        walk("", &toml::Value::Table(table), &mut out);
+    }
+    out
+}
+
+pub(super) fn file_permissions(path: &Path) -> Option<Finding> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let owner = format!(
+        "owner {}, group {}",
+        user_name(meta.uid()),
+        group_name(meta.gid())
+    );
+    let secrets = std::fs::read_to_string(path)
+        .map(|t| inline_secrets(&t))
+        .unwrap_or_default();
+    let (level, detail) = if mode & 0o002 != 0 {
+        (
+            Level::Fail,
+            format!("mode {mode:04o} ({owner}): anyone can change it, and with it who gets in; chmod o-w"),
+        )
+    } else if mode & 0o004 != 0 && !secrets.is_empty() {
+        (
+            Level::Fail,
+            format!(
+                "mode {mode:04o} ({owner}): world-readable and holds secrets ({}); chmod 640 and \
+                 chgrp it to the XMPP server's group, or move the secrets to files or the environment",
+                secrets.join(", ")
+            ),
+        )
+    } else {
+        let secrets = if secrets.is_empty() {
+            "no inline secrets".to_owned()
+        } else {
+            format!("inline secrets ({}) not world-readable", secrets.join(", "))
+        };
+        (Level::Ok, format!("mode {mode:04o} ({owner}); {secrets}"))
+    };
+    Some(Finding {
+        item: "perms",
+        level,
+        detail,
+    })
+}
+
+/// The name for a uid or gid from /etc/passwd or /etc/group (no NSS: this is a diagnostic,
+/// a number will do when the name is elsewhere).
+fn id_name(db: &str, id: u32) -> String {
+    std::fs::read_to_string(db)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let n = fields.nth(1)?;
+                (n.parse::<u32>().ok()? == id).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| id.to_string())
+}
+
+pub(super) fn user_name(uid: u32) -> String {
+    id_name("/etc/passwd", uid)
+}
+
+fn group_name(gid: u32) -> String {
+    id_name("/etc/group", gid)
+}
+
+/// Relative paths resolve against the working directory, which under the XMPP server is not
+/// the admin's.
+pub(super) fn relative_paths(source: &str, config: &Config) -> Option<Finding> {
+    let mut found: Vec<String> = Vec::new();
+    let mut note = |what: String, path: &Path| {
+        if path.is_relative() {
+            found.push(format!("{what} = {}", path.display()));
+        }
+    };
+    note("config file".into(), Path::new(source));
+    if let Some(f) = &config.log.file {
+        note("log.file".into(), f);
+    }
+    // Irrefutable while `file` is the only backend kind; the others have no local path.
+    #[allow(irrefutable_let_patterns)]
+    for (i, b) in config.backends.iter().enumerate() {
+        if let crate::config::BackendConfig::File(c) = b {
+            note(format!("backend[{i}].path"), &c.path);
+        }
+    }
+    (!found.is_empty()).then(|| Finding {
+        item: "paths",
+        level: Level::Warn,
+        detail: format!(
+            "relative: {}; under the XMPP server they resolve against its working directory, \
+             not this one: use absolute paths",
+            found.join(", ")
+        ),
+    })
+}
+
+pub(super) fn running_as() -> Finding {
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    let name = user_name(uid);
+    if uid == 0 {
+        Finding {
+            item: "user",
+            level: Level::Warn,
+            detail: "root (uid 0): permission problems the XMPP server's account would hit are \
+                     hidden; run as that account too, e.g. sudo -u prosody extauth-bridge check"
+                .to_owned(),
+        }
+    } else {
+        Finding {
+            item: "user",
+            level: Level::Ok,
+            detail: format!(
+                "{name} (uid {uid}, gid {gid}); the XMPP server runs us as its own account"
+            ),
+        }
+    }
+}
+
+pub(super) fn stdout_kind() -> Finding {
+    let stdout = rustix::stdio::stdout();
+    let detail = if rustix::termios::isatty(stdout) {
+        "a terminal here; under the server it is a pipe (ejabberd) or a pty (Prosody) carrying \
+         nothing but replies"
+    } else {
+        "not a terminal (a pipe or file); the daemon writes nothing there but replies"
+    };
+    Finding {
+        item: "stdout",
+        level: Level::Ok,
+        detail: detail.to_owned(),
+    }
+}
+
+/// Proxies set in this shell are used by the HTTP client; the server's environment
+/// usually has none (or others).
+pub(super) fn proxy_environment() -> Option<Finding> {
+    let set: Vec<&str> = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ]
+    .into_iter()
+    .filter(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+    .collect();
+    (!set.is_empty()).then(|| Finding {
+        item: "env",
+        level: Level::Warn,
+        detail: format!(
+            "{} set in this environment: HTTP backends use it here, but the XMPP server's \
+             environment may differ",
+            set.join(", ")
+        ),
+    })
+}
+
+pub(super) fn timing(config: &Config) -> Finding {
+    let t = config.timeout;
+    let shown = humantime::format_duration(t);
+    let protocol = format!("{:?}", config.protocol).to_lowercase();
+    let (level, note) = if t >= EJABBERD_TIMEOUT {
+        (
+            Level::Warn,
+            "not below ejabberd's fixed 30 s nor Prosody's 5 s external_auth_timeout: they give up \
+             first (Prosody then reads the late reply as the next answer)",
+        )
+    } else if t >= PROSODY_TIMEOUT {
+        (
+            Level::Warn,
+            "not below Prosody's default external_auth_timeout (5 s): a late reply is read as the \
+             answer to the next query; keep it below, or raise external_auth_timeout",
+        )
+    } else {
+        (Level::Ok, "below Prosody's 5 s and ejabberd's 30 s")
+    };
+    Finding {
+        item: "protocol",
+        level,
+        detail: format!("{protocol}; timeout {shown} per request, {note}"),
+    }
+}
+
+pub(super) fn describe(d: &Destination) -> String {
+    match d {
+        Destination::Stderr => "stderr".to_owned(),
+        Destination::File(p) => p.display().to_string(),
+        Destination::Nowhere => "nowhere".to_owned(),
+    }
+}
+
+/// Whether we could append to `path` (or create it), without touching it.
+pub(super) fn writable(path: &Path) -> bool {
+    use rustix::fs::{access, Access};
+    if path.exists() {
+        return access(path, Access::WRITE_OK).is_ok();
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    access(dir, Access::WRITE_OK | Access::EXEC_OK).is_ok()
+}
+
+pub(super) fn logs(config: &Config) -> Finding {
+    let normal = destination(&config.log, false);
+    let pty = destination(&config.log, true);
+    let mut detail = format!(
+        "{} (under a Prosody pty: {}",
+        describe(&normal),
+        describe(&pty)
+    );
+    if pty == Destination::Nowhere {
+        detail.push_str("; set log.file to keep them");
+    }
+    detail.push(')');
+    let mut level = Level::Ok;
+    for d in [&normal, &pty] {
+        if let Destination::File(path) = d {
+            if !writable(path) {
+                level = Level::Fail;
+                detail = format!(
+                    "{detail}: cannot write {} as this user; the daemon would exit with status 2",
+                    path.display()
+                );
+                break;
+            }
+        }
+    }
+    Finding {
+        item: "logs",
+        level,
+        detail,
+    }
+}
+
+pub(super) fn metrics(config: &Config) -> Option<Finding> {
+    let configured = config.metrics_file.as_deref()?;
+    let example = crate::metrics::resolve_path(configured, std::process::id());
+    let per_process = example != configured;
+    let on_exit = match config.metrics_on_exit {
+        crate::metrics::OnExit::Remove => "removed at exit",
+        crate::metrics::OnExit::Keep => "kept at exit",
+    };
+    let mut detail = format!(
+        "{} every {} ({on_exit}), e.g. {}",
+        configured.display(),
+        humantime::format_duration(config.metrics_interval),
+        example.display()
+    );
+    let mut level = Level::Ok;
+    if !writable(&example) {
+        level = Level::Fail;
+        detail.push_str("; cannot write there as this user (the file would never appear)");
+    }
+    if !per_process {
+        level = level.max(Level::Warn);
+        detail.push_str(
+            "; the same file for every process: the pool's processes overwrite each other \
+             (put {pid} in the name or name a directory)",
+        );
+    }
+    if !matches!(example.extension(), Some(e) if e == "prom") {
+        level = level.max(Level::Warn);
+        detail.push_str("; node_exporter's textfile collector reads only *.prom files");
+    }
+    Some(Finding {
+        item: "metrics",
+        level,
+        detail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_secrets_are_found_by_key_name_not_value() {
+        let text = r#"
+timeout = "4s"
+[[backend]]
+name = "idp"
+client_secret = "s3cret"
+token_endpoint = "https://x/token"
+client_secret_file = "/etc/x"
+[[backend]]
+name = "api"
+credentials = ""
+basic_auth = "user:pass"
+[backend.auth]
+password = "hunter2"
+"#;
+        assert_eq!(
+            inline_secrets(text),
+            [
+                "backend[0].client_secret",
+                "backend[1].auth.password",
+                "backend[1].basic_auth"
+            ]
+        );
+    }
+}

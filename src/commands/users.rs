@@ -1,0 +1,168 @@
+//! `extauth-bridge users add|passwd|remove|list FILE …`: edit a users file the way the
+//! daemon does (argon2id hashes; atomic rewrite under the same advisory lock), so it is safe
+//! while bridge processes are reading and writing it.
+//!
+//! Exit 0 when done, 1 when the account exists (`add`) or does not (`passwd`, `remove`),
+//! 2 for usage and I/O errors.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{fail, prompt, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
+use crate::backend::file::{hash_password, lint, modify_file, storable};
+use crate::cli::UsersAction;
+use crate::request::Account;
+
+pub fn run(action: &UsersAction) -> ExitCode {
+    match action {
+        UsersAction::List { file } => list(file),
+        UsersAction::Add { file, account } => change(file, account, Change::Add),
+        UsersAction::Passwd { file, account } => change(file, account, Change::Passwd),
+        UsersAction::Remove { file, account } => change(file, account, Change::Remove),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Passwd,
+    Remove,
+}
+
+/// `user@domain`, split at the last `@`, with what the file format cannot hold rejected.
+fn parse_account(text: &str) -> Result<Account, String> {
+    let (user, server) = text
+        .rsplit_once('@')
+        .ok_or_else(|| format!("{text:?} is not user@domain"))?;
+    let account = Account {
+        user: user.to_owned(),
+        server: server.to_owned(),
+    };
+    if user.is_empty() || server.is_empty() || !storable(&account) {
+        return Err(format!(
+            "{text:?} is not a storable user@domain (no ':', '@', '#', spaces or control \
+             characters in either part)"
+        ));
+    }
+    Ok(account)
+}
+
+fn list(file: &Path) -> ExitCode {
+    let (users, bad) = match lint(file) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", file.display())),
+    };
+    for account in users.accounts() {
+        say(format_args!("{account}"));
+    }
+    for b in &bad {
+        eprintln!(
+            "extauth-bridge: {} line {}: {} (ignored by the daemon)",
+            file.display(),
+            b.number,
+            b.reason
+        );
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+fn change(file: &Path, account_text: &str, what: Change) -> ExitCode {
+    let account = match parse_account(account_text) {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_ERROR, e),
+    };
+    // Ask before prompting, so a typo does not cost a password; asked again under the lock.
+    let exists = match lint(file) {
+        Ok((users, _)) => users.contains(&account.user, &account.server),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && what == Change::Add => false,
+        Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", file.display())),
+    };
+    if let Some(code) = refusal(what, exists, account_text) {
+        return code;
+    }
+    let hash = match what {
+        Change::Remove => None,
+        Change::Add | Change::Passwd => {
+            let password = match prompt::new_password(&format!("New password for {account_text}: "))
+            {
+                Ok(p) => p,
+                Err(e) => return fail(EXIT_ERROR, e),
+            };
+            match hash_password(&password) {
+                Ok(h) => Some(h),
+                Err(e) => return fail(EXIT_ERROR, e),
+            }
+        }
+    };
+    let before = std::fs::metadata(file).ok();
+    let (user, server) = (account.user.as_str(), account.server.as_str());
+    let done = modify_file(file, |users| {
+        Ok(match (what, hash) {
+            (Change::Add, Some(h)) => users.insert(user, server, h),
+            (Change::Passwd, Some(h)) => users.set_hash(user, server, h),
+            (Change::Remove, _) => users.remove(user, server),
+            _ => false,
+        })
+    });
+    match done {
+        Ok(true) => {
+            keep_owner(file, before.as_ref());
+            let verb = match what {
+                Change::Add => "added",
+                Change::Passwd => "password changed for",
+                Change::Remove => "removed",
+            };
+            eprintln!(
+                "extauth-bridge: {verb} {account_text} in {}",
+                file.display()
+            );
+            if before.is_none() {
+                eprintln!(
+                    "extauth-bridge: created {} with mode 0600: make it readable by the XMPP \
+                     server's account (chown/chgrp)",
+                    file.display()
+                );
+            }
+            ExitCode::from(EXIT_OK)
+        }
+        // Someone else changed the file between our look and the lock.
+        Ok(false) => refusal(what, what == Change::Add, account_text)
+            .unwrap_or_else(|| ExitCode::from(EXIT_NO)),
+        Err(e) => fail(EXIT_ERROR, e),
+    }
+}
+
+/// The exit for an account that is there when it must not be, or the reverse.
+fn refusal(what: Change, exists: bool, account: &str) -> Option<ExitCode> {
+    match (what, exists) {
+        (Change::Add, true) => Some(fail(EXIT_NO, format!("{account} already exists"))),
+        (Change::Passwd | Change::Remove, false) => {
+            Some(fail(EXIT_NO, format!("no such user {account}")))
+        }
+        _ => None,
+    }
+}
+
+/// The rewrite replaces the file with a new one owned by whoever ran the command. Run as
+/// root on a file owned by the XMPP server's account, that would lock the server out; give
+/// the new file the old owner and group back.
+fn keep_owner(file: &Path, before: Option<&std::fs::Metadata>) {
+    let (Some(before), Ok(after)) = (before, std::fs::metadata(file)) else {
+        return;
+    };
+    if (before.uid(), before.gid()) == (after.uid(), after.gid()) {
+        return;
+    }
+    let owner = rustix::fs::Uid::from_raw(before.uid());
+    let group = rustix::fs::Gid::from_raw(before.gid());
+    if let Err(e) = rustix::fs::chown(file, Some(owner), Some(group)) {
+        eprintln!(
+            "extauth-bridge: warning: {} now belongs to uid {} (was {}:{}): {e}",
+            file.display(),
+            after.uid(),
+            before.uid(),
+            before.gid()
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! Getting the metrics out: the per-process file (path resolution, atomic writes, sweeping
+//! the files of dead processes) and the background thread that writes it and logs the
+//! summary. See the module above for why it is a file per process.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::global;
+
+/// What to do with the metrics file when the process exits cleanly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    /// Remove it: a dead process's series should not be exported forever.
+    #[default]
+    Remove,
+    /// Write the final numbers and leave the file.
+    Keep,
+}
+
+/// The metrics settings of the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// As configured: a file name (with `{pid}`) or a directory.
+    pub file: Option<PathBuf>,
+    pub interval: Duration,
+    pub on_exit: OnExit,
+    /// Zero: a summary at exit only.
+    pub summary_interval: Duration,
+}
+
+impl Settings {
+    pub fn from_config(config: &crate::config::Config) -> Settings {
+        Settings {
+            file: config.metrics_file.clone(),
+            interval: config.metrics_interval,
+            on_exit: config.metrics_on_exit,
+            summary_interval: config.metrics_summary_interval,
+        }
+    }
+}
+
+/// The configured path as a pattern with `{pid}`: as written, or for a directory
+/// `DIR/extauth-bridge-{pid}.prom`. `None` for a fixed file name.
+fn template(configured: &Path) -> Option<PathBuf> {
+    let text = configured.to_string_lossy();
+    if text.contains("{pid}") {
+        Some(configured.to_path_buf())
+    } else if configured.is_dir() || text.ends_with('/') {
+        Some(configured.join("extauth-bridge-{pid}.prom"))
+    } else {
+        None
+    }
+}
+
+/// The file this process writes: `{pid}` replaced; a directory gets
+/// `extauth-bridge-{pid}.prom` inside it; a fixed name is used as it is.
+pub fn resolve_path(configured: &Path, pid: u32) -> PathBuf {
+    match template(configured) {
+        Some(t) => PathBuf::from(t.to_string_lossy().replace("{pid}", &pid.to_string())),
+        None => configured.to_path_buf(),
+    }
+}
+
+/// Writes `contents` to `path` via a temp file in the same directory and a rename, so a
+/// scrape never reads half a file. Readable by all: node_exporter runs as its own user.
+pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "metrics_file has no file name",
+        )
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes the files of processes that no longer exist, for a `{pid}` pattern or a
+/// directory. Files of live processes (and anything not matching) are left alone.
+fn sweep_dead(configured: &Path, own: &Path) {
+    let Some(template) = template(configured) else {
+        return;
+    };
+    let (Some(dir), Some(name)) = (template.parent(), template.file_name()) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    // `{pid}` in a directory name rather than the file name: nothing to sweep.
+    let Some((prefix, suffix)) = name.split_once("{pid}") else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let Some(pid) = file_name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .and_then(|digits| digits.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let gone = match rustix::process::Pid::from_raw(pid) {
+            Some(p) => matches!(
+                rustix::process::test_kill_process(p),
+                Err(rustix::io::Errno::SRCH)
+            ),
+            None => false,
+        };
+        if gone && path != own {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::debug!(path = %path.display(), "removed the metrics file of a dead process")
+                }
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "cannot remove a stale metrics file")
+                }
+            }
+        }
+    }
+}
+
+struct Shared {
+    stop: Mutex<bool>,
+    wake: Condvar,
+    /// Serialises writes and the final removal, so the thread cannot recreate the file.
+    writing: Mutex<()>,
+}
+
+/// The background writer: started with the daemon, finished at its exit.
+pub struct Exporter {
+    settings: Settings,
+    path: Option<PathBuf>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Exporter {
+    /// Starts the writer thread (the file is first written one interval from now, so a
+    /// process spawned for a single request leaves no trace).
+    pub fn start(settings: Settings) -> Exporter {
+        let pid = std::process::id();
+        let path = settings.file.as_deref().map(|f| resolve_path(f, pid));
+        let shared = Arc::new(Shared {
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            writing: Mutex::new(()),
+        });
+        let thread = {
+            let (settings, path, shared) = (settings.clone(), path.clone(), Arc::clone(&shared));
+            std::thread::Builder::new()
+                .name("metrics".into())
+                .spawn(move || run_thread(&settings, path.as_deref(), &shared))
+                .map_err(|e| tracing::warn!(error = %e, "cannot start the metrics thread"))
+                .ok()
+        };
+        Exporter {
+            settings,
+            path,
+            shared,
+            thread,
+        }
+    }
+
+    /// The file this process writes, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Stops the thread, logs the final summary, and writes or removes the file.
+    pub fn finish(mut self) {
+        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        global().summary().log("at exit");
+        let Some(path) = &self.path else { return };
+        let _guard = self
+            .shared
+            .writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let result = match self.settings.on_exit {
+            OnExit::Keep => write_atomically(path, &global().render(std::process::id())),
+            OnExit::Remove => match std::fs::remove_file(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "metrics file at exit");
+        }
+    }
+}
+
+fn run_thread(settings: &Settings, path: Option<&Path>, shared: &Shared) {
+    if let (Some(configured), Some(own)) = (settings.file.as_deref(), path) {
+        sweep_dead(configured, own);
+    }
+    let now = Instant::now();
+    let mut next_write = path.map(|_| now + settings.interval);
+    let mut next_summary =
+        (!settings.summary_interval.is_zero()).then(|| now + settings.summary_interval);
+    let mut failing = false;
+    loop {
+        let Some(next) = [next_write, next_summary].into_iter().flatten().min() else {
+            return;
+        };
+        let stop = shared.stop.lock().unwrap_or_else(|p| p.into_inner());
+        let wait = next.saturating_duration_since(Instant::now());
+        let (stop, _) = shared
+            .wake
+            .wait_timeout_while(stop, wait, |stop| !*stop)
+            .unwrap_or_else(|p| p.into_inner());
+        if *stop {
+            return;
+        }
+        drop(stop);
+        let now = Instant::now();
+        if let (Some(at), Some(path)) = (next_write, path) {
+            if now >= at {
+                let _guard = shared.writing.lock().unwrap_or_else(|p| p.into_inner());
+                match write_atomically(path, &global().render(std::process::id())) {
+                    Ok(()) => failing = false,
+                    // Once per failure streak, not every interval.
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write the metrics file");
+                    }
+                    Err(_) => {}
+                }
+                next_write = Some(now + settings.interval);
+            }
+        }
+        if let Some(at) = next_summary {
+            if now >= at {
+                global().summary().log("since start");
+                next_summary = Some(now + settings.summary_interval);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_per_process() {
+        assert_eq!(
+            resolve_path(Path::new("/x/extauth-bridge-{pid}.prom"), 7),
+            PathBuf::from("/x/extauth-bridge-7.prom")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            resolve_path(dir.path(), 7),
+            dir.path().join("extauth-bridge-7.prom")
+        );
+        assert_eq!(
+            resolve_path(Path::new("/x/m.prom"), 7),
+            PathBuf::from("/x/m.prom")
+        );
+    }
+
+    #[test]
+    fn files_of_dead_processes_are_swept_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("eb-{pid}.prom");
+        // pid_max is at most 2^22: this one cannot be alive.
+        let dead = dir.path().join("eb-4194305.prom");
+        let live = dir.path().join(format!("eb-{}.prom", std::process::id()));
+        let other = dir.path().join("eb-notapid.prom");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, "x").unwrap();
+        }
+        sweep_dead(&template, &dir.path().join("eb-1.prom"));
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
+    }
+}

@@ -1,0 +1,385 @@
+//! The metrics file of the real daemon: Prometheus text format (checked by a strict parser
+//! here), counters matching the requests sent, written on the interval, removed or kept at
+//! exit, files of dead processes swept.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// One sample: metric name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+fn valid_name(s: &str, colons: bool) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colons && c == ':'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colons && c == ':'))
+}
+
+/// Parses the text exposition format strictly: HELP/TYPE lines well formed and before their
+/// samples, names and label names valid, label values properly quoted and escaped, values
+/// numbers, no series twice, histogram suffixes only on histograms.
+fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    let mut samples = Vec::new();
+    assert!(text.ends_with('\n'), "must end with a newline");
+    for (n, line) in text.lines().enumerate() {
+        let err = |m: &str| format!("line {}: {m}: {line:?}", n + 1);
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name, tail) = (parts.next(), parts.next(), parts.next());
+            match (kind, name) {
+                (Some("HELP"), Some(name)) if valid_name(name, true) => {}
+                (Some("TYPE"), Some(name)) if valid_name(name, true) => {
+                    let t = tail.ok_or_else(|| err("TYPE without a type"))?;
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&t) {
+                        return Err(err("unknown type"));
+                    }
+                    if types.insert(name.to_owned(), t.to_owned()).is_some() {
+                        return Err(err("TYPE given twice"));
+                    }
+                }
+                _ => return Err(err("bad comment line")),
+            }
+            continue;
+        }
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(i) => line.split_at(i),
+            None => return Err(err("no value")),
+        };
+        if !valid_name(name, true) {
+            return Err(err("bad metric name"));
+        }
+        let mut labels = BTreeMap::new();
+        let rest = if let Some(body) = rest.strip_prefix('{') {
+            let mut chars = body.char_indices().peekable();
+            let end;
+            loop {
+                let start = chars
+                    .peek()
+                    .map(|&(i, _)| i)
+                    .ok_or_else(|| err("open labels"))?;
+                if body[start..].starts_with('}') {
+                    end = start + 1;
+                    break;
+                }
+                let eq = body[start..]
+                    .find('=')
+                    .ok_or_else(|| err("label without ="))?
+                    + start;
+                let label = &body[start..eq];
+                if !valid_name(label, false) {
+                    return Err(err("bad label name"));
+                }
+                while chars.peek().is_some_and(|&(i, _)| i <= eq) {
+                    chars.next();
+                }
+                if chars.next().map(|(_, c)| c) != Some('"') {
+                    return Err(err("label value not quoted"));
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next().ok_or_else(|| err("unterminated value"))?.1 {
+                        '"' => break,
+                        '\\' => match chars.next().ok_or_else(|| err("bad escape"))?.1 {
+                            '\\' => value.push('\\'),
+                            '"' => value.push('"'),
+                            'n' => value.push('\n'),
+                            _ => return Err(err("bad escape")),
+                        },
+                        '\n' => return Err(err("raw newline")),
+                        c => value.push(c),
+                    }
+                }
+                if labels.insert(label.to_owned(), value).is_some() {
+                    return Err(err("label twice"));
+                }
+                match chars.next().map(|(_, c)| c) {
+                    Some(',') => {}
+                    Some('}') => {
+                        end = chars.peek().map_or(body.len(), |&(i, _)| i);
+                        break;
+                    }
+                    _ => return Err(err("expected , or }")),
+                }
+            }
+            &body[end..]
+        } else {
+            rest
+        };
+        let value_text = rest
+            .strip_prefix(' ')
+            .ok_or_else(|| err("no space before value"))?;
+        let value: f64 = match value_text.split(' ').next().unwrap_or("") {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().map_err(|_| err("value not a number"))?,
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|base| types.get(*base).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        if !types.contains_key(family) {
+            return Err(err("sample before its TYPE line"));
+        }
+        if types[family] == "histogram" && family == name {
+            return Err(err("histogram sample without a suffix"));
+        }
+        if !seen.insert(format!("{name}{labels:?}")) {
+            return Err(err("series given twice"));
+        }
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    Ok(samples)
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+/// Histogram buckets cumulative, ending at +Inf = _count, for every series.
+fn check_histograms(samples: &[Sample]) {
+    for count in samples
+        .iter()
+        .filter(|s| s.name == "extauth_bridge_request_duration_seconds_count")
+    {
+        let mut buckets: Vec<(f64, f64)> = samples
+            .iter()
+            .filter(|s| {
+                s.name == "extauth_bridge_request_duration_seconds_bucket"
+                    && count.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+            })
+            .map(|s| (s.labels["le"].parse::<f64>().unwrap(), s.value))
+            .collect();
+        buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        assert!(buckets.len() > 5);
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+        assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, count.value));
+    }
+}
+
+/// A temp dir with a users file (romeo) and an empty `textfile/` directory for metrics.
+fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "iheartjuliet")]);
+    let metrics_dir = dir.path().join("textfile");
+    std::fs::create_dir(&metrics_dir).unwrap();
+    (dir, users, metrics_dir)
+}
+
+fn total_requests(samples: &[Sample]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == "extauth_bridge_requests_total")
+        .map(|s| s.value)
+        .sum()
+}
+
+fn config(dir: &Path, users: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{extra}\n[[backend]]\nname = \"local\"\ntype = \"file\"\npath = \"{}\"\n",
+            users.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn parser_rejects_what_prometheus_rejects() {
+    let ok = "# HELP a_total x\n# TYPE a_total counter\na_total{l=\"v\\\"\\\\\"} 1\n";
+    assert_eq!(parse_prometheus(ok).unwrap()[0].labels["l"], "v\"\\");
+    for bad in [
+        "a_total 1\n",
+        "# TYPE a counter\na{l=v} 1\n",
+        "# TYPE a counter\na{l=\"v\"}1\n",
+        "# TYPE a counter\na 1\na 2\n",
+        "# TYPE a counter\na{1l=\"v\"} 1\n",
+        "# TYPE a counter\na one\n",
+        "# TYPE a histogram\na 1\n",
+    ] {
+        assert!(parse_prometheus(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn metrics_file_counts_match_the_requests_sent() {
+    let (dir, users, metrics_dir) = setup();
+    let cfg = config(
+        dir.path(),
+        &users,
+        &format!(
+            "metrics_file = \"{}/eb-{{pid}}.prom\"\nmetrics_on_exit = \"keep\"\n",
+            metrics_dir.display()
+        ),
+    );
+    let input = "auth:romeo:example.net:iheartjuliet\n\
+                 auth:romeo:example.net:iheartjuliet\n\
+                 auth:romeo:example.net:wrong\n\
+                 auth:romeo:example.net:\n\
+                 isuser:romeo:example.net\n\
+                 isuser:juliet:example.net\n\
+                 bogus\n\
+                 setpass:romeo:example.net:new\n";
+    let mut child = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--protocol", "line"])
+        .env_remove("EXTAUTH_BRIDGE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\n1\n0\n0\n1\n0\n0\n1\n"
+    );
+    let text =
+        std::fs::read_to_string(metrics_dir.join(format!("eb-{pid}.prom"))).expect("kept at exit");
+    let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let pid = pid.to_string();
+    assert!(
+        samples.iter().all(|s| s.labels.get("pid") == Some(&pid)),
+        "{text}"
+    );
+    let requests = |command, backend, outcome| {
+        value(
+            &samples,
+            "extauth_bridge_requests_total",
+            &[
+                ("command", command),
+                ("backend", backend),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(requests("auth", "local", "yes"), Some(2.0), "{text}");
+    assert_eq!(requests("auth", "local", "no"), Some(1.0));
+    assert_eq!(requests("auth", "none", "refused"), Some(1.0));
+    assert_eq!(requests("isuser", "local", "yes"), Some(1.0));
+    assert_eq!(requests("isuser", "local", "no"), Some(1.0));
+    assert_eq!(requests("none", "none", "invalid"), Some(1.0));
+    assert_eq!(requests("setpass", "local", "yes"), Some(1.0));
+    assert_eq!(total_requests(&samples), 8.0);
+    check_histograms(&samples);
+    assert_eq!(
+        value(&samples, "extauth_bridge_cache_hits_total", &[]),
+        Some(0.0)
+    );
+    // The summary at exit, on stderr (the log), one line.
+    let log = String::from_utf8_lossy(&out.stderr);
+    let summary: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("summary at exit"))
+        .collect();
+    assert_eq!(summary.len(), 1, "{log}");
+    assert!(
+        summary[0].contains("requests=8") && summary[0].contains("yes=4"),
+        "{}",
+        summary[0]
+    );
+}
+
+#[test]
+fn written_on_the_interval_removed_at_exit_dead_files_swept() {
+    let (dir, users, metrics_dir) = setup();
+    // Left by a killed process (pid_max is at most 2^22, so this one is not alive).
+    let stale = metrics_dir.join("extauth-bridge-4194305.prom");
+    std::fs::write(&stale, "# stale\n").unwrap();
+    let cfg = config(
+        dir.path(),
+        &users,
+        &format!(
+            "metrics_file = \"{}\"\nmetrics_interval = \"50ms\"\n",
+            metrics_dir.display()
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap()])
+        .env_remove("EXTAUTH_BRIDGE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let own = metrics_dir.join(format!("extauth-bridge-{}.prom", child.id()));
+    let mut stdin = child.stdin.take().unwrap();
+    let mut replies = BufReader::new(child.stdout.take().unwrap());
+    let mut ask = |line: &str| {
+        stdin.write_all(line.as_bytes()).unwrap();
+        let mut reply = String::new();
+        replies.read_line(&mut reply).unwrap();
+        reply
+    };
+    assert_eq!(ask("auth:romeo:example.net:iheartjuliet\n"), "1\n");
+    assert_eq!(ask("auth:romeo:example.net:nope\n"), "0\n");
+    assert_eq!(ask("isuser:romeo:example.net\n"), "1\n");
+    // While the process waits for its next request, the file catches up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let samples = loop {
+        if let Ok(text) = std::fs::read_to_string(&own) {
+            let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            if total_requests(&samples) == 3.0 {
+                break samples;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics file never showed 3 requests"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    check_histograms(&samples);
+    assert!(!stale.exists(), "the dead process's file was not swept");
+    // No temp file left beside it.
+    let names: Vec<_> = std::fs::read_dir(&metrics_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert!(!own.exists(), "the metrics file outlived its process");
+}

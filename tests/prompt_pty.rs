@@ -1,0 +1,130 @@
+//! `query` and `users` read passwords from a terminal without echo, and give the terminal
+//! its echo back afterwards, even when interrupted by Ctrl-C at the prompt. Run on a real
+//! pseudo-terminal that is the child's controlling terminal, as in an admin's shell.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Opens a pty pair: (master, slave).
+fn openpty() -> (File, OwnedFd) {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors we then own.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh descriptors from openpty.
+    unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+/// Spawns the bridge with the pty slave as its controlling terminal and stdin; stdout and
+/// stderr go to the pty too, as in a shell.
+fn spawn_on_pty(args: &[&str]) -> (Child, File, OwnedFd) {
+    let (master, slave) = openpty();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("EXTAUTH_BRIDGE_CONFIG")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave.try_clone().unwrap()));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    (child, master, slave)
+}
+
+fn echo_on(slave: &OwnedFd) -> bool {
+    // SAFETY: a zeroed termios is a valid out-parameter.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and pointer.
+    assert_eq!(unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut t) }, 0);
+    t.c_lflag & libc::ECHO != 0
+}
+
+/// The prompt is written before echo goes off: wait for it to go off.
+fn wait_echo_off(slave: &OwnedFd) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while echo_on(slave) {
+        assert!(Instant::now() < deadline, "echo never switched off");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads from the master until `want` shows up (or fails after 10 s).
+fn read_until(master: &mut File, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&seen).contains(want) {
+        assert!(
+            Instant::now() < deadline,
+            "no {want:?} in {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[test]
+fn password_is_not_echoed_and_echo_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "iheartjuliet")]);
+    let (mut child, mut master, slave) = spawn_on_pty(&[
+        "--users",
+        users.to_str().unwrap(),
+        "query",
+        "auth",
+        "romeo",
+        "example.net",
+    ]);
+    read_until(&mut master, "Password for romeo@example.net: ");
+    wait_echo_off(&slave);
+    master.write_all(b"iheartjuliet\n").unwrap();
+    let shown = read_until(&mut master, "took");
+    assert!(shown.contains("-> 1 (yes)"), "{shown}");
+    assert!(!shown.contains("iheartjuliet"), "password echoed: {shown}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(echo_on(&slave), "echo not restored");
+}
+
+#[test]
+fn ctrl_c_at_the_prompt_restores_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("accounts");
+    let (mut child, mut master, slave) =
+        spawn_on_pty(&["users", "add", file.to_str().unwrap(), "romeo@example.net"]);
+    read_until(&mut master, "New password for romeo@example.net: ");
+    wait_echo_off(&slave);
+    master.write_all(b"half a pass").unwrap();
+    master.write_all(&[3]).unwrap(); // ^C: SIGINT from the terminal driver
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    assert!(echo_on(&slave), "echo not restored after ^C");
+    assert!(!file.exists());
+}
