@@ -353,7 +353,16 @@ fn pty_off_keeps_the_terminal_as_it_is() {
     let log = dir.path().join("bridge.log");
     let config = setup(dir.path(), &log, "file");
     // `on` at a terminal: raw mode although someone could be typing.
-    let on = spawn(&config, &["--pty", "on"], true, false, b"");
+    // A query waits at start-up, so "ready" below also means "drained": a query written
+    // between raw mode and the drain would be dropped.
+    let on = spawn(
+        &config,
+        &["--pty", "on"],
+        true,
+        false,
+        b"isuser:romeo:example.net\n",
+    );
+    assert_eq!(on.reply(), "isuser:romeo:example.net");
     on.wait_until_ready();
     assert_eq!(on.ask("isuser:romeo:example.net"), "1");
     assert_eq!(on.hang_up().code(), Some(0));
