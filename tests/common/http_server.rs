@@ -78,6 +78,13 @@ async fn read_request(stream: &mut TcpStream) -> Option<String> {
             Ok(1) => head.push(byte[0]),
             _ => return None,
         }
+        if !head[0].is_ascii_uppercase() {
+            // Not HTTP (a TLS ClientHello, say): answer as web servers do, and hang up.
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                .await;
+            return None;
+        }
     }
     let mut text = String::from_utf8_lossy(&head).into_owned();
     let length = text
