@@ -10,6 +10,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use crate::backend::http::HttpBackendConfig;
+use crate::cache::CachingHandler;
 use crate::cli::{Cli, Command};
 use crate::config::{
     BackendConfig, Config, ConfigError, FileBackendConfig, CONFIG_ENV, DEFAULT_CONFIG_PATH,
@@ -161,7 +162,7 @@ fn run(cli: &Cli) -> ExitCode {
             tracing::debug!("pty mode: raw, nothing was waiting");
         }
     }
-    let router = match Router::from_config(&config, &source) {
+    let handler = match build_handler(&config, &source) {
         Ok(r) => r,
         Err(e) => {
             if under_pty {
@@ -175,17 +176,22 @@ fn run(cli: &Cli) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot install signal handlers");
+            crate::logging::flush();
             return ExitCode::FAILURE;
         }
     };
+    // One thread serves requests (a blocking read, then the request); CPU-bound work and file
+    // access go to a small blocking pool. See BENCHMARKS.md for the measurements behind it.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_start(crate::signals::block_in_this_thread)
+        .max_blocking_threads(crate::memory::max_blocking_threads())
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
+            crate::logging::flush();
             return ExitCode::FAILURE;
         }
     };
@@ -199,7 +205,7 @@ fn run(cli: &Cli) -> ExitCode {
     );
     let options = ServeOptions {
         timeout: config.timeout,
-        ..ServeOptions::default()
+        max_in_flight: config.max_in_flight,
     };
     let codec = WireCodec::new(config.protocol, config.max_line);
     let mut control = SignalControl {
@@ -214,7 +220,7 @@ fn run(cli: &Cli) -> ExitCode {
             drained.is_some_and(|d| d.partial_line),
         ),
         StdoutWriter,
-        Arc::new(router),
+        handler,
         options,
         &mut control,
     );
@@ -222,7 +228,7 @@ fn run(cli: &Cli) -> ExitCode {
     // request was answered `0` at the deadline (a users-file lock held by another process,
     // a DNS lookup): exit promptly anyway, nothing is waiting for their results.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    match result {
+    let code = match result {
         Ok(()) => {
             tracing::info!("end of input, exiting");
             ExitCode::SUCCESS
@@ -233,7 +239,19 @@ fn run(cli: &Cli) -> ExitCode {
             tracing::error!(error = %e, "request loop failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    crate::logging::flush();
+    code
+}
+
+/// The router, behind the credential cache when `[cache]` enables it.
+pub fn build_handler(config: &Config, source: &str) -> Result<Arc<dyn Handler>, ConfigError> {
+    let router = Router::from_config(config, source)?;
+    Ok(if config.cache.enabled {
+        Arc::new(CachingHandler::new(router, &config.cache))
+    } else {
+        Arc::new(router)
+    })
 }
 
 /// Keeps memory flat across password checks.
@@ -268,14 +286,15 @@ impl Control for SignalControl<'_> {
         if !self.signals.take_reload() {
             return None;
         }
-        let loaded = load_config(self.cli)
-            .and_then(|(config, source)| Router::from_config(&config, &source));
+        let loaded =
+            load_config(self.cli).and_then(|(config, source)| build_handler(&config, &source));
         match loaded {
-            Ok(router) => {
+            Ok(handler) => {
                 tracing::info!(
-                    "configuration reloaded (backends and routes; restart for other settings)"
+                    "configuration reloaded (backends, routes and cache, which starts empty; \
+                     restart for other settings)"
                 );
-                Some(Arc::new(router))
+                Some(handler)
             }
             Err(e) => {
                 tracing::error!(error = %e, "reload failed, keeping the previous configuration");

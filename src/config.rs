@@ -31,11 +31,16 @@ pub struct Config {
     /// Longest accepted line in the line protocol, in bytes.
     #[serde(default = "default_max_line")]
     pub max_line: usize,
+    /// How many requests already read may run at once (read-ahead; see `server.rs`).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     #[serde(default)]
     pub log: LogConfig,
     /// Prosody pty mode: `auto` (detect), `on`, `off`.
     #[serde(default)]
     pub pty: crate::pty::PtyMode,
+    #[serde(default)]
+    pub cache: crate::cache::CacheConfig,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
     #[serde(default, rename = "route")]
@@ -48,8 +53,10 @@ impl Default for Config {
             protocol: Protocol::default(),
             timeout: DEFAULT_TIMEOUT,
             max_line: default_max_line(),
+            max_in_flight: default_max_in_flight(),
             log: LogConfig::default(),
             pty: crate::pty::PtyMode::default(),
+            cache: crate::cache::CacheConfig::default(),
             backends: Vec::new(),
             routes: Vec::new(),
         }
@@ -58,6 +65,10 @@ impl Default for Config {
 
 fn default_timeout() -> Duration {
     DEFAULT_TIMEOUT
+}
+
+fn default_max_in_flight() -> usize {
+    64
 }
 
 fn default_max_line() -> usize {
@@ -113,6 +124,8 @@ pub enum LogTarget {
 pub enum BackendConfig {
     File(FileBackendConfig),
     Http(crate::backend::http::HttpBackendConfig),
+    #[serde(rename = "oauth2")]
+    Oauth2(Box<crate::backend::oauth2::OAuth2BackendConfig>),
 }
 
 impl BackendConfig {
@@ -120,6 +133,7 @@ impl BackendConfig {
         match self {
             BackendConfig::File(c) => &c.name,
             BackendConfig::Http(c) => &c.name,
+            BackendConfig::Oauth2(c) => &c.name,
         }
     }
 }
@@ -233,6 +247,16 @@ impl Config {
                 "max_line",
                 "must be at least 64 bytes",
             ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::new(
+                file,
+                "max_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if let Err((key, why)) = self.cache.check() {
+            return Err(ConfigError::new(file, key, why));
         }
         if self.log.target == LogTarget::File && self.log.file.is_none() {
             return Err(ConfigError::new(

@@ -5,9 +5,11 @@
 
 pub mod app;
 pub mod backend;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod memory;
 pub mod protocol;
 pub mod pty;
 pub mod request;

@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tracing_subscriber::filter::LevelFilter;
 
@@ -64,13 +64,14 @@ pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
         (Destination::Nowhere, _) => return Ok(()),
         (Destination::Stderr, LogFormat::Text) => {
             let ansi = rustix::termios::isatty(rustix::stdio::stderr());
-            let _ = builder.with_ansi(ansi).with_writer(io::stderr).try_init();
+            let writer = deferred(Box::new(io::stderr()));
+            let _ = builder.with_ansi(ansi).with_writer(writer).try_init();
         }
         (Destination::Stderr, LogFormat::Json) => {
             let _ = builder
                 .json()
                 .flatten_event(true)
-                .with_writer(io::stderr)
+                .with_writer(deferred(Box::new(io::stderr())))
                 .try_init();
         }
         (Destination::File(path), format) => {
@@ -82,7 +83,7 @@ pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
                 .map_err(|e| {
                     io::Error::new(e.kind(), format!("log file {}: {e}", path.display()))
                 })?;
-            let writer = Mutex::new(file);
+            let writer = deferred(Box::new(file));
             let _ = match format {
                 LogFormat::Text => builder.with_ansi(false).with_writer(writer).try_init(),
                 LogFormat::Json => builder
@@ -95,6 +96,86 @@ pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
     }
     LOGGING_READY.store(true, Ordering::SeqCst);
     Ok(())
+}
+
+/// Log lines wait here until the request loop has written its replies, then go out in one
+/// write: a reply never waits for its own log line, and a piped file's thousands of lines
+/// cost a few writes instead of one each. The loop calls [`flush`] before it blocks on input
+/// and before it returns, so a line waits at most until its reply is out; a line from
+/// another thread while the loop is idle waits for the next request (or the 64 KiB mark).
+struct Deferred {
+    lines: Mutex<Vec<u8>>,
+    sink: Mutex<Box<dyn io::Write + Send>>,
+    pending: AtomicBool,
+}
+
+/// Lines past this size are written at once rather than held.
+const DEFERRED_LIMIT: usize = 64 * 1024;
+
+static DEFERRED: OnceLock<Deferred> = OnceLock::new();
+
+/// Routes log lines through the deferred buffer, writing them to `sink` on [`flush`].
+fn deferred(sink: Box<dyn io::Write + Send>) -> DeferredWriter {
+    let _ = DEFERRED.set(Deferred {
+        lines: Mutex::new(Vec::with_capacity(4096)),
+        sink: Mutex::new(sink),
+        pending: AtomicBool::new(false),
+    });
+    DeferredWriter
+}
+
+/// The `MakeWriter` handed to tracing: each formatted event is one `write` into the buffer.
+#[derive(Clone, Copy)]
+struct DeferredWriter;
+
+impl io::Write for DeferredWriter {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        let Some(d) = DEFERRED.get() else {
+            return Ok(line.len());
+        };
+        let mut lines = d.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines.extend_from_slice(line);
+        d.pending.store(true, Ordering::Release);
+        if lines.len() >= DEFERRED_LIMIT {
+            let full = std::mem::take(&mut *lines);
+            drop(lines);
+            write_lines(d, &full);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for DeferredWriter {
+    type Writer = DeferredWriter;
+    fn make_writer(&'a self) -> DeferredWriter {
+        DeferredWriter
+    }
+}
+
+fn write_lines(d: &Deferred, lines: &[u8]) {
+    let mut sink = d.sink.lock().unwrap_or_else(|p| p.into_inner());
+    // Nowhere to report a failing log destination; the protocol must go on.
+    let _ = io::Write::write_all(&mut **sink, lines);
+    let _ = io::Write::flush(&mut **sink);
+}
+
+/// Writes out the log lines held since the last call. Cheap when there are none.
+pub fn flush() {
+    let Some(d) = DEFERRED.get() else { return };
+    if !d.pending.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let mut lines = d.lines.lock().unwrap_or_else(|p| p.into_inner());
+    if lines.is_empty() {
+        return;
+    }
+    let held = std::mem::replace(&mut *lines, Vec::with_capacity(4096));
+    drop(lines);
+    write_lines(d, &held);
 }
 
 static LOGGING_READY: AtomicBool = AtomicBool::new(false);
@@ -119,6 +200,8 @@ pub fn install_panic_hook(under_pty: bool) {
         } else if !STDERR_FORBIDDEN.load(Ordering::SeqCst) {
             eprintln!("extauth-bridge: panic at {location}: {message}");
         }
+        // The loop catches request panics and flushes; anything else may be about to exit.
+        flush();
     }));
 }
 

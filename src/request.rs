@@ -191,6 +191,12 @@ pub struct Outcome {
 pub enum Status {
     /// A backend said yes.
     Yes,
+    /// Answered `1` from the credential cache: a backend said yes to the same credential less
+    /// than `cache.ttl` ago. `backend` names that backend.
+    Cached,
+    /// Answered `1` from the credential cache because the backend is unavailable: a backend
+    /// said yes less than `cache.stale_if_error` ago. Holds the backend's error and the age.
+    Stale(String),
     /// A backend said no.
     No,
     /// Answered `0` without asking a backend (empty password, no route, certauth…).
@@ -210,6 +216,8 @@ impl Status {
     pub fn as_str(&self) -> &'static str {
         match self {
             Status::Yes => "yes",
+            Status::Cached => "cached",
+            Status::Stale(_) => "stale",
             Status::No => "no",
             Status::Refused(_) => "refused",
             Status::Error(kind, _) => kind,

@@ -86,6 +86,10 @@ pub fn build_backend(
             crate::backend::HttpBackend::new(c)
                 .map_err(|(k, m)| ConfigError::new(file, format!("backend[{index}].{k}"), m))?,
         ),
+        BackendConfig::Oauth2(c) => Arc::new(
+            crate::backend::OAuth2Backend::new(c)
+                .map_err(|(k, m)| ConfigError::new(file, format!("backend[{index}].{k}"), m))?,
+        ),
     })
 }
 

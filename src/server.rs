@@ -127,6 +127,8 @@ where
             tracing::info!("stop requested, exiting");
             return Ok(());
         }
+        // The replies are out: now the log lines of their requests (see logging::flush).
+        crate::logging::flush();
         let len = buf.len();
         buf.resize(len + READ_CHUNK, 0);
         match input.read(&mut buf[len..]) {
@@ -254,7 +256,8 @@ async fn answer_one(handler: &dyn Handler, item: Incoming, id: u64, timeout: Dur
 fn log_outcome(id: u64, request: &crate::request::Request, outcome: &Outcome, took: Duration) {
     let account = request.account();
     let reason: std::borrow::Cow<'_, str> = match &outcome.status {
-        Status::Yes | Status::No => "".into(),
+        Status::Yes | Status::No | Status::Cached => "".into(),
+        Status::Stale(message) => message.as_str().into(),
         Status::Refused(why) => (*why).into(),
         Status::Error(_, message) => message.as_str().into(),
         Status::Timeout => "deadline expired".into(),
@@ -280,7 +283,9 @@ fn log_outcome(id: u64, request: &crate::request::Request, outcome: &Outcome, to
         };
     }
     match outcome.status {
-        Status::Yes | Status::No | Status::Refused(_) => event!(tracing::Level::INFO),
+        Status::Yes | Status::No | Status::Cached | Status::Refused(_) => {
+            event!(tracing::Level::INFO)
+        }
         _ => event!(tracing::Level::WARN),
     }
 }

@@ -1114,3 +1114,73 @@ fn readme_example_config_works() {
     assert_eq!(answers, "1011");
     assert_eq!(api.last().http_method, Method::POST);
 }
+
+/// Where the first complete HTTP/1.1 request in `buf` ends, if it is all there.
+fn request_end(buf: &[u8]) -> Option<usize> {
+    let head = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let text = String::from_utf8_lossy(&buf[..head]).to_lowercase();
+    let body: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    (buf.len() >= head + body).then_some(head + body)
+}
+
+/// A minimal HTTP/1.1 server that answers `true` (200) to everything and, like nginx's
+/// `keepalive_timeout`, closes a connection that stays idle for `idle`.
+fn closing_server(idle: Duration) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = runtime()
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    runtime().spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let Ok(Ok(n)) = tokio::time::timeout(idle, tcp.read(&mut chunk)).await else {
+                        return; // idle too long: close
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    // One complete request (headers, and a body of content-length) → reply.
+                    while let Some(end) = request_end(&buf) {
+                        buf.drain(..end);
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ntrue";
+                        if tcp.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, connections)
+}
+
+#[test]
+fn a_connection_the_server_closed_while_idle_is_not_a_failed_login() {
+    let (url, connections) = closing_server(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &http_backend("api", &url, ""));
+    let mut b = Bridge::start(&["--config", cfg.to_str().unwrap()], false);
+    for _ in 0..3 {
+        // A change first: it is never retried, so only noticing the close can save it.
+        assert!(b.ask("setpass:romeo:example.net:pw"));
+        assert!(b.ask("auth:romeo:example.net:pw"));
+        assert!(b.ask("isuser:romeo:example.net"));
+        // Longer than the server keeps an idle connection.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    b.finish();
+    // Reused within a burst, replaced after each pause.
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+}

@@ -397,9 +397,28 @@ impl FileBackend {
     async fn blocking<T: Send + 'static>(
         f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
-        tokio::task::spawn_blocking(f)
+        // At most one hash per core at a time: more gains nothing, and each argon2 run holds
+        // its memory cost (19 MiB with the defaults) while it lasts, so a piped file of
+        // requests must not start dozens at once.
+        // The permit moves into the worker: a request whose deadline expired stops waiting,
+        // but its hash still counts until it really ends.
+        static HASHING: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+        let permits = HASHING.get_or_init(|| {
+            Arc::new(tokio::sync::Semaphore::new(
+                crate::memory::hashing_parallelism(),
+            ))
+        });
+        let permit = Arc::clone(permits)
+            .acquire_owned()
             .await
-            .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
+            .map_err(|e| BackendError::Internal(format!("worker limit: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            let result = f();
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
     }
 
     async fn modify(

@@ -382,6 +382,12 @@ impl HttpBackend {
     ) -> Result<(StatusCode, bytes::Bytes), BackendError> {
         let url = self.base.for_method(&account.server, method)?;
         let client = self.client().await?;
+        // Between requests the request loop blocks on stdin and nothing runs the pooled
+        // connections' tasks, so a connection the server closed while idle (gunicorn,
+        // Apache and nginx all do after seconds) still looks usable, and a login sent on
+        // it would fail. Yielding once lets the runtime poll its I/O first: the closed
+        // connection is noticed and dropped, and the request goes on a fresh one.
+        tokio::task::yield_now().await;
         let mut params: Vec<(&str, &str)> = vec![
             ("user", account.user.as_str()),
             ("server", account.server.as_str()),
@@ -389,17 +395,31 @@ impl HttpBackend {
         if let Some(p) = password {
             params.push(("pass", p.expose()));
         }
-        let request = client.request(http_method.clone(), url);
-        let request = if http_method == Method::GET {
-            request.query(&params)
-        } else {
-            request.form(&params)
+        let send = || {
+            let request = client.request(http_method.clone(), url.clone());
+            let request = if http_method == Method::GET {
+                request.query(&params)
+            } else {
+                request.form(&params)
+            };
+            match &self.credentials {
+                Some(c) => request.basic_auth(c.user.expose(), Some(c.password.expose())),
+                None => request,
+            }
+            .send()
         };
-        let request = match &self.credentials {
-            Some(c) => request.basic_auth(c.user.expose(), Some(c.password.expose())),
-            None => request,
-        };
-        let response = request.send().await.map_err(transport_error)?;
+        let response = match send().await {
+            // The server may still close a kept-alive connection just as a request goes
+            // out on it. The questions (check_password, user_exists) are safe to ask
+            // twice, so they get one more try, on a new connection; a change is not
+            // repeated, since the server may have applied it.
+            Err(e) if is_question(method) && !e.is_timeout() && !e.is_connect() => {
+                tracing::debug!(backend = %self.name, method, "request failed on a kept-alive connection, retrying once");
+                send().await
+            }
+            other => other,
+        }
+        .map_err(transport_error)?;
         let status = response.status();
         // The body is read even when only the status matters, so that the connection
         // can be reused; for a 501 only the status counts.
@@ -470,6 +490,11 @@ impl HttpBackend {
             Err(unexpected_status(method, status))
         }
     }
+}
+
+/// The methods that only ask, so that sending one twice changes nothing.
+fn is_question(method: &str) -> bool {
+    matches!(method, "check_password" | "user_exists")
 }
 
 const CHANGED: [StatusCode; 3] = [StatusCode::OK, StatusCode::CREATED, StatusCode::NO_CONTENT];

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod http;
+pub mod oauth2;
 
 use async_trait::async_trait;
 
@@ -11,6 +12,7 @@ use crate::secret::Secret;
 
 pub use file::FileBackend;
 pub use http::HttpBackend;
+pub use oauth2::OAuth2Backend;
 
 /// Why a backend gave no yes/no answer. Messages never contain a password, token or secret.
 #[derive(Debug, thiserror::Error)]

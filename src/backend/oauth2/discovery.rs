@@ -1,0 +1,263 @@
+//! Endpoint discovery: RFC 8414 authorization-server metadata and OpenID Connect discovery.
+//!
+//! Servers publish different fields in each document (django-oauth-toolkit has the
+//! introspection endpoint only in RFC 8414's; some OIDC-only servers have no RFC 8414
+//! document at all), so both are fetched and merged, RFC 8414 first. A document whose
+//! `issuer` is not exactly the configured one is refused: that is the check that ties the
+//! endpoints to the issuer a token claims (RFC 8414 §3.3, OIDC Discovery §4.3).
+//!
+//! Explicitly configured endpoints win over discovered ones; with every needed endpoint
+//! configured nothing is fetched. The merged result is cached for `discovery_refresh`; when
+//! a refresh fails the old endpoints stay in use (and the failure is logged).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::backend::BackendError;
+
+/// Where to send each kind of request. `None`: neither configured nor discovered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    pub token: Option<String>,
+    pub introspection: Option<String>,
+    pub userinfo: Option<String>,
+    pub jwks_uri: Option<String>,
+}
+
+fn missing(what: &str) -> BackendError {
+    BackendError::Internal(format!("no {what} configured or discovered"))
+}
+
+impl Endpoints {
+    pub fn require_token(&self) -> Result<&str, BackendError> {
+        self.token
+            .as_deref()
+            .ok_or_else(|| missing("token_endpoint"))
+    }
+    pub fn require_introspection(&self) -> Result<&str, BackendError> {
+        self.introspection
+            .as_deref()
+            .ok_or_else(|| missing("introspection_endpoint"))
+    }
+    pub fn require_userinfo(&self) -> Result<&str, BackendError> {
+        self.userinfo
+            .as_deref()
+            .ok_or_else(|| missing("userinfo_endpoint"))
+    }
+    pub fn require_jwks_uri(&self) -> Result<&str, BackendError> {
+        self.jwks_uri.as_deref().ok_or_else(|| missing("jwks_uri"))
+    }
+
+    /// `self`, with the gaps filled from `other`.
+    fn or(self, other: Endpoints) -> Endpoints {
+        Endpoints {
+            token: self.token.or(other.token),
+            introspection: self.introspection.or(other.introspection),
+            userinfo: self.userinfo.or(other.userinfo),
+            jwks_uri: self.jwks_uri.or(other.jwks_uri),
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        self.token.is_some()
+            && self.introspection.is_some()
+            && self.userinfo.is_some()
+            && self.jwks_uri.is_some()
+    }
+}
+
+/// The fields we use from either metadata document.
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    issuer: Option<String>,
+    token_endpoint: Option<String>,
+    introspection_endpoint: Option<String>,
+    userinfo_endpoint: Option<String>,
+    jwks_uri: Option<String>,
+}
+
+/// The two metadata URLs of an issuer: RFC 8414 inserts the well-known segment before the
+/// issuer's path, OIDC appends it.
+pub fn metadata_urls(issuer: &str) -> Result<(String, String), String> {
+    let url = reqwest::Url::parse(issuer).map_err(|e| format!("issuer is not a URL: {e}"))?;
+    let path = url.path().trim_end_matches('/').to_owned();
+    let mut rfc8414 = url.clone();
+    rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
+    rfc8414.set_query(None);
+    let mut oidc = url;
+    oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
+    oidc.set_query(None);
+    Ok((rfc8414.to_string(), oidc.to_string()))
+}
+
+struct Cached {
+    endpoints: Arc<Endpoints>,
+    fetched: Instant,
+}
+
+pub struct Discovery {
+    issuer: Option<String>,
+    explicit: Endpoints,
+    refresh: Duration,
+    /// Held across a fetch, so concurrent requests wait for one fetch instead of each
+    /// starting their own.
+    cache: Mutex<Option<Cached>>,
+}
+
+impl Discovery {
+    pub fn new(issuer: Option<String>, explicit: Endpoints, refresh: Duration) -> Discovery {
+        Discovery {
+            issuer,
+            explicit,
+            refresh,
+            cache: Mutex::new(None),
+        }
+    }
+
+    pub fn has_issuer(&self) -> bool {
+        self.issuer.is_some()
+    }
+
+    /// The endpoints to use now: configured ones, completed by a cached or fresh discovery.
+    pub async fn endpoints(&self, http: &reqwest::Client) -> Result<Arc<Endpoints>, BackendError> {
+        let Some(issuer) = self
+            .issuer
+            .as_deref()
+            .filter(|_| !self.explicit.is_complete())
+        else {
+            return Ok(Arc::new(self.explicit.clone()));
+        };
+        let mut cache = self.cache.lock().await;
+        if let Some(c) = cache.as_ref() {
+            if c.fetched.elapsed() < self.refresh {
+                return Ok(Arc::clone(&c.endpoints));
+            }
+        }
+        match self.fetch(http, issuer).await {
+            Ok(endpoints) => {
+                let endpoints = Arc::new(endpoints);
+                *cache = Some(Cached {
+                    endpoints: Arc::clone(&endpoints),
+                    fetched: Instant::now(),
+                });
+                Ok(endpoints)
+            }
+            Err(e) => match cache.as_mut() {
+                // Keep serving the old endpoints, and try again after a short pause rather
+                // than on every request.
+                Some(c) => {
+                    tracing::warn!(issuer, error = %e, "discovery refresh failed, keeping the previous endpoints");
+                    c.fetched =
+                        Instant::now() - self.refresh + Duration::from_secs(30).min(self.refresh);
+                    Ok(Arc::clone(&c.endpoints))
+                }
+                None => {
+                    tracing::warn!(issuer, error = %e, "discovery failed");
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// Fetches discovery now (for `check`), replacing the cache.
+    pub async fn refresh(&self, http: &reqwest::Client) -> Result<Arc<Endpoints>, BackendError> {
+        self.cache.lock().await.take();
+        self.endpoints(http).await
+    }
+
+    async fn fetch(&self, http: &reqwest::Client, issuer: &str) -> Result<Endpoints, BackendError> {
+        let (rfc8414_url, oidc_url) = metadata_urls(issuer).map_err(BackendError::Internal)?;
+        let (rfc8414, oidc) = tokio::join!(
+            fetch_document(http, &rfc8414_url, issuer),
+            fetch_document(http, &oidc_url, issuer)
+        );
+        let found = match (rfc8414, oidc) {
+            (Ok(a), Ok(b)) => a.or(b),
+            (Ok(a), Err(DocError::NotFound)) | (Err(DocError::NotFound), Ok(a)) => a,
+            (Err(DocError::NotFound), Err(DocError::NotFound)) => {
+                return Err(BackendError::Protocol(format!(
+                    "no discovery document for issuer {issuer} ({rfc8414_url}, {oidc_url})"
+                )))
+            }
+            // A wrong issuer, a broken document or an unreachable server: fail rather than
+            // use half of what the IdP publishes.
+            (Err(DocError::Failed(e)), _) | (_, Err(DocError::Failed(e))) => return Err(e),
+        };
+        Ok(self.explicit.clone().or(found))
+    }
+}
+
+enum DocError {
+    NotFound,
+    Failed(BackendError),
+}
+
+async fn fetch_document(
+    http: &reqwest::Client,
+    url: &str,
+    issuer: &str,
+) -> Result<Endpoints, DocError> {
+    let response = http
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| DocError::Failed(BackendError::Unavailable(format!("{url}: {e}"))))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Err(DocError::NotFound);
+    }
+    if !status.is_success() {
+        return Err(DocError::Failed(BackendError::Unavailable(format!(
+            "{url}: HTTP {status}"
+        ))));
+    }
+    let doc: Metadata = response.json().await.map_err(|e| {
+        DocError::Failed(BackendError::Protocol(format!("{url}: bad metadata: {e}")))
+    })?;
+    if doc.issuer.as_deref() != Some(issuer) {
+        return Err(DocError::Failed(BackendError::Protocol(format!(
+            "{url}: issuer {:?} is not the configured {issuer:?}",
+            doc.issuer.as_deref().unwrap_or("(missing)")
+        ))));
+    }
+    Ok(Endpoints {
+        token: doc.token_endpoint,
+        introspection: doc.introspection_endpoint,
+        userinfo: doc.userinfo_endpoint,
+        jwks_uri: doc.jwks_uri,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_known_urls() {
+        assert_eq!(
+            metadata_urls("https://idp.example/realms/xmpp").unwrap(),
+            (
+                "https://idp.example/.well-known/oauth-authorization-server/realms/xmpp".into(),
+                "https://idp.example/realms/xmpp/.well-known/openid-configuration".into()
+            )
+        );
+        assert_eq!(
+            metadata_urls("http://127.0.0.1:8000/o/").unwrap(),
+            (
+                "http://127.0.0.1:8000/.well-known/oauth-authorization-server/o".into(),
+                "http://127.0.0.1:8000/o/.well-known/openid-configuration".into()
+            )
+        );
+        assert_eq!(
+            metadata_urls("https://idp.example").unwrap(),
+            (
+                "https://idp.example/.well-known/oauth-authorization-server".into(),
+                "https://idp.example/.well-known/openid-configuration".into()
+            )
+        );
+    }
+}

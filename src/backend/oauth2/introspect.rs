@@ -1,0 +1,174 @@
+//! Token introspection (RFC 7662): ask the IdP whether a token is active and whose it is.
+//!
+//! The request is client-authenticated like a token request, or carries a configured
+//! bearer token instead (django-oauth-toolkit accepts a token with scope `introspection`).
+//! `active` must be `true`; `exp` and `nbf` are honoured when present (never required); the
+//! optional `iss`, `aud` and scope checks come from the configuration.
+
+use serde_json::Value;
+
+use super::grant::error_code;
+use super::identity::{Claims, Verdict};
+use super::{Client, Settings};
+use crate::backend::BackendError;
+use crate::secret::Secret;
+
+/// Seconds of clock difference tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// `Ok(Ok(claims))` for an active token that passes the checks, `Ok(Err(reason))` for one
+/// that does not, `Err` when the IdP could not be asked.
+pub async fn introspect(
+    http: &reqwest::Client,
+    endpoint: &str,
+    client: &Client,
+    bearer: Option<&Secret>,
+    token: &Secret,
+    settings: &Settings,
+) -> Result<Verdict, BackendError> {
+    let mut form: Vec<(&'static str, String)> = vec![
+        ("token", token.expose().to_owned()),
+        ("token_type_hint", "access_token".to_owned()),
+    ];
+    let request = match bearer {
+        Some(b) => http.post(endpoint).bearer_auth(b.expose()),
+        None => client.apply(http.post(endpoint), &mut form),
+    };
+    let (status, body) = super::send_form(request, form, "introspection").await?;
+    if status != reqwest::StatusCode::OK {
+        let code = error_code(&body);
+        return Err(match status.as_u16() {
+            401 | 403 => BackendError::Protocol(format!(
+                "introspection: HTTP {status} {code}: the client credentials or bearer were refused"
+            )),
+            s if s >= 500 => BackendError::Unavailable(format!("introspection: HTTP {status}")),
+            _ => BackendError::Protocol(format!("introspection: HTTP {status} {code}")),
+        });
+    }
+    let claims: Claims = serde_json::from_slice(&body)
+        .map_err(|_| BackendError::Protocol("introspection: malformed JSON".into()))?;
+    Ok(judge(claims, settings, now()))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The RFC 7662 checks on a response, at time `now` (seconds since the epoch).
+fn judge(claims: Claims, settings: &Settings, now: u64) -> Verdict {
+    if claims.get("active") != Some(&Value::Bool(true)) {
+        return Err("token not active");
+    }
+    // A refresh token is a credential for the token endpoint, not a login.
+    if claims.get("token_type").and_then(Value::as_str) == Some("refresh_token") {
+        return Err("not an access token");
+    }
+    if let Some(exp) = claims.get("exp") {
+        match exp.as_u64() {
+            Some(exp) if exp + LEEWAY_SECS > now => {}
+            Some(_) => return Err("token expired"),
+            None => return Err("malformed exp"),
+        }
+    }
+    if let Some(nbf) = claims.get("nbf") {
+        match nbf.as_u64() {
+            Some(nbf) if nbf <= now + LEEWAY_SECS => {}
+            Some(_) => return Err("token not yet valid"),
+            None => return Err("malformed nbf"),
+        }
+    }
+    if let Some(issuer) = &settings.expected_issuer {
+        // Only when the IdP says: many introspection endpoints omit `iss`.
+        if let Some(iss) = claims.get("iss") {
+            if iss.as_str() != Some(issuer.as_str()) {
+                return Err("wrong issuer");
+            }
+        }
+    }
+    if let Some(audience) = &settings.audience {
+        let ok = match claims.get("aud") {
+            Some(Value::String(a)) => a == audience,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
+            // The client_id is the audience when the IdP does not say more.
+            _ => claims.get("client_id").and_then(Value::as_str) == Some(audience.as_str()),
+        };
+        if !ok {
+            return Err("wrong audience");
+        }
+    }
+    if !settings.required_scope.is_empty() {
+        let granted = claims.get("scope").and_then(Value::as_str).unwrap_or("");
+        let granted: Vec<&str> = granted.split_whitespace().collect();
+        if !settings
+            .required_scope
+            .iter()
+            .all(|s| granted.contains(&s.as_str()))
+        {
+            return Err("missing required scope");
+        }
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::identity::{IdentityRule, UsernameMapping};
+    use super::super::{IsUserPolicy, Mode, UsernameFormat, Validate, Verify};
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> Settings {
+        Settings {
+            mode: Mode::Token,
+            scope: "openid".into(),
+            username_format: UsernameFormat::Localpart,
+            verify: Verify::Introspection,
+            validate: Validate::Introspection,
+            token_prefixes: vec![],
+            identity: IdentityRule {
+                field: "preferred_username".into(),
+                mapping: UsernameMapping::Localpart,
+            },
+            required_scope: vec!["xmpp".into()],
+            audience: Some("bridge".into()),
+            expected_issuer: Some("https://idp.example".into()),
+            isuser: IsUserPolicy::Next,
+        }
+    }
+
+    fn check(v: Value) -> Verdict {
+        judge(v.as_object().unwrap().clone(), &settings(), 1_000_000)
+    }
+
+    #[test]
+    fn rfc7662_checks() {
+        let good = json!({"active": true, "scope": "openid xmpp", "aud": ["x", "bridge"],
+                          "iss": "https://idp.example", "exp": 1_000_100, "nbf": 999_000});
+        assert!(check(good.clone()).is_ok());
+        let with = |k: &str, v: Value| {
+            let mut g = good.clone();
+            g[k] = v;
+            check(g)
+        };
+        assert_eq!(with("active", json!(false)), Err("token not active"));
+        assert_eq!(with("active", json!("true")), Err("token not active"));
+        assert_eq!(
+            with("token_type", json!("refresh_token")),
+            Err("not an access token")
+        );
+        assert!(with("token_type", json!("Bearer")).is_ok());
+        assert_eq!(with("exp", json!(999_000)), Err("token expired"));
+        assert_eq!(with("nbf", json!(1_000_100)), Err("token not yet valid"));
+        assert_eq!(with("iss", json!("https://evil")), Err("wrong issuer"));
+        assert_eq!(with("aud", json!("other")), Err("wrong audience"));
+        assert_eq!(
+            with("scope", json!("openid")),
+            Err("missing required scope")
+        );
+        assert_eq!(with("scope", json!("xmppx")), Err("missing required scope"));
+        assert!(check(json!({"active": true, "scope": "xmpp", "client_id": "bridge"})).is_ok());
+        assert_eq!(check(json!({})), Err("token not active"));
+    }
+}

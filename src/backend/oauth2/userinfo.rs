@@ -1,0 +1,41 @@
+//! The OpenID Connect userinfo endpoint: `GET` with the token as bearer credentials.
+//!
+//! 200 with a JSON object → the claims; 401/403 → the token is not (or no longer) valid.
+//! Anything else is an error. Some servers return a signed JWT here (`application/jwt`);
+//! that is refused as a protocol error rather than trusted unverified.
+
+use super::identity::{Claims, Verdict};
+use crate::backend::BackendError;
+use crate::secret::Secret;
+
+pub async fn fetch(
+    http: &reqwest::Client,
+    endpoint: &str,
+    token: &Secret,
+) -> Result<Verdict, BackendError> {
+    let response = http
+        .get(endpoint)
+        .bearer_auth(token.expose())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("userinfo: {}", e.without_url())))?;
+    let status = response.status();
+    match status.as_u16() {
+        200 => {}
+        401 | 403 => return Ok(Err("userinfo refused the token")),
+        s if s >= 500 => {
+            return Err(BackendError::Unavailable(format!(
+                "userinfo: HTTP {status}"
+            )))
+        }
+        _ => return Err(BackendError::Protocol(format!("userinfo: HTTP {status}"))),
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("userinfo: {}", e.without_url())))?;
+    let claims: Claims = serde_json::from_slice(&body)
+        .map_err(|_| BackendError::Protocol("userinfo: not a JSON object".into()))?;
+    Ok(Ok(claims))
+}

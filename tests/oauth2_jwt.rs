@@ -1,0 +1,526 @@
+//! `validate = "jwt"`: tokens signed here, checked by the real bridge binary against a JWKS
+//! served by a small axum IdP on loopback (discovery documents, JWKS with a hit counter, a
+//! token endpoint that counts calls). Keys are test-only files in tests/data/oauth2/.
+
+mod oauth2_common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use oauth2_common::*;
+use serde_json::{json, Value};
+
+const AUDIENCE: &str = "xmpp-bridge";
+
+/// A test key: how to sign with it and how the JWKS publishes it.
+struct Key {
+    kid: &'static str,
+    alg: Algorithm,
+    signing: EncodingKey,
+}
+
+impl Key {
+    fn new(kid: &'static str, alg: Algorithm, signing: EncodingKey) -> Key {
+        Key { kid, alg, signing }
+    }
+    fn rsa(kid: &'static str, der: &[u8]) -> Key {
+        Key::new(kid, Algorithm::RS256, EncodingKey::from_rsa_der(der))
+    }
+    fn jwk(&self) -> Jwk {
+        let mut jwk = Jwk::from_encoding_key(&self.signing, self.alg).unwrap();
+        jwk.common.key_id = Some(self.kid.to_owned());
+        jwk
+    }
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.signing).unwrap()
+    }
+}
+
+fn rsa_a() -> Key {
+    Key::rsa("rsa-a", include_bytes!("data/oauth2/rsa-a.der"))
+}
+fn rsa_b() -> Key {
+    Key::rsa("rsa-b", include_bytes!("data/oauth2/rsa-b.der"))
+}
+fn rsa_c() -> Key {
+    Key::rsa("rsa-c", include_bytes!("data/oauth2/rsa-c.der"))
+}
+fn ec() -> Key {
+    let der = include_bytes!("data/oauth2/ec.p8.der");
+    Key::new("ec", Algorithm::ES256, EncodingKey::from_ec_der(der))
+}
+fn ed() -> Key {
+    let der = include_bytes!("data/oauth2/ed.p8.der");
+    Key::new("ed", Algorithm::EdDSA, EncodingKey::from_ed_der(der))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// base64url without padding, for hand-made tokens.
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[derive(Clone, Default)]
+struct IdpState {
+    base: Arc<Mutex<String>>,
+    keys: Arc<Mutex<Vec<Jwk>>>,
+    jwks_hits: Arc<AtomicUsize>,
+    token_hits: Arc<AtomicUsize>,
+}
+
+/// The loopback IdP: `/` is a good issuer; `/wrong` publishes someone else's issuer;
+/// `/broken` has a JWKS that answers 500.
+struct Idp {
+    base: String,
+    state: IdpState,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Idp {
+    fn start(keys: &[&Key]) -> Idp {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = IdpState::default();
+        *state.base.lock().unwrap() = base.clone();
+        *state.keys.lock().unwrap() = keys.iter().map(|k| k.jwk()).collect();
+        async fn oidc(State(s): State<IdpState>) -> Json<Value> {
+            let base = s.base.lock().unwrap().clone();
+            Json(json!({"issuer": base, "jwks_uri": format!("{base}/jwks"),
+                        "token_endpoint": format!("{base}/token")}))
+        }
+        async fn wrong(State(s): State<IdpState>) -> Json<Value> {
+            let base = s.base.lock().unwrap().clone();
+            Json(json!({"issuer": "https://evil.example", "jwks_uri": format!("{base}/jwks")}))
+        }
+        async fn broken(State(s): State<IdpState>) -> Json<Value> {
+            let base = s.base.lock().unwrap().clone();
+            Json(
+                json!({"issuer": format!("{base}/broken"), "jwks_uri": format!("{base}/broken/jwks")}),
+            )
+        }
+        async fn jwks(State(s): State<IdpState>) -> Json<Value> {
+            s.jwks_hits.fetch_add(1, Ordering::SeqCst);
+            Json(json!({"keys": *s.keys.lock().unwrap()}))
+        }
+        async fn token(State(s): State<IdpState>) -> (StatusCode, Json<Value>) {
+            s.token_hits.fetch_add(1, Ordering::SeqCst);
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "invalid_grant"})),
+            )
+        }
+        async fn mac_token() -> Json<Value> {
+            Json(json!({"access_token": "abc", "token_type": "mac"}))
+        }
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(oidc))
+            .route("/wrong/.well-known/openid-configuration", get(wrong))
+            .route("/broken/.well-known/openid-configuration", get(broken))
+            .route(
+                "/broken/jwks",
+                get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+            )
+            .route("/jwks", get(jwks))
+            .route("/token", post(token))
+            .route("/mac/token", post(mac_token))
+            .with_state(state.clone());
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Idp {
+            base,
+            state,
+            _runtime: runtime,
+        }
+    }
+
+    fn publish(&self, keys: &[&Key]) {
+        *self.state.keys.lock().unwrap() = keys.iter().map(|k| k.jwk()).collect();
+    }
+
+    fn jwks_hits(&self) -> usize {
+        self.state.jwks_hits.load(Ordering::SeqCst)
+    }
+
+    /// Good claims for `user`, valid for ten minutes.
+    fn claims(&self, user: &str) -> Value {
+        json!({"iss": self.base, "aud": AUDIENCE, "sub": format!("id-{user}"),
+               "preferred_username": user, "iat": now(), "exp": now() + 600})
+    }
+
+    fn config(&self, dir: &std::path::Path, issuer_path: &str, extra: &str) -> std::path::PathBuf {
+        write_config(
+            dir,
+            &format!(
+                "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"{}{issuer_path}\"\n\
+                 mode = \"token\"\nvalidate = \"jwt\"\naudience = \"{AUDIENCE}\"\n{extra}",
+                self.base
+            ),
+        )
+    }
+}
+
+fn a_header() -> Header {
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("rsa-a".into());
+    h
+}
+
+fn with(mut claims: Value, key: &str, value: Value) -> Value {
+    claims[key] = value;
+    claims
+}
+
+#[test]
+fn good_and_bad_tokens_on_both_wire_protocols() {
+    let (a, ec, ed) = (rsa_a(), ec(), ed());
+    let idp = Idp::start(&[&a, &ec, &ed]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = idp.config(dir.path(), "", "");
+    let good = idp.claims("romeo");
+
+    let alg_none = format!(
+        "{}.{}.",
+        b64url(br#"{"alg":"none","typ":"JWT"}"#),
+        b64url(good.to_string().as_bytes())
+    );
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("rsa-a".into());
+    let confusion_pem = jsonwebtoken::encode(
+        &hs,
+        &good,
+        &EncodingKey::from_secret(include_bytes!("data/oauth2/rsa-a.pub.pem")),
+    )
+    .unwrap();
+    let confusion_der = jsonwebtoken::encode(
+        &hs,
+        &good,
+        &EncodingKey::from_secret(include_bytes!("data/oauth2/rsa-a.pub.pkcs1.der")),
+    )
+    .unwrap();
+    // Romeo's header and signature on a payload that says juliet.
+    let romeo = a.sign(&good);
+    let parts: Vec<&str> = romeo.split('.').collect();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64url(idp.claims("juliet").to_string().as_bytes()),
+        parts[2]
+    );
+    // Key b's signature under a header that names key a.
+    let forged = jsonwebtoken::encode(&a_header(), &good, &rsa_b().signing).unwrap();
+    let mut no_exp = good.clone();
+    no_exp.as_object_mut().unwrap().remove("exp");
+
+    let cases: Vec<(&str, &str, String, bool)> = vec![
+        ("good RS256", "romeo", romeo.clone(), true),
+        ("good ES256", "romeo", ec.sign(&good), true),
+        ("good EdDSA", "romeo", ed.sign(&good), true),
+        (
+            "case-folded name",
+            "juliet",
+            a.sign(&idp.claims("Juliet")),
+            true,
+        ),
+        (
+            "xmpp: subject",
+            "juliet",
+            a.sign(&with(
+                idp.claims("x"),
+                "sub",
+                json!("xmpp:juliet@example.net"),
+            )),
+            true,
+        ),
+        ("another user's valid token", "juliet", romeo.clone(), false),
+        (
+            "xmpp: subject of another domain",
+            "juliet",
+            a.sign(&with(
+                idp.claims("x"),
+                "sub",
+                json!("xmpp:juliet@example.org"),
+            )),
+            false,
+        ),
+        (
+            "expired",
+            "romeo",
+            a.sign(&with(good.clone(), "exp", json!(now() - 120))),
+            false,
+        ),
+        (
+            "not yet valid",
+            "romeo",
+            a.sign(&with(good.clone(), "nbf", json!(now() + 600))),
+            false,
+        ),
+        (
+            "wrong aud",
+            "romeo",
+            a.sign(&with(good.clone(), "aud", json!("other-app"))),
+            false,
+        ),
+        (
+            "wrong iss",
+            "romeo",
+            a.sign(&with(good.clone(), "iss", json!("https://evil.example"))),
+            false,
+        ),
+        ("no exp", "romeo", a.sign(&no_exp), false),
+        ("alg none", "romeo", alg_none, false),
+        (
+            "HS256 keyed with the public key PEM",
+            "romeo",
+            confusion_pem,
+            false,
+        ),
+        (
+            "HS256 keyed with the public key DER",
+            "romeo",
+            confusion_der,
+            false,
+        ),
+        ("tampered payload", "juliet", tampered, false),
+        ("signed by an unpublished key", "romeo", forged, false),
+        ("garbage", "romeo", "not-a-token".into(), false),
+    ];
+    for wire in BOTH {
+        let mut bridge = Bridge::start_with(&config, wire, &["--log-level", "trace"]);
+        for (what, user, token, want) in &cases {
+            assert_eq!(
+                bridge.auth(user, "example.net", token),
+                *want,
+                "{what} ({wire:?})"
+            );
+        }
+        // The identity check: a valid token is only good for its own user.
+        assert!(!bridge.auth("romeo", "example.net", &idp.claims("x").to_string()));
+        assert!(
+            !bridge.ask("isuser:romeo:example.net"),
+            "isuser falls through to nothing"
+        );
+        let log = bridge.finish();
+        for (what, _, token, _) in &cases {
+            let signature = token.rsplit('.').next().unwrap();
+            assert!(
+                signature.len() < 8 || !log.contains(signature),
+                "{what}: token in the log"
+            );
+        }
+    }
+    // Every case above ran on cached keys: one fetch per bridge process.
+    assert_eq!(idp.jwks_hits(), 2);
+}
+
+#[test]
+fn unknown_kid_refetches_the_jwks_at_most_once_a_minute() {
+    let (a, b, c) = (rsa_a(), rsa_b(), rsa_c());
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut bridge = Bridge::start(&idp.config(dir.path(), "", ""), Wire::Line);
+    let claims = idp.claims("romeo");
+
+    assert!(bridge.auth("romeo", "example.net", &a.sign(&claims)));
+    assert_eq!(idp.jwks_hits(), 1);
+
+    // The IdP rotates in key b: the first token signed with it makes the bridge refetch.
+    idp.publish(&[&a, &b]);
+    assert!(bridge.auth("romeo", "example.net", &b.sign(&claims)));
+    assert_eq!(idp.jwks_hits(), 2);
+    assert!(bridge.auth("romeo", "example.net", &b.sign(&claims)));
+    assert_eq!(idp.jwks_hits(), 2);
+
+    // Another new key within the minute: no second refetch, so the token is refused
+    // until the interval has passed. Made-up kids cannot make us hammer the IdP either.
+    idp.publish(&[&a, &b, &c]);
+    assert!(!bridge.auth("romeo", "example.net", &c.sign(&claims)));
+    let mut made_up = Header::new(Algorithm::RS256);
+    made_up.kid = Some("made-up".into());
+    let token = jsonwebtoken::encode(&made_up, &claims, &a.signing).unwrap();
+    for _ in 0..5 {
+        assert!(!bridge.auth("romeo", "example.net", &token));
+    }
+    assert_eq!(idp.jwks_hits(), 2);
+    assert!(bridge.auth("romeo", "example.net", &a.sign(&claims)));
+    bridge.finish();
+}
+
+#[test]
+fn discovery_or_jwks_failures_answer_0_and_the_bridge_keeps_serving() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    let token = a.sign(&idp.claims("romeo"));
+
+    // Nothing listens on this port any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let unreachable = write_config(
+        dir.path(),
+        &format!(
+            "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"{dead}\"\n\
+             mode = \"token\"\nvalidate = \"jwt\"\n"
+        ),
+    );
+    for config in [
+        unreachable,
+        idp.config(dir.path(), "/wrong", ""),
+        idp.config(dir.path(), "/broken", ""),
+    ] {
+        for wire in BOTH {
+            let mut bridge = Bridge::start(&config, wire);
+            for _ in 0..3 {
+                assert!(!bridge.auth("romeo", "example.net", &token), "{config:?}");
+            }
+            bridge.finish();
+        }
+    }
+    // The good issuer, for contrast: the same token passes.
+    let mut bridge = Bridge::start(&idp.config(dir.path(), "", ""), Wire::Line);
+    assert!(bridge.auth("romeo", "example.net", &token));
+    bridge.finish();
+}
+
+#[test]
+fn auto_mode_sends_token_shaped_passwords_the_token_way() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = idp.config(
+        dir.path(),
+        "",
+        "client_id = \"bridge\"\nclient_auth = \"none\"\nverify = \"none\"\n\
+         token_prefixes = [\"secret-token:\"]\n",
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("mode = \"token\"", "mode = \"auto\"");
+    std::fs::write(&config, text).unwrap();
+    let token_hits = || idp.state.token_hits.load(Ordering::SeqCst);
+    for wire in BOTH {
+        let mut bridge = Bridge::start(&config, wire);
+        let before = token_hits();
+        assert!(bridge.auth("romeo", "example.net", &a.sign(&idp.claims("romeo"))));
+        assert!(!bridge.auth("juliet", "example.net", &a.sign(&idp.claims("romeo"))));
+        assert!(!bridge.auth("romeo", "example.net", "secret-token:abc"));
+        assert_eq!(
+            token_hits(),
+            before,
+            "tokens never reach the token endpoint"
+        );
+        assert!(!bridge.auth("romeo", "example.net", "iheartjuliet"));
+        assert!(!bridge.auth("romeo", "example.net", "a.b.c"));
+        assert_eq!(
+            token_hits(),
+            before + 2,
+            "passwords go to the password grant"
+        );
+        bridge.finish();
+    }
+}
+
+#[test]
+fn isuser_policy() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    for (policy, want) in [("allow", true), ("deny", false)] {
+        let config = idp.config(dir.path(), "", &format!("isuser = \"{policy}\"\n"));
+        let mut bridge = Bridge::start(&config, Wire::Ejabberd);
+        assert_eq!(bridge.ask("isuser:anyone:example.net"), want, "{policy}");
+        // Account changes are never the IdP's business.
+        assert!(!bridge.ask("setpass:romeo:example.net:new"), "{policy}");
+        assert!(
+            !bridge.ask("tryregister:benvolio:example.net:x"),
+            "{policy}"
+        );
+        assert!(!bridge.ask("removeuser:romeo:example.net"), "{policy}");
+        bridge.finish();
+    }
+    // `next`: a users file after the IdP answers isuser (and only it knows romeo). The hash
+    // is never verified here: only isuser reaches this backend.
+    let users = dir.path().join("users");
+    std::fs::write(&users, "romeo@example.net:$argon2id$v=19$m=64,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$KfkQ1ODBFivtaC4AuVUWFg\n").unwrap();
+    let config = idp.config(
+        dir.path(),
+        "",
+        &format!(
+            "\n[[backend]]\nname = \"accounts\"\ntype = \"file\"\npath = \"{}\"\n",
+            users.display()
+        ),
+    );
+    let mut bridge = Bridge::start(&config, Wire::Line);
+    assert!(bridge.ask("isuser:romeo:example.net"));
+    assert!(!bridge.ask("isuser:juliet:example.net"));
+    assert!(bridge.auth("romeo", "example.net", &a.sign(&idp.claims("romeo"))));
+    bridge.finish();
+}
+
+/// An IdP that accepts connections and never answers costs one `request_timeout` per
+/// login, answered `0`, and the bridge keeps serving.
+#[test]
+fn a_silent_idp_costs_a_timeout_not_a_hang() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", silent.local_addr().unwrap());
+    // Accept and hold connections open without a byte in reply.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming() {
+            held.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"{base}\"\n\
+             client_id = \"bridge\"\nclient_auth = \"none\"\nrequest_timeout = \"300ms\"\n"
+        ),
+    );
+    for wire in BOTH {
+        let mut bridge = Bridge::start(&config, wire);
+        let start = std::time::Instant::now();
+        for _ in 0..3 {
+            assert!(!bridge.auth("romeo", "example.net", "iheartjuliet"));
+        }
+        // Generous bound: three timeouts of 300 ms, far below the 4 s deadline each.
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        bridge.finish();
+    }
+}
