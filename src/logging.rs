@@ -50,6 +50,10 @@ fn level(l: LogLevel) -> LevelFilter {
 
 /// Installs the global subscriber. Fails only when a log file cannot be opened.
 pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
+    if !HOOK_INSTALLED.load(Ordering::SeqCst) || under_pty {
+        // Callers that did not install it first (other subcommands) still get it.
+        install_panic_hook(under_pty);
+    }
     let dest = destination(config, under_pty);
     let filter = level(config.level);
     let builder = tracing_subscriber::fmt()
@@ -176,6 +180,7 @@ pub fn flush() {
 
 static LOGGING_READY: AtomicBool = AtomicBool::new(false);
 static STDERR_FORBIDDEN: AtomicBool = AtomicBool::new(false);
+static HOOK_INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Replaces the default panic hook, which prints to stderr: under Prosody that is the
 /// protocol pty. Called first thing, before the configuration is read; `under_pty` forbids
@@ -183,6 +188,7 @@ static STDERR_FORBIDDEN: AtomicBool = AtomicBool::new(false);
 /// under a pty) or nowhere. Request handling catches them and answers `0`.
 pub fn install_panic_hook(under_pty: bool) {
     STDERR_FORBIDDEN.store(under_pty, Ordering::SeqCst);
+    HOOK_INSTALLED.store(true, Ordering::SeqCst);
     std::panic::set_hook(Box::new(|info| {
         let message = panic_message(info.payload());
         let location = info

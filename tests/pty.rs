@@ -53,15 +53,25 @@ fn openpty() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
-/// Spawns the bridge on a new pty. `controlling`: make the pty the child's controlling
-/// terminal (an admin at a terminal) instead of leaving it without one (Prosody).
+/// The child's controlling terminal.
+#[derive(Clone, Copy)]
+enum Terminal {
+    /// None: lpty's child (a new session).
+    Without,
+    /// The pty itself: an admin typing at a terminal.
+    ThisPty,
+    /// Another terminal, open in the parent as this slave descriptor.
+    Other(RawFd),
+}
+
+/// Spawns the bridge on a new pty, with `terminal` as its controlling terminal.
 /// `before_start` is written to the master before the child runs, while echo is on.
 /// `leak_master`: also leak the pty master. Outside pty mode nothing closes inherited
 /// descriptors, and a leaked master keeps the pty open forever.
 fn spawn(
     config: &Path,
     extra_args: &[&str],
-    controlling: bool,
+    terminal: Terminal,
     leak_master: bool,
     before_start: &[u8],
 ) -> PtyChild {
@@ -84,8 +94,15 @@ fn spawn(
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if controlling && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(io::Error::last_os_error());
+            let ctty = match terminal {
+                Terminal::Without => None,
+                Terminal::ThisPty => Some(0),
+                Terminal::Other(fd) => Some(fd),
+            };
+            if let Some(fd) = ctty {
+                if libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             // dup2 clears close-on-exec on the copy, in the child only.
             for (from, to) in [
@@ -237,7 +254,7 @@ fn prosody_pty_replies_are_never_shifted() {
     let pty = spawn(
         &config,
         &[],
-        false,
+        Terminal::Without,
         true,
         b"auth:romeo:example.net:right-r0meo\n",
     );
@@ -296,7 +313,7 @@ fn queries_split_across_start_up_are_dropped_whole() {
     let log = dir.path().join("bridge.log");
     let config = setup(dir.path(), &log, "auto");
     // A query cut in two: the start waits at start-up (and was echoed), the rest comes later.
-    let pty = spawn(&config, &[], false, true, b"auth:romeo:exa");
+    let pty = spawn(&config, &[], Terminal::Without, true, b"auth:romeo:exa");
     let mut echo = Vec::new();
     while echo.len() < 14 {
         echo.extend(pty.read_once());
@@ -316,7 +333,7 @@ fn config_errors_under_the_pty_are_not_written_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     fs::write(&config, "timeout = \"forever\"\n").unwrap();
-    let mut pty = spawn(&config, &[], false, true, b"");
+    let mut pty = spawn(&config, &[], Terminal::Without, true, b"");
     let status = wait_with_timeout(&mut pty.child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(2));
     assert!(
@@ -327,12 +344,35 @@ fn config_errors_under_the_pty_are_not_written_to_it() {
 }
 
 #[test]
+fn another_controlling_terminal_is_still_the_prosody_case() {
+    // Had lpty not started a new session, the child would keep the terminal Prosody was
+    // started from. Its stdin is still not a terminal anyone types into: pty mode. (This is
+    // why detection asks "is fd 0 our controlling terminal", not "do we have one".)
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("bridge.log");
+    let config = setup(dir.path(), &log, "auto");
+    let (_other_master, other_slave) = openpty();
+    let pty = spawn(
+        &config,
+        &[],
+        Terminal::Other(other_slave.as_raw_fd()),
+        true,
+        b"auth:romeo:example.net:right-r0meo\n",
+    );
+    assert_eq!(pty.reply(), "auth:romeo:example.net:right-r0meo");
+    pty.wait_until_ready();
+    assert_eq!(pty.ask("auth:romeo:example.net:wrong"), "0");
+    assert_eq!(pty.ask("auth:romeo:example.net:right-r0meo"), "1");
+    assert_eq!(pty.hang_up().code(), Some(0));
+}
+
+#[test]
 fn an_admin_at_a_terminal_keeps_echo() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("bridge.log");
     let config = setup(dir.path(), &log, "file");
     // The pty is the child's controlling terminal: someone typing, not Prosody.
-    let pty = spawn(&config, &[], true, false, b"");
+    let pty = spawn(&config, &[], Terminal::ThisPty, false, b"");
     write_all(pty.master(), b"isuser:romeo:example.net\n");
     let mut seen = Vec::new();
     while !seen.ends_with(b"\r\n1\r\n") {
@@ -353,13 +393,22 @@ fn pty_off_keeps_the_terminal_as_it_is() {
     let log = dir.path().join("bridge.log");
     let config = setup(dir.path(), &log, "file");
     // `on` at a terminal: raw mode although someone could be typing.
-    let on = spawn(&config, &["--pty", "on"], true, false, b"");
+    // A query waits at start-up, so "ready" below also means "drained": a query written
+    // between raw mode and the drain would be dropped.
+    let on = spawn(
+        &config,
+        &["--pty", "on"],
+        Terminal::ThisPty,
+        false,
+        b"isuser:romeo:example.net\n",
+    );
+    assert_eq!(on.reply(), "isuser:romeo:example.net");
     on.wait_until_ready();
     assert_eq!(on.ask("isuser:romeo:example.net"), "1");
     assert_eq!(on.hang_up().code(), Some(0));
 
     // `off` on Prosody's pty: left alone, echo on.
-    let pty = spawn(&config, &["--pty", "off"], false, false, b"");
+    let pty = spawn(&config, &["--pty", "off"], Terminal::Without, false, b"");
     write_all(pty.master(), b"isuser:romeo:example.net\n");
     let mut seen = Vec::new();
     while !seen.ends_with(b"\r\n1\r\n") {

@@ -13,6 +13,8 @@ use common::*;
 /// Passwords sent by the "XMPP server". `right` is what the test API accepts.
 const PASSWORDS: [&str; 3] = ["Pw-alpha-7731", "Pw:with:colons-8842", "Pw-ünïcode-9953"];
 const CREDENTIALS: &str = "api-user:Cred-s3cret-6614";
+const CLIENT_SECRET: &str = "Client-s3cret-4471";
+const BEARER: &str = "Bearer-t0ken-5582";
 
 /// Every command, with every password, plus malformed lines that still hold one.
 fn requests() -> String {
@@ -43,7 +45,8 @@ fn requests() -> String {
 /// the stored hashes, the HTTP credentials.
 fn forbidden(hashes: &[String]) -> Vec<String> {
     let mut all = Vec::new();
-    for pw in PASSWORDS.iter().chain([&CREDENTIALS, &"Cred-s3cret-6614"]) {
+    let others = [CREDENTIALS, "Cred-s3cret-6614", CLIENT_SECRET, BEARER];
+    for pw in PASSWORDS.iter().chain(others.iter()) {
         all.push(pw.to_string());
         all.push(form_encode(pw));
         all.push(format!("{pw:?}"));
@@ -192,6 +195,49 @@ fn http_backend_never_shows_secrets_in_any_state() {
 }
 
 #[test]
+fn oauth2_backend_never_shows_secrets_in_any_state() {
+    // Every endpoint on a server that answers badly in each way: the secrets travel in every
+    // request (client authentication, introspection bearer, passwords, tokens) and every
+    // failure path logs something.
+    let server = FaultServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let forbidden = || forbidden(&[]);
+    // `auto`: passwords starting `Pw-` are tokens (introspection), the others go through the
+    // password grant (then userinfo). No issuer: no discovery, the endpoints are used at once.
+    let backend = format!(
+        "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n\
+         token_endpoint = \"{url}/token\"\nintrospection_endpoint = \"{url}/introspect\"\n\
+         userinfo_endpoint = \"{url}/userinfo\"\nclient_id = \"bridge\"\n\
+         client_secret = \"{CLIENT_SECRET}\"\nmode = \"auto\"\ntoken_prefixes = [\"Pw-\"]\n"
+    );
+    for state in [
+        Mode::Good,
+        Mode::ServerError,
+        Mode::Garbage,
+        Mode::ResetMidResponse,
+    ] {
+        server.set(state);
+        run_everything(dir.path(), &backend, &forbidden);
+    }
+    let backend = format!(
+        "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n\
+         introspection_endpoint = \"{url}/introspect\"\nintrospection_bearer = \"{BEARER}\"\n\
+         mode = \"token\"\n"
+    );
+    server.set(Mode::ServerError);
+    run_everything(dir.path(), &backend, &forbidden);
+    // The secrets really were sent, on every path.
+    let seen = server.seen();
+    for path in ["POST /token", "POST /introspect"] {
+        assert!(
+            seen.iter().any(|l| l.starts_with(path)),
+            "no {path}: {seen:?}"
+        );
+    }
+}
+
+#[test]
 fn hash_password_shows_the_hash_only() {
     let out = run(&["hash-password"], format!("{}\n", PASSWORDS[1]).as_bytes());
     assert!(out.status.success());
@@ -206,7 +252,13 @@ fn hash_password_shows_the_hash_only() {
 fn config_debug_redacts_secrets() {
     let text = format!(
         "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1\"\n\
-         credentials = \"{CREDENTIALS}\"\n"
+         credentials = \"{CREDENTIALS}\"\n\
+         [[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"http://127.0.0.1:1\"\n\
+         token_endpoint = \"http://127.0.0.1:1/token\"\nclient_id = \"bridge\"\n\
+         client_secret = \"{CLIENT_SECRET}\"\n\
+         [[backend]]\nname = \"idp2\"\ntype = \"oauth2\"\nissuer = \"http://127.0.0.1:1\"\n\
+         introspection_endpoint = \"http://127.0.0.1:1/i\"\nintrospection_bearer = \"{BEARER}\"\n\
+         mode = \"token\"\n"
     );
     let config = extauth_bridge::config::Config::parse(&text, "t.toml").unwrap();
     let dump = format!("{config:?} {config:#?}");

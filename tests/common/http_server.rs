@@ -29,6 +29,8 @@ pub enum Mode {
 pub struct FaultServer {
     pub addr: SocketAddr,
     mode: Arc<Mutex<Mode>>,
+    /// The request line of every request received.
+    seen: Arc<Mutex<Vec<String>>>,
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -51,17 +53,24 @@ impl FaultServer {
         let listener = runtime().block_on(TcpListener::bind(addr)).unwrap();
         let addr = listener.local_addr().unwrap();
         let mode = Arc::new(Mutex::new(Mode::Good));
-        let shared = Arc::clone(&mode);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (shared_mode, shared_seen) = (Arc::clone(&mode), Arc::clone(&seen));
         runtime().spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(stream, Arc::clone(&shared)));
+                let (mode, seen) = (Arc::clone(&shared_mode), Arc::clone(&shared_seen));
+                tokio::spawn(serve_connection(stream, mode, seen));
             }
         });
-        FaultServer { addr, mode }
+        FaultServer { addr, mode, seen }
     }
 
     pub fn set(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;
+    }
+
+    /// The request lines received so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {
@@ -77,6 +86,13 @@ async fn read_request(stream: &mut TcpStream) -> Option<String> {
         match stream.read(&mut byte).await {
             Ok(1) => head.push(byte[0]),
             _ => return None,
+        }
+        if !head[0].is_ascii_uppercase() {
+            // Not HTTP (a TLS ClientHello, say): answer as web servers do, and hang up.
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                .await;
+            return None;
         }
     }
     let mut text = String::from_utf8_lossy(&head).into_owned();
@@ -95,8 +111,14 @@ async fn read_request(stream: &mut TcpStream) -> Option<String> {
     Some(text)
 }
 
-async fn serve_connection(mut stream: TcpStream, mode: Arc<Mutex<Mode>>) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    mode: Arc<Mutex<Mode>>,
+    seen: Arc<Mutex<Vec<String>>>,
+) {
     while let Some(head) = read_request(&mut stream).await {
+        let request_line = head.lines().next().unwrap_or_default().to_owned();
+        seen.lock().unwrap().push(request_line);
         let current = *mode.lock().unwrap();
         let response: Vec<u8> = match current {
             Mode::Good => {
