@@ -429,6 +429,19 @@ class Ejabberd:
         except OSError:
             return ""
 
+    def bridge_errors(self, most=3):
+        """The bridge's own error lines in erl.out (its stderr), deduplicated."""
+        seen = []
+        try:
+            with open(self.out_path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    line = line.strip()
+                    if line.startswith("extauth-bridge:") and line not in seen:
+                        seen.append(line)
+        except OSError:
+            pass
+        return seen[:most]
+
     @property
     def beam_pid(self):
         return self.proc.pid  # erl execs beam.smp: same pid
@@ -1298,7 +1311,7 @@ class ApiStore:
 def setup_http(ctx):
     binary = ctx.opts.http_server
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
-        raise RuntimeError("%s is missing: cargo build --release --example http_auth_server (or --http-server)" % binary)
+        raise RuntimeError("%s is missing: cargo build --example http_auth_server (or --http-server)" % binary)
     ctx.users = dict(HTTP_USERS)
     ctx.api = HttpApi(binary, ctx.workdir, ctx.users)
     ctx.services.append(ctx.api)
@@ -1729,6 +1742,11 @@ def run_group(group, bridge, keep, tally, opts=None):
                                        % (pids, now, ej.log_tail()))
         except Exception as e:
             reason = "group setup failed: %s" % (e,)
+            if ej is not None and ej.proc is not None:
+                # erl.out holds the bridge's stderr: a config error says why the pool never came up
+                said = ej.bridge_errors()
+                if said:
+                    reason += " | the bridge said: " + " | ".join(said)
             for fn in group.cases:
                 print("FAIL %s: %s" % (case_name(group, fn), reason.splitlines()[0]), flush=True)
                 tally[1] += 1
@@ -1796,7 +1814,7 @@ def main(argv=None):
     ap.add_argument("--group", help="comma-separated groups (default: all; with --fake: %s): %s"
                     % (",".join(g.name for g in GROUPS if g.fake_ok), ",".join(g.name for g in GROUPS)))
     ap.add_argument("--http-server", help="the example API server for the http group "
-                    "(default: examples/http_auth_server beside --bridge)")
+                    "(default: examples/http_auth_server beside --bridge, else target/debug/examples/)")
     ap.add_argument("--idp-venv", default=os.environ.get("EXTAUTH_TEST_IDP_VENV") or os.path.join(REPO, "target", "idp-venv"),
                     help="tests/oauth2_server virtualenv for the oauth2 group (default: $EXTAUTH_TEST_IDP_VENV "
                     "or target/idp-venv)")
@@ -1814,8 +1832,10 @@ def main(argv=None):
             print("run.py: --bridge %s: not an executable file" % args.bridge, file=sys.stderr)
             return 2
         bridge = Bridge(args.bridge)
-        if args.http_server is None:
-            args.http_server = os.path.join(os.path.dirname(bridge.path), "examples", "http_auth_server")
+        if args.http_server is None:   # beside the bridge, else the debug build (what ci.sh uses)
+            beside = os.path.join(os.path.dirname(bridge.path), "examples", "http_auth_server")
+            debug = os.path.join(REPO, "target", "debug", "examples", "http_auth_server")
+            args.http_server = beside if os.path.exists(beside) or not os.path.exists(debug) else debug
     if args.group is None:
         args.group = ",".join(g.name for g in GROUPS if g.fake_ok or not args.fake)
     wanted = [g.strip() for g in args.group.split(",") if g.strip()]
