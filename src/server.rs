@@ -66,6 +66,21 @@ impl Default for ServeOptions {
     }
 }
 
+/// Lets the runtime's other tasks catch up before a batch is answered.
+///
+/// The runtime only runs inside `block_on`, so while the process waits for input nothing
+/// polls the HTTP clients' connection tasks: a keep-alive connection the server closed
+/// meanwhile (an idle timeout, a restart) still looks open in the pool, the next request
+/// is written into it and fails ("connection closed before message completed"): one
+/// refused login per process. Each `yield_now` defers this future until the I/O driver has
+/// been polled; the first one lets the driver see the FINs and wake the connection tasks
+/// (the `block_on` future is polled again before they run), the second one lets them run
+/// and leave the pool. Cost: two driver polls per batch.
+async fn run_idle_tasks() {
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+}
+
 /// Serves requests from `input` until end of input or a stop request.
 pub fn serve<C, R, W>(
     runtime: &Runtime,
@@ -102,15 +117,19 @@ where
         if !batch.is_empty() {
             let first_id = next_id;
             next_id += batch.len() as u64;
-            runtime.block_on(answer_batch(
-                &mut codec,
-                &mut output,
-                &mut out,
-                &handler,
-                batch,
-                first_id,
-                options,
-            ))?;
+            runtime.block_on(async {
+                run_idle_tasks().await;
+                answer_batch(
+                    &mut codec,
+                    &mut output,
+                    &mut out,
+                    &handler,
+                    batch,
+                    first_id,
+                    options,
+                )
+                .await
+            })?;
             if control.should_stop() {
                 tracing::info!("stop requested: answered the requests in hand, exiting");
                 return Ok(());

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """End-to-end tests: a private ejabberd 23.01 with `auth_method: [external]`
-running extauth-bridge, and a real XMPP client (slixmpp) logging in.
+running extauth-bridge, and a real XMPP client (slixmpp) logging in, through the users
+file, an HTTP account API (examples/http_auth_server) and a real OAuth2 IdP
+(tests/oauth2_server).
 
     tests/e2e/setup.sh                                   # once: ejabberd + slixmpp
     /usr/bin/python3 tests/e2e/run.py --bridge target/release/extauth-bridge
     /usr/bin/python3 tests/e2e/run.py --fake             # against fake_extauth.py
-    ... [--group files,kill,load] [--keep] [-v]
+    ... [--group files,kill,load,http,oauth2] [--keep] [-v]
+    tests/e2e/ci.sh                                      # CI: install, build, run all groups
 
 Every group starts its own ejabberd (plain `erl`, never the system service or
 ejabberdctl) in a temp dir, with its own node name, cookie and distribution
@@ -239,6 +242,26 @@ def users_file_entries(path):
     return out
 
 
+class FileStore:
+    """Where the files group's accounts live: the users file the bridge edits."""
+    name = "users file"
+
+    def __init__(self, path, plain_passwords):
+        self.path, self.plain_passwords = path, plain_passwords
+
+    def has(self, jid):
+        return jid in users_file_entries(self.path)
+
+    def entry(self, jid):
+        return users_file_entries(self.path).get(jid)
+
+    def check_changed(self, jid, before, new_password):
+        after = self.entry(jid)
+        check(after is not None and after != before, "users file entry for %s unchanged after setpass" % jid)
+        with open(self.path, encoding="utf-8") as f:
+            check(self.plain_passwords or new_password not in f.read(), "new password stored in clear in the users file")
+
+
 # --------------------------------------------------------------------------------------
 # A private ejabberd
 
@@ -405,6 +428,19 @@ class Ejabberd:
                 return f.read()
         except OSError:
             return ""
+
+    def bridge_errors(self, most=3):
+        """The bridge's own error lines in erl.out (its stderr), deduplicated."""
+        seen = []
+        try:
+            with open(self.out_path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    line = line.strip()
+                    if line.startswith("extauth-bridge:") and line not in seen:
+                        seen.append(line)
+        except OSError:
+            pass
+        return seen[:most]
 
     @property
     def beam_pid(self):
@@ -681,13 +717,16 @@ async def aunregister(addr, jid, password, timeout=CLIENT_TIMEOUT):
 # Context handed to cases
 
 class Ctx:
-    def __init__(self, bridge, keep=False):
+    def __init__(self, bridge, keep=False, opts=None):
         self.bridge = bridge
         self.keep = keep
+        self.opts = opts              # the command line (paths to helper servers)
+        self.services = []            # helper servers (HttpApi, Idp): stopped at cleanup
         self.ej = None                # the group's Ejabberd
         self.extauth_program = None   # set by the group's setup
         self.auth = "external"
         self.users_file = None
+        self.store = None             # FileStore / ApiStore: where accounts live, for checks
         self.users = {}               # jid -> password, as set up
         self.workdir = tempfile.mkdtemp(prefix="e2e-work-")
         PENDING.append(self)
@@ -710,7 +749,22 @@ class Ctx:
     def unregister(self, jid, password):
         return run(aunregister(self.addr, jid, password))
 
+    def write_config(self, name, backends):
+        """Writes a bridge config (the request deadline, then `backends`) into the workdir and
+        makes the group's extauth_program use it."""
+        path = os.path.join(self.workdir, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write('# written by tests/e2e/run.py\ntimeout = "4s"\n' + backends)
+        self.extauth_program = self.bridge.command(["--config", path])
+        return path
+
     def cleanup(self, keep=False):
+        for s in reversed(self.services):
+            try:
+                s.cleanup(keep=keep)
+            except Exception as e:
+                print("cleanup of %r failed: %s" % (s, e), file=sys.stderr)
+        self.services = []
         if keep:
             print("  (kept %s)" % self.workdir, flush=True)
         else:
@@ -742,6 +796,7 @@ def setup_users_file(ctx, users):
     t0 = time.monotonic()
     write_users_file(ctx.bridge, ctx.users_file, ctx.users)
     log("users file with %d accounts in %.2fs" % (len(users), time.monotonic() - t0))
+    ctx.store = FileStore(ctx.users_file, ctx.bridge.plain_passwords)
     ctx.extauth_program = ctx.bridge.command(["--users", ctx.users_file])
 
 
@@ -791,14 +846,11 @@ def case_second_host(ctx):
 
 def case_change_password(ctx):
     jid = "mercutio@%s" % DOMAIN
-    before = users_file_entries(ctx.users_file).get(jid)
+    before = ctx.store.entry(jid)
     expect(ctx.change_password(jid, "queenmab", "a plague o' both"), "ok", "in-band password change")
     expect(ctx.login(jid, "a plague o' both"), "ok", "login with the new password")
     expect(ctx.login(jid, "queenmab"), "not-authorized", "login with the old password")
-    after = users_file_entries(ctx.users_file).get(jid)
-    check(after is not None and after != before, "users file entry for %s unchanged after setpass" % jid)
-    check("a plague" not in open(ctx.users_file, encoding="utf-8").read() or ctx.bridge.plain_passwords,
-          "new password stored in clear in the users file")
+    ctx.store.check_changed(jid, before, "a plague o' both")
     # and back, with a password containing ':' and non-ASCII
     expect(ctx.change_password(jid, "a plague o' both", "w:ö✓"), "ok", "second password change")
     expect(ctx.login(jid, "w:ö✓"), "ok", "login after second change")
@@ -809,7 +861,7 @@ def case_register_then_login(ctx):
     jid = "benvolio@%s" % DOMAIN
     expect(ctx.login(jid, "peacemaker"), "not-authorized", "login before registration")
     expect(ctx.register(jid, "peacemaker"), "ok", "in-band registration")
-    check(jid in users_file_entries(ctx.users_file), "%s not in the users file after registration" % jid)
+    check(ctx.store.has(jid), "%s not in the %s after registration" % (jid, ctx.store.name))
     expect(ctx.login(jid, "peacemaker"), "ok", "login after registration")
     expect(ctx.login(jid, "warmonger"), "not-authorized", "wrong password after registration")
     # registering an existing account must not replace its password
@@ -825,9 +877,9 @@ def case_unregister_then_login(ctx):
     expect(ctx.unregister(jid, "princeofcats"), "ok", "in-band unregistration")
     # ejabberd answers the IQ before it removes the account: poll briefly
     deadline = time.monotonic() + 3
-    while jid in users_file_entries(ctx.users_file) and time.monotonic() < deadline:
+    while ctx.store.has(jid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    check(jid not in users_file_entries(ctx.users_file), "%s still in the users file" % jid)
+    check(not ctx.store.has(jid), "%s still in the %s" % (jid, ctx.store.name))
     expect(ctx.login(jid, "princeofcats"), "not-authorized", "login after unregistration")
     # re-register the same name with a new password
     expect(ctx.register(jid, "newcats"), "ok", "registering the removed name again")
@@ -853,21 +905,23 @@ def _kill(pid):
         time.sleep(0.01)
 
 
-def _several_logins(ctx, n=8, pids=(), max_rounds=6):
-    """Rounds of n logins, 4 at a time, until every pid in pids has read a request (at most
-    max_rounds). All logins must succeed. Concurrency matters: ejabberd picks the pool member
-    with erlang:unique_integer() rem PoolSize (p1_rand:round_robin), a VM-wide counter that
-    other code bumps too, so strictly sequential logins can all land on the same member."""
+def _several_logins(ctx, n=8, pids=(), max_rounds=6, jobs=None):
+    """Rounds of n logins (default: the kill group's k00..k09), 4 at a time, until every pid
+    in pids has read a request (at most max_rounds). All logins must succeed. Concurrency
+    matters: ejabberd picks the pool member with erlang:unique_integer() rem PoolSize
+    (p1_rand:round_robin), a VM-wide counter that other code bumps too, so strictly
+    sequential logins can all land on the same member."""
     before = {p: proc_rchar(p) for p in pids}
-    for rnd in range(1, max_rounds + 1):
+    if jobs is None:
         jobs = [("k%02d@%s" % (i % 10, DOMAIN), "pw-k%02d" % (i % 10)) for i in range(n)]
+    for rnd in range(1, max_rounds + 1):
         stats = run(_load(ctx.addr, jobs, 4))
         check(not stats["bad"], "logins failed: %s" % stats["bad"])
         idle = [p for p in pids if before[p] is not None and proc_rchar(p) == before[p]]
         if not idle:
-            log("every pool member answered after %d round(s) of %d logins" % (rnd, n))
+            log("every pool member answered after %d round(s) of %d logins" % (rnd, len(jobs)))
             return
-    raise CaseFailure("bridge process(es) %s got no request during %d logins" % (idle, n * max_rounds))
+    raise CaseFailure("bridge process(es) %s got no request during %d logins" % (idle, len(jobs) * max_rounds))
 
 
 def case_kill_one_idle(ctx):
@@ -1053,15 +1107,587 @@ def case_load_internal(ctx):
 
 
 # --------------------------------------------------------------------------------------
+# Helper servers a group starts (the HTTP account API, the OAuth2 IdP)
+
+REPO = os.path.dirname(os.path.dirname(HERE))
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    # runs in the child before exec: SIGKILL it when run.py dies, even by SIGKILL
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Service:
+    """A server process for one group: stdout piped (readiness line), stderr to a log file in
+    the group's workdir, its own session (Ctrl-C reaches run.py only), stopped by pid."""
+
+    def __init__(self, name, argv, log_path, env=None):
+        self.name, self.argv, self.log_path, self.env = name, list(argv), log_path, env
+        self.proc = None
+        PENDING.append(self)
+
+    def start(self):
+        err = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                         env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        finally:
+            err.close()
+
+    def read_line(self, timeout):
+        """The first stdout line (without newline), or raises after timeout / on exit."""
+        import selectors
+        buf = b""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError("%s: no stdout line after %ds\n%s" % (self.name, timeout, self.log_tail()))
+                if sel.select(left):
+                    chunk = os.read(self.proc.stdout.fileno(), 4096)
+                    if not chunk:
+                        self.proc.wait(timeout=5)
+                        raise RuntimeError("%s exited with %s at startup\n%s"
+                                           % (self.name, self.proc.returncode, self.log_tail()))
+                    buf += chunk
+        return buf.split(b"\n", 1)[0].decode("utf-8", "replace")
+
+    def wait_port(self, port, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited with %s at startup\n%s" % (self.name, self.proc.returncode, self.log_tail()))
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("%s: port %d not accepting after %ds" % (self.name, port, timeout))
+                time.sleep(0.05)
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return "--- %s\n%s" % (self.log_path, "\n".join(f.read().splitlines()[-n:]))
+        except OSError as e:
+            return "--- %s: %s" % (self.log_path, e)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f:
+                f.close()
+
+    def cleanup(self, keep=False):
+        self.stop()
+        if self in PENDING:
+            PENDING.remove(self)
+
+
+def _http(method, url, form=None, auth=None, headers=None, timeout=10):
+    """(status, body text) of one HTTP request to a loopback server (stdlib only)."""
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+def _timed_login(ctx, jid, password):
+    t0 = time.monotonic()
+    r = ctx.login(jid, password)
+    return r, time.monotonic() - t0
+
+
+def _check_no_secrets_logged(ctx, secrets_):
+    """Nothing in the bridge's stderr (erl.out) or ejabberd.log contains a password or token."""
+    texts = {}
+    for p in (ctx.ej.out_path, ctx.ej.log_path):
+        with open(p, encoding="utf-8", errors="replace") as f:
+            texts[os.path.basename(p)] = f.read()
+    check('command="auth"' in texts["erl.out"], "no bridge request log lines in erl.out (is the bridge logging?)")
+    for name, text in texts.items():
+        for i, sec in enumerate(secrets_):
+            check(sec not in text, "%s contains secret #%d (%d chars)" % (name, i, len(sec)))
+    info("%d secrets checked against %s (%s bytes)"
+         % (len(secrets_), ", ".join(texts), "+".join(str(len(t)) for t in texts.values())))
+
+
+def _login_rounds(ctx, jobs, concurrency=2):
+    stats = run(_load(ctx.addr, jobs, concurrency))
+    check(not stats["bad"], "logins failed: %s" % stats["bad"][:5])
+    return stats
+
+
+# --------------------------------------------------------------------------------------
+# Group "http": the mod_auth_http API backend against the example API server
+
+HTTP_BASIC = "bridge:api-s3cr3t"
+HTTP_USERS = dict(FILES_USERS)
+
+
+class Restartable:
+    """A helper server a case may stop and start again (self.service: the running Service)."""
+    service = None
+
+    def stop(self):
+        if self.service is not None:
+            self.service.cleanup()
+            self.service = None
+
+    def cleanup(self, keep=False):
+        self.stop()
+
+
+class HttpApi(Restartable):
+    """examples/http_auth_server on a fixed loopback port, restartable (in-memory accounts)."""
+
+    def __init__(self, binary, workdir, users):
+        self.binary, self.workdir, self.users = binary, workdir, dict(users)
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        argv = [self.binary, "--listen", "127.0.0.1:%d" % self.port, "--basic", HTTP_BASIC]
+        for jid, pw in sorted(self.users.items()):
+            argv += ["--user", "%s:%s" % (jid, pw)]
+        self.service = Service("http_auth_server", argv, os.path.join(self.workdir, "http_auth_server.log"))
+        t0 = time.monotonic()
+        self.service.start()
+        self.service.wait_port(self.port)
+        log("http_auth_server on %s in %.2fs" % (self.url, time.monotonic() - t0))
+
+    def call(self, method, jid, password=None):
+        user, _, server = jid.partition("@")
+        form = {"user": user, "server": server}
+        if password is not None:
+            form["pass"] = password
+        return _http("POST", "%s/%s" % (self.url, method), form=form, auth=HTTP_BASIC)
+
+
+class ApiStore:
+    """Where the http group's accounts live: the example API server, asked directly."""
+    name = "HTTP API"
+
+    def __init__(self, api):
+        self.api = api
+
+    def has(self, jid):
+        user, _, server = jid.partition("@")
+        import urllib.parse
+        st, body = _http("GET", "%s/user_exists?%s" % (self.api.url, urllib.parse.urlencode(
+            {"user": user, "server": server})), auth=HTTP_BASIC)
+        expect(st, 200, "GET user_exists status")
+        return body.strip() == "true"
+
+    def entry(self, jid):
+        return None
+
+    def check_changed(self, jid, before, new_password):
+        st, body = self.api.call("check_password", jid, new_password)
+        expect((st, body.strip()), (200, "true"), "the API's check_password with the new password")
+
+
+def setup_http(ctx):
+    binary = ctx.opts.http_server
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        raise RuntimeError("%s is missing: cargo build --example http_auth_server (or --http-server)" % binary)
+    ctx.users = dict(HTTP_USERS)
+    ctx.api = HttpApi(binary, ctx.workdir, ctx.users)
+    ctx.services.append(ctx.api)
+    ctx.api.start()
+    ctx.store = ApiStore(ctx.api)
+    with open(os.path.join(ctx.workdir, "api-credentials"), "w") as f:
+        f.write(HTTP_BASIC + "\n")
+    ctx.write_config("http.toml", """
+[[backend]]
+name = "api"
+type = "http"
+url = "%s"
+credentials_file = "%s"
+check_password_method = "POST"   # passwords in a form body, not in URLs
+""" % (ctx.api.url, os.path.join(ctx.workdir, "api-credentials")))
+
+
+def case_backend_restarted(ctx):
+    """The API restarts between two logins (a deploy): every bridge process holds a keep-alive
+    connection the old server closed; the next logins must all work."""
+    pids = ctx.ej.extauth_pids(ctx.bridge)
+    jobs = [(j, p) for j, p in sorted(HTTP_USERS.items()) if j.startswith(("romeo@", "juliet@", "nurse@"))] * 2
+    _several_logins(ctx, pids=pids, jobs=jobs)   # a pooled connection in every pool member
+    ctx.api.stop()
+    ctx.api.start()
+    stale = _tcp_states(ctx.api.port).get("CLOSE_WAIT", 0)
+    stats = run(_load(ctx.addr, jobs * 2, 4))
+    info("after the API restart: %d bridge connections in CLOSE_WAIT; %d of %d logins failed: %s"
+         % (stale, len(stats["bad"]), stats["n"], stats["bad"][:4]))
+    check(not stats["bad"], "logins failed right after the API restarted: %s" % stats["bad"][:4])
+    expect(ctx.ej.extauth_pids(ctx.bridge), pids, "bridge processes (none restarted)")
+
+
+def case_backend_down(ctx):
+    """The API is stopped: logins fail at once (connection refused), not after ejabberd's 30 s;
+    a listener that accepts and never answers costs a login the bridge's request timeout."""
+    pids = ctx.ej.extauth_pids(ctx.bridge)
+    r, ok_s = _timed_login(ctx, "romeo@%s" % DOMAIN, "iheartjuliet")
+    expect(r, "ok", "login with the API up")
+    ctx.api.stop()
+    times = []
+    for i in range(4):   # both pool members, most likely (ejabberd picks at random)
+        r, dt = _timed_login(ctx, "romeo@%s" % DOMAIN, "iheartjuliet")
+        expect(r, "not-authorized", "login %d with the API down (connection refused)" % (i + 1))
+        times.append(dt)
+    check(max(times) < 2.0, "a refused login took %.2fs with the API down (connection refused)" % max(times))
+    # a silent API: the TCP handshake completes (backlog), no HTTP answer ever comes
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", ctx.api.port))
+        silent.listen(64)
+        r, hung_s = _timed_login(ctx, "juliet@%s" % DOMAIN, "wherefore")
+    finally:
+        silent.close()
+    expect(r, "not-authorized", "login with an API that never answers")
+    check(hung_s < 4.5, "a login with a silent API took %.2fs (request_timeout 3 s, deadline 4 s)" % hung_s)
+    info("login with the API up %.0f ms; API down (refused): %s ms; API silent: %.2f s"
+         % (ok_s * 1e3, "/".join("%.0f" % (t * 1e3) for t in times), hung_s))
+    expect(ctx.ej.extauth_pids(ctx.bridge), pids, "bridge processes (none restarted)")
+
+
+def case_backend_back(ctx):
+    """The API comes back on the same port: logins work at once, no ejabberd or bridge restart."""
+    beam, pids = ctx.ej.beam_pid, ctx.ej.extauth_pids(ctx.bridge)
+    if ctx.api.service is None:
+        ctx.api.start()
+    r, dt = _timed_login(ctx, "romeo@%s" % DOMAIN, "iheartjuliet")
+    expect(r, "ok", "first login after the API came back")
+    jobs = [(j, p) for j, p in sorted(HTTP_USERS.items()) if j.endswith(DOMAIN)] * 2
+    before = {p: proc_rchar(p) for p in pids}
+    stats = _login_rounds(ctx, jobs)
+    idle = [p for p in pids if proc_rchar(p) == before[p]]
+    info("first login after restart %.0f ms; then %s; pool members that answered: %d of %d"
+         % (dt * 1e3, _fmt_load(stats), len(pids) - len(idle), len(pids)))
+    expect(ctx.ej.beam_pid, beam, "beam pid")
+    expect(ctx.ej.extauth_pids(ctx.bridge), pids, "bridge processes (none restarted)")
+
+
+def case_http_load(ctx):
+    """100 logins, 10 concurrent, through the HTTP backend: logins/s and bridge memory."""
+    pids = ctx.ej.extauth_pids(ctx.bridge)
+    jobs = [(j, p) for j, p in sorted(HTTP_USERS.items()) if j in ("romeo@%s" % DOMAIN, "juliet@%s" % DOMAIN,
+                                                                     "colon@%s" % DOMAIN, "umlaut@%s" % DOMAIN)]
+    stats = _login_rounds(ctx, (jobs * 25)[:100], LOAD_CONCURRENCY)
+    info("http, %d at a time: %s" % (LOAD_CONCURRENCY, _fmt_load(stats)))
+    info("bridge processes: " + "; ".join(_fmt_mem(p) for p in ctx.ej.extauth_pids(ctx.bridge)))
+    expect(ctx.ej.extauth_pids(ctx.bridge), pids, "bridge processes (none restarted)")
+
+
+def case_http_no_secrets_logged(ctx):
+    _check_no_secrets_logged(ctx, sorted(set(HTTP_USERS.values()) | {HTTP_BASIC.split(":", 1)[1], "peacemaker",
+                                                                        "a plague o' both", "newcats"}))
+
+
+# --------------------------------------------------------------------------------------
+# Group "oauth2": the OAuth2 backend against a real django-oauth-toolkit IdP
+# (tests/oauth2_server). example.net logs in with the password grant (identity from
+# userinfo); example.org takes access tokens as passwords (introspection).
+
+IDP_USERS = {"romeo": "iheartjuliet", "juliet": "wherefore:art thou", "mercutio": "pässwörd✓"}
+IDP_INACTIVE = ("tybalt", "fightme")
+IDP_CLIENTS = {"bridge-basic": "basic-secret", "bridge-post": "post-secret"}
+TOKEN_DOMAIN = DOMAIN2
+IDLE_DOMAIN = "example.com"   # a second IdP that closes idle connections after 1 s
+
+
+class Idp(Restartable):
+    """tests/oauth2_server (django-oauth-toolkit) on loopback; restartable on the same port
+    and database (tokens survive a restart)."""
+
+    def __init__(self, venv, workdir, name="idp"):
+        self.venv, self.dir = venv, os.path.join(workdir, name)
+        self.port = 0
+        self.service = None
+        self.url = self.issuer = None
+        self.log_path = os.path.join(workdir, name + ".log")
+
+    def start(self, idle_timeout=None):
+        argv = [os.path.join(REPO, "tests", "oauth2_server", "run.sh"), self.venv, self.dir, str(self.port),
+                "--exit-on-stdin-eof"]
+        if idle_timeout is not None:
+            argv += ["--idle-timeout", str(idle_timeout)]
+        self.service = Service("oauth2 IdP", argv, self.log_path)
+        t0 = time.monotonic()
+        self.service.start()
+        line = self.service.read_line(60)
+        check(line.startswith("READY http://127.0.0.1:"), "IdP said %r, not READY" % line)
+        self.url = line.split()[1]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.issuer = self.url + "/o"
+        log("IdP %s up in %.2fs" % (self.issuer, time.monotonic() - t0))
+
+    def token(self, user, password, scope="openid profile", client="bridge-post"):
+        """An access token from the password grant, as an XMPP client with an OAuth2 login
+        would get one (client_secret_post)."""
+        import json
+        st, body = _http("POST", self.issuer + "/token/", form={
+            "grant_type": "password", "username": user, "password": password, "scope": scope,
+            "client_id": client, "client_secret": IDP_CLIENTS[client]})
+        expect(st, 200, "IdP token endpoint status for %s" % user)
+        return json.loads(body)["access_token"]
+
+    def revoke(self, token, client="bridge-post"):
+        st, _ = _http("POST", self.issuer + "/revoke_token/", form={
+            "token": token, "client_id": client, "client_secret": IDP_CLIENTS[client]})
+        expect(st, 200, "IdP revocation status")
+
+    def introspect_active(self, token):
+        import json
+        st, body = _http("POST", self.issuer + "/introspect/", form={"token": token},
+                         auth="bridge-basic:" + IDP_CLIENTS["bridge-basic"])
+        expect(st, 200, "IdP introspection status")
+        return json.loads(body).get("active") is True
+
+
+def setup_oauth2(ctx):
+    venv = ctx.opts.idp_venv
+    if not os.path.isfile(os.path.join(venv, ".extauth-idp-requirements.sha256")):
+        raise RuntimeError("no IdP virtualenv at %s: tests/oauth2_server/setup.sh %s (or --idp-venv)" % (venv, venv))
+    v = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
+                        "import importlib.metadata as m; print(', '.join('%s %s' % (p, m.version(p)) for p in "
+                        "('django-oauth-toolkit', 'Django', 'oauthlib', 'waitress')))"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    info("IdP: %s" % v.stdout.decode(errors="replace").strip())
+    ctx.idp = Idp(venv, ctx.workdir)
+    ctx.services.append(ctx.idp)
+    ctx.idp.start()
+    ctx.idp_idle = Idp(venv, ctx.workdir, name="idp-idle")
+    ctx.services.append(ctx.idp_idle)
+    ctx.idp_idle.start(idle_timeout=1)
+    ctx.tokens = []   # every token handed out: none may reach a log
+    secret_files = {}
+    for client, secret in IDP_CLIENTS.items():
+        secret_files[client] = os.path.join(ctx.workdir, "%s.secret" % client)
+        with open(secret_files[client], "w") as f:
+            f.write(secret + "\n")
+    ctx.write_config("oauth2.toml", """
+[[backend]]
+name = "idp-password"
+type = "oauth2"
+issuer = "%(issuer)s"              # endpoints by discovery
+client_id = "bridge-basic"
+client_secret_file = "%(basic)s"
+client_auth = "basic"
+mode = "password_grant"
+scope = "openid profile"
+verify = "userinfo"                 # whose token is it: preferred_username
+
+[[backend]]
+name = "idp-token"
+type = "oauth2"
+issuer = "%(issuer)s"
+client_id = "bridge-post"
+client_secret_file = "%(post)s"
+client_auth = "post"
+mode = "token"                      # the password is an access token
+validate = "introspection"
+required_scope = "openid"
+
+[[backend]]
+name = "idp-idle"
+type = "oauth2"
+issuer = "%(idle_issuer)s"         # this IdP closes idle connections after 1 s
+client_id = "bridge-basic"
+client_secret_file = "%(basic)s"
+mode = "password_grant"
+verify = "introspection"
+
+[[route]]
+domains = ["%(pw_domain)s"]
+backends = ["idp-password"]
+
+[[route]]
+domains = ["%(idle_domain)s"]
+backends = ["idp-idle"]
+
+[[route]]
+domains = ["%(token_domain)s"]
+backends = ["idp-token"]
+""" % {"issuer": ctx.idp.issuer, "basic": secret_files["bridge-basic"], "post": secret_files["bridge-post"],
+       "pw_domain": DOMAIN, "token_domain": TOKEN_DOMAIN, "idle_issuer": ctx.idp_idle.issuer,
+       "idle_domain": IDLE_DOMAIN})
+
+
+def _token(ctx, user, scope="openid profile"):
+    t = ctx.idp.token(user, IDP_USERS[user], scope=scope)
+    ctx.tokens.append(t)
+    return t
+
+
+def case_password_grant_login(ctx):
+    for user, pw in sorted(IDP_USERS.items()):
+        expect(ctx.login("%s@%s" % (user, DOMAIN), pw), "ok", "%s with password %r" % (user, pw))
+    # ejabberd lowercases the username before asking; the IdP's usernames are lowercase
+    expect(ctx.login("Romeo@%s" % DOMAIN, "iheartjuliet"), "ok", "Romeo (capitalised)")
+
+
+def case_password_grant_refused(ctx):
+    romeo = "romeo@%s" % DOMAIN
+    expect(ctx.login(romeo, "iheartrosaline"), "not-authorized", "romeo, wrong password")
+    expect(ctx.login(romeo, "wherefore:art thou"), "not-authorized", "romeo with juliet's password")
+    expect(ctx.login(romeo, "iheartjuliet "), "not-authorized", "romeo, trailing space")
+    expect(ctx.login("juliet@%s" % DOMAIN, "wherefore"), "not-authorized", "juliet, password cut at ':'")
+    expect(ctx.login("rosaline@%s" % DOMAIN, "iheartjuliet"), "not-authorized", "unknown user")
+    expect(ctx.login("%s@%s" % (IDP_INACTIVE[0], DOMAIN), IDP_INACTIVE[1]), "not-authorized",
+           "inactive IdP user with the right password")
+    # the password-grant host takes no tokens: a valid token of romeo is a wrong password there
+    expect(ctx.login(romeo, _token(ctx, "romeo")), "not-authorized", "romeo's access token on the password host")
+
+
+def case_token_login(ctx):
+    for user in ("romeo", "mercutio"):
+        tok = _token(ctx, user)
+        jid = "%s@%s" % (user, TOKEN_DOMAIN)
+        expect(ctx.login(jid, tok), "ok", "%s with an access token as the password" % user)
+        expect(ctx.login(jid, tok), "ok", "%s, the same token again" % user)
+
+
+def case_token_of_another_user(ctx):
+    romeo, juliet = "romeo@%s" % TOKEN_DOMAIN, "juliet@%s" % TOKEN_DOMAIN
+    tok_juliet = _token(ctx, "juliet")
+    check(ctx.idp.introspect_active(tok_juliet), "juliet's token is not active at the IdP")
+    expect(ctx.login(romeo, tok_juliet), "not-authorized", "romeo with juliet's valid token")
+    expect(ctx.login(juliet, tok_juliet), "ok", "juliet with her own token")
+    expect(ctx.login(romeo, "iheartjuliet"), "not-authorized", "romeo's password on the token host")
+    expect(ctx.login(romeo, "A" * 30), "not-authorized", "a made-up token")
+    tok_read = _token(ctx, "romeo", scope="read")   # valid, but without the required `openid`
+    expect(ctx.login(romeo, tok_read), "not-authorized", "romeo's token without the required scope")
+
+
+def case_token_revoked(ctx):
+    romeo = "romeo@%s" % TOKEN_DOMAIN
+    tok = _token(ctx, "romeo")
+    expect(ctx.login(romeo, tok), "ok", "romeo's token before revocation")
+    ctx.idp.revoke(tok)
+    check(not ctx.idp.introspect_active(tok), "token still active at the IdP after revocation")
+    # auth_use_cache: false and no bridge cache: the very next login asks the IdP
+    expect(ctx.login(romeo, tok), "not-authorized", "romeo's token right after revocation")
+
+
+def case_register_refused(ctx):
+    """An IdP cannot create accounts: in-band registration fails and creates nothing."""
+    jid = "benvolio@%s" % DOMAIN
+    r = ctx.register(jid, "peacemaker")
+    check(r != "ok", "in-band registration on an IdP-backed host succeeded")
+    info("registration answered %r" % r)
+    expect(ctx.login(jid, "peacemaker"), "not-authorized", "login after the refused registration")
+
+
+def case_idp_down(ctx):
+    """IdP stopped: logins on both hosts fail at once (connection refused); restarted on the
+    same port and database: logins (and tokens issued before) work again, no restart of
+    ejabberd or the bridge."""
+    beam, pids = ctx.ej.beam_pid, ctx.ej.extauth_pids(ctx.bridge)
+    tok = _token(ctx, "romeo")
+    expect(ctx.login("romeo@%s" % TOKEN_DOMAIN, tok), "ok", "token login with the IdP up")
+    ctx.idp.stop()
+    times = []
+    try:
+        for i in range(3):
+            for jid, pw in (("romeo@%s" % DOMAIN, "iheartjuliet"), ("romeo@%s" % TOKEN_DOMAIN, tok)):
+                r, dt = _timed_login(ctx, jid, pw)
+                expect(r, "not-authorized", "%s with the IdP down (try %d)" % (jid, i + 1))
+                times.append(dt)
+    finally:
+        ctx.idp.start()   # also when a check failed: the later cases need it
+    check(max(times) < 2.0, "a login took %.2fs with the IdP down (connection refused)" % max(times))
+    r1, dt1 = _timed_login(ctx, "romeo@%s" % DOMAIN, "iheartjuliet")
+    expect(r1, "ok", "password-grant login right after the IdP came back")
+    r2, dt2 = _timed_login(ctx, "romeo@%s" % TOKEN_DOMAIN, tok)
+    expect(r2, "ok", "the token issued before the restart, right after it")
+    _login_rounds(ctx, [("%s@%s" % (u, DOMAIN), p) for u, p in sorted(IDP_USERS.items())] * 2)
+    info("IdP down: logins refused in %s ms; back: first logins %.0f ms (password grant), %.0f ms (token)"
+         % ("/".join("%.0f" % (t * 1e3) for t in times), dt1 * 1e3, dt2 * 1e3))
+    expect(ctx.ej.beam_pid, beam, "beam pid")
+    expect(ctx.ej.extauth_pids(ctx.bridge), pids, "bridge processes (none restarted)")
+
+
+def _tcp_states(port):
+    """{state name: count} of this machine's TCP connections whose remote end is 127.0.0.1:port."""
+    names = {"01": "ESTABLISHED", "08": "CLOSE_WAIT", "06": "TIME_WAIT"}
+    out = {}
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[2] == "0100007F:%04X" % port:
+                st = names.get(fields[3], fields[3])
+                out[st] = out.get(st, 0) + 1
+    return out
+
+
+def case_idp_closes_idle_connections(ctx):
+    """A second IdP (host IDLE_DOMAIN) closes idle keep-alive connections after 1 s, as web
+    servers do (Apache after 5 s, nginx after 75 s): logins after an idle pause must work."""
+    pids = ctx.ej.extauth_pids(ctx.bridge)
+    jobs = [("%s@%s" % (u, IDLE_DOMAIN), p) for u, p in sorted(IDP_USERS.items())] * 2
+    bad, seen = [], []
+    for rnd in range(3):
+        stats = run(_load(ctx.addr, jobs, 4))
+        bad += [(rnd, j, r) for j, r in stats["bad"]]
+        time.sleep(2.5)   # the IdP closes every pooled connection meanwhile
+        seen.append(_tcp_states(ctx.idp_idle.port))
+    info("connections to the idle-closing IdP after each pause: %s" % seen)
+    info("%d of %d logins after idle pauses failed: %s" % (len(bad), 3 * len(jobs), bad[:6]))
+    check(not bad, "logins failed after the IdP closed idle connections: %s" % bad[:6])
+    expect(ctx.ej.extauth_pids(ctx.bridge), pids, "bridge processes (none restarted)")
+
+
+def case_oauth2_load(ctx):
+    """Logins/s through the IdP: 60 password-grant logins, then 60 token logins, 10 concurrent."""
+    pw_jobs = [("%s@%s" % (u, DOMAIN), p) for u, p in sorted(IDP_USERS.items())]
+    tok_jobs = [("%s@%s" % (u, TOKEN_DOMAIN), _token(ctx, u)) for u in sorted(IDP_USERS)]
+    for what, jobs in (("password grant + userinfo", pw_jobs), ("token + introspection", tok_jobs)):
+        stats = _login_rounds(ctx, (jobs * 20)[:60], LOAD_CONCURRENCY)
+        info("oauth2 %s, %d at a time: %s" % (what, LOAD_CONCURRENCY, _fmt_load(stats)))
+    info("bridge processes: " + "; ".join(_fmt_mem(p) for p in ctx.ej.extauth_pids(ctx.bridge)))
+
+
+def case_oauth2_no_secrets_logged(ctx):
+    _check_no_secrets_logged(ctx, sorted(set(IDP_USERS.values()) | set(IDP_CLIENTS.values())
+                                         | {IDP_INACTIVE[1], "iheartrosaline"} | set(ctx.tokens)))
+
+
+# --------------------------------------------------------------------------------------
 # Groups and the runner
 
 class Group:
-    """A bridge configuration (made by setup, which sets ctx.extauth_program) and its cases.
-    Backends to come (HTTP, OAuth2) add a Group whose setup writes a --config file."""
+    """A bridge configuration (made by setup, which sets ctx.extauth_program, e.g. with
+    ctx.write_config) and its cases."""
 
-    def __init__(self, name, setup, cases, pool_size=2, auth="external", hosts=(DOMAIN, DOMAIN2)):
+    def __init__(self, name, setup, cases, pool_size=2, auth="external", hosts=(DOMAIN, DOMAIN2), fake_ok=True):
         self.name, self.setup, self.cases, self.pool_size, self.auth = name, setup, cases, pool_size, auth
         self.hosts = hosts
+        self.fake_ok = fake_ok   # fake_extauth.py only knows the users file
 
 
 GROUPS = [
@@ -1073,6 +1699,17 @@ GROUPS = [
     # one host, so the bridge processes under beam are exactly that host's pool
     Group("kill", setup_kill, [case_kill_one_idle, case_kill_all, case_kill_under_load], hosts=(DOMAIN,)),
     Group("load", setup_load, [case_load_external, case_load_internal], hosts=(DOMAIN,)),
+    Group("http", setup_http, [
+        case_login_ok, case_wrong_password, case_unknown_user, case_uppercase_username,
+        case_password_with_colon, case_non_ascii_password, case_second_host,
+        case_change_password, case_register_then_login, case_unregister_then_login,
+        case_backend_restarted, case_backend_down, case_backend_back, case_http_load, case_http_no_secrets_logged,
+    ], fake_ok=False),
+    Group("oauth2", setup_oauth2, [
+        case_password_grant_login, case_password_grant_refused, case_token_login, case_token_of_another_user,
+        case_token_revoked, case_register_refused, case_idp_down, case_idp_closes_idle_connections,
+        case_oauth2_load, case_oauth2_no_secrets_logged,
+    ], hosts=(DOMAIN, TOKEN_DOMAIN, IDLE_DOMAIN), fake_ok=False),
 ]
 
 
@@ -1088,8 +1725,8 @@ def _on_alarm(signum, frame):
     raise _Alarm("case took longer than %ds" % CASE_TIMEOUT)
 
 
-def run_group(group, bridge, keep, tally):
-    ctx = Ctx(bridge, keep=keep)
+def run_group(group, bridge, keep, tally, opts=None):
+    ctx = Ctx(bridge, keep=keep, opts=opts)
     ej = None
     try:
         try:
@@ -1107,6 +1744,11 @@ def run_group(group, bridge, keep, tally):
                                        % (pids, now, ej.log_tail()))
         except Exception as e:
             reason = "group setup failed: %s" % (e,)
+            if ej is not None and ej.proc is not None:
+                # erl.out holds the bridge's stderr: a config error says why the pool never came up
+                said = ej.bridge_errors()
+                if said:
+                    reason += " | the bridge said: " + " | ".join(said)
             for fn in group.cases:
                 print("FAIL %s: %s" % (case_name(group, fn), reason.splitlines()[0]), flush=True)
                 tally[1] += 1
@@ -1171,8 +1813,13 @@ def main(argv=None):
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--bridge", help="path to the extauth-bridge binary")
     src.add_argument("--fake", action="store_true", help="use fake_extauth.py (harness development)")
-    ap.add_argument("--group", default=",".join(g.name for g in GROUPS),
-                    help="comma-separated groups (default: all): " + ",".join(g.name for g in GROUPS))
+    ap.add_argument("--group", help="comma-separated groups (default: all; with --fake: %s): %s"
+                    % (",".join(g.name for g in GROUPS if g.fake_ok), ",".join(g.name for g in GROUPS)))
+    ap.add_argument("--http-server", help="the example API server for the http group "
+                    "(default: examples/http_auth_server beside --bridge, else target/debug/examples/)")
+    ap.add_argument("--idp-venv", default=os.environ.get("EXTAUTH_TEST_IDP_VENV") or os.path.join(REPO, "target", "idp-venv"),
+                    help="tests/oauth2_server virtualenv for the oauth2 group (default: $EXTAUTH_TEST_IDP_VENV "
+                    "or target/idp-venv)")
     ap.add_argument("--keep", action="store_true", help="keep temp dirs (configs, logs) for inspection")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -1187,11 +1834,20 @@ def main(argv=None):
             print("run.py: --bridge %s: not an executable file" % args.bridge, file=sys.stderr)
             return 2
         bridge = Bridge(args.bridge)
+        if args.http_server is None:   # beside the bridge, else the debug build (what ci.sh uses)
+            beside = os.path.join(os.path.dirname(bridge.path), "examples", "http_auth_server")
+            debug = os.path.join(REPO, "target", "debug", "examples", "http_auth_server")
+            args.http_server = beside if os.path.exists(beside) or not os.path.exists(debug) else debug
+    if args.group is None:
+        args.group = ",".join(g.name for g in GROUPS if g.fake_ok or not args.fake)
     wanted = [g.strip() for g in args.group.split(",") if g.strip()]
     by_name = {g.name: g for g in GROUPS}
     unknown = [g for g in wanted if g not in by_name]
     if unknown:
         print("run.py: unknown group(s) %s; known: %s" % (unknown, ", ".join(by_name)), file=sys.stderr)
+        return 2
+    if args.fake and not all(by_name[g].fake_ok for g in wanted):
+        print("run.py: --fake only runs %s" % ",".join(g.name for g in GROUPS if g.fake_ok), file=sys.stderr)
         return 2
     if not os.path.isdir(os.path.join(EJABBERD_LIB, "ejabberd-23.01-1")) and not any(
             n.startswith("ejabberd-") for n in os.listdir(EJABBERD_LIB)):
@@ -1211,7 +1867,7 @@ def main(argv=None):
     t0 = time.monotonic()
     try:
         for name in wanted:
-            run_group(by_name[name], bridge, args.keep, tally)
+            run_group(by_name[name], bridge, args.keep, tally, opts=args)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
         tally[1] += 1

@@ -173,6 +173,9 @@ def main():
         ident="extauth-test-idp",
         clear_untrusted_proxy_headers=True,
         channel_timeout=args.idle_timeout,
+        # waitress looks for idle channels only every cleanup_interval (30 s by default):
+        # check at least as often as the timeout, so a short --idle-timeout really applies
+        cleanup_interval=max(1, min(30, args.idle_timeout)),
     )
 
     if stopping:  # SIGTERM during startup
