@@ -366,8 +366,10 @@ impl<H: Handler> CachingHandler<H> {
         let account = self.cache.keyer().account(&a.user, &a.server);
         let credential = self.cache.keyer().credential(&a.user, &a.server, password);
         if let Some(hit) = self.cache.fresh(account, &credential, Instant::now()) {
+            crate::metrics::cache_hit();
             return from_cache(hit, Status::Cached);
         }
+        crate::metrics::cache_miss();
         let epoch = self.cache.epoch();
         let outcome = self.inner.handle(request).await;
         match &outcome.status {

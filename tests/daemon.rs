@@ -272,3 +272,30 @@ fn users_file_changes_by_another_process_are_seen() {
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn users_file_that_blocks_costs_the_deadline_not_the_loop() {
+    // A FIFO blocks open(2) until a writer appears: like a hung network mount.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("users.fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = run(
+        &["--users", fifo.to_str().unwrap(), "--timeout", "500ms"],
+        b"auth:romeo:example.net:x\nisuser:romeo:example.net\n",
+    );
+    assert_eq!(out.stdout, b"0\n0\n");
+    assert!(out.status.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}

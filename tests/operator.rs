@@ -628,3 +628,37 @@ fn users_passwd_when_the_daemon_removes_the_account_meanwhile() {
     assert!(stderr(&out).contains("no such user"), "{}", stderr(&out));
     assert!(!std::fs::read_to_string(&file).unwrap().contains("romeo"));
 }
+#[test]
+fn check_unreachable_http_and_oauth2_backends_exit_1_with_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, users) = setup(dir.path());
+    // A port nothing listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "timeout = \"2s\"\n\
+             [[backend]]\nname = \"local\"\ntype = \"file\"\npath = \"{}\"\n\
+             [[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{port}/auth\"\n\
+             [[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"http://127.0.0.1:{port}/realms/x\"\n\
+             client_id = \"bridge\"\nclient_auth = \"none\"\n",
+            users.display()
+        ),
+    );
+    let out = run(&["--config", config.to_str().unwrap(), "check"], b"");
+    let report = stdout(&out);
+    assert_eq!(code(&out), 1, "{report}");
+    assert!(report.contains("ok    local (file)"), "{report}");
+    for line in ["FAIL  api (http)", "FAIL  idp (oauth2)"] {
+        let at = report
+            .find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in\n{report}"));
+        let next = report[at..].lines().nth(1).unwrap();
+        assert!(next.contains("hint  not reachable from here"), "{report}");
+    }
+    assert!(report.contains("2 of 3 backend(s) failed"), "{report}");
+}

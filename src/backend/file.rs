@@ -377,20 +377,31 @@ impl FileBackend {
     }
 
     /// The current contents, re-read if the file changed since the last look.
-    fn current(&self) -> Result<Arc<UsersFile>, BackendError> {
-        let io_err = |e: io::Error| {
-            BackendError::Internal(format!("users file {}: {e}", self.path.display()))
-        };
-        let stamp = Stamp::of(&fs::metadata(&self.path).map_err(io_err)?);
-        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((users, seen)) = cached.as_ref() {
+    ///
+    /// The `stat` runs inline (it does not block on a FIFO and is what every unchanged
+    /// request costs); reading runs on the blocking pool, so a file that blocks (a FIFO, a
+    /// hung network mount) costs one request its deadline instead of hanging the loop.
+    async fn current(&self) -> Result<Arc<UsersFile>, BackendError> {
+        let shown = self.path.display().to_string();
+        let io_err = move |e: io::Error| BackendError::Internal(format!("users file {shown}: {e}"));
+        let stamp = Stamp::of(&fs::metadata(&self.path).map_err(&io_err)?);
+        if let Some((users, seen)) = self
+            .cached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             if *seen == stamp {
                 return Ok(Arc::clone(users));
             }
         }
-        let (users, stamp) = load(&self.path).map_err(io_err)?;
+        let path = self.path.clone();
+        let (users, stamp) = tokio::task::spawn_blocking(move || load(&path))
+            .await
+            .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
+            .map_err(&io_err)?;
         let users = Arc::new(users);
-        *cached = Some((Arc::clone(&users), stamp));
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((Arc::clone(&users), stamp));
         Ok(users)
     }
 
@@ -441,7 +452,7 @@ impl Backend for FileBackend {
     }
 
     async fn authenticate(&self, account: &Account, password: &Secret) -> BackendResult {
-        let users = self.current()?;
+        let users = self.current().await?;
         let stored = users
             .hash_of(&account.user, &account.server)
             .map(str::to_owned);
@@ -458,7 +469,10 @@ impl Backend for FileBackend {
     }
 
     async fn user_exists(&self, account: &Account) -> BackendResult {
-        Ok(self.current()?.contains(&account.user, &account.server))
+        Ok(self
+            .current()
+            .await?
+            .contains(&account.user, &account.server))
     }
 
     async fn check(&self) -> Result<String, BackendError> {

@@ -4,14 +4,12 @@
 //! how long it took. Exit 0 for yes, 1 for no, 2 for an error.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::{fail, millis, prompt, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
 use crate::app::load_config;
 use crate::cli::{Cli, QueryRequest};
 use crate::request::{Account, Outcome, Request, Status};
-use crate::router::{Handler, Router};
 use crate::secret::Secret;
 use crate::server::handle_request;
 
@@ -89,8 +87,9 @@ pub fn run(cli: &Cli, what: QueryRequest, user: &str, server: &str) -> ExitCode 
         Ok(c) => c,
         Err(e) => return fail(EXIT_ERROR, e),
     };
-    let router = match Router::from_config(&config, &source) {
-        Ok(r) => r,
+    // The daemon's handler: the routes, behind the credential cache when it is enabled.
+    let handler = match crate::app::build_handler(&config, &source) {
+        Ok(h) => h,
         Err(e) => return fail(EXIT_ERROR, e),
     };
     let password = if what.needs_password() {
@@ -110,7 +109,6 @@ pub fn run(cli: &Cli, what: QueryRequest, user: &str, server: &str) -> ExitCode 
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_ERROR, format!("cannot start the async runtime: {e}")),
     };
-    let handler: Arc<dyn Handler> = Arc::new(router);
     let started = Instant::now();
     let outcome = runtime.block_on(handle_request(handler.as_ref(), &request, config.timeout));
     // Work abandoned at the deadline may still hold a blocking thread: do not wait for it.
