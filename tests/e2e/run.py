@@ -1053,6 +1053,19 @@ def _fmt_mem(pid, cpu0=0.0):
             % (pid, kb(st.get("VmRSS")), kb(st.get("VmHWM")), st.get("Threads", "?"), _cpu_s(pid) - cpu0))
 
 
+INTERNAL_AUTH = {}   # the load group's internal-auth numbers, for the backend groups' comparisons
+
+
+def _vs_internal(what, seq, conc):
+    """One line comparing a backend's numbers with ejabberd's internal auth in this run."""
+    ia = INTERNAL_AUTH.get("stats")
+    if ia is None:
+        return
+    info("%s adds %.1f ms per login one at a time vs internal auth (mean %.1f vs %.1f ms); "
+         "%d concurrent: %.1f vs %.1f logins/s" % (what, (seq["mean"] - ia["seq"]["mean"]) * 1e3, seq["mean"] * 1e3,
+                                                   ia["seq"]["mean"] * 1e3, LOAD_CONCURRENCY, conc["rate"], ia["rate"]))
+
+
 def case_load_external(ctx):
     ej, bridge = ctx.ej, ctx.bridge
     pids = ej.wait_pool(bridge)
@@ -1091,7 +1104,7 @@ def case_load_internal(ctx):
         check(out.strip() == "[" + ",".join(["ok"] * len(users)) + "]", "rpc try_register: %s" % out[-300:])
         log("registered %d users over rpc in %.2fs" % (len(users), time.monotonic() - t0))
         stats = _measure(ej.address, ctx.users)
-        ctx.results["internal"] = stats
+        ctx.results["internal"] = INTERNAL_AUTH["stats"] = stats
         info("internal, 1 at a time: %s" % _fmt_load(stats["seq"]))
         info("internal, %d at a time: %s" % (LOAD_CONCURRENCY, _fmt_load(stats)))
         check(not stats["bad"], "%d of %d logins failed: %s" % (len(stats["bad"]), stats["n"], stats["bad"][:5]))
@@ -1392,12 +1405,16 @@ def case_backend_back(ctx):
 
 
 def case_http_load(ctx):
-    """100 logins, 10 concurrent, through the HTTP backend: logins/s and bridge memory."""
+    """20 logins one at a time, then 100 with 10 concurrent, through the HTTP backend:
+    latency, logins/s (against internal auth when the load group ran) and bridge memory."""
     pids = ctx.ej.extauth_pids(ctx.bridge)
     jobs = [(j, p) for j, p in sorted(HTTP_USERS.items()) if j in ("romeo@%s" % DOMAIN, "juliet@%s" % DOMAIN,
                                                                      "colon@%s" % DOMAIN, "umlaut@%s" % DOMAIN)]
+    seq = _login_rounds(ctx, (jobs * 5)[:LOAD_SEQUENTIAL], 1)
+    info("http, 1 at a time: %s" % _fmt_load(seq))
     stats = _login_rounds(ctx, (jobs * 25)[:100], LOAD_CONCURRENCY)
     info("http, %d at a time: %s" % (LOAD_CONCURRENCY, _fmt_load(stats)))
+    _vs_internal("the HTTP backend", seq, stats)
     info("bridge processes: " + "; ".join(_fmt_mem(p) for p in ctx.ej.extauth_pids(ctx.bridge)))
     expect(ctx.ej.extauth_pids(ctx.bridge), pids, "bridge processes (none restarted)")
 
@@ -1663,12 +1680,16 @@ def case_idp_closes_idle_connections(ctx):
 
 
 def case_oauth2_load(ctx):
-    """Logins/s through the IdP: 60 password-grant logins, then 60 token logins, 10 concurrent."""
+    """Logins/s through the IdP: password-grant logins, then token logins, 20 one at a time
+    and 60 with 10 concurrent each."""
     pw_jobs = [("%s@%s" % (u, DOMAIN), p) for u, p in sorted(IDP_USERS.items())]
     tok_jobs = [("%s@%s" % (u, TOKEN_DOMAIN), _token(ctx, u)) for u in sorted(IDP_USERS)]
     for what, jobs in (("password grant + userinfo", pw_jobs), ("token + introspection", tok_jobs)):
+        seq = _login_rounds(ctx, (jobs * 7)[:LOAD_SEQUENTIAL], 1)
         stats = _login_rounds(ctx, (jobs * 20)[:60], LOAD_CONCURRENCY)
+        info("oauth2 %s, 1 at a time: %s" % (what, _fmt_load(seq)))
         info("oauth2 %s, %d at a time: %s" % (what, LOAD_CONCURRENCY, _fmt_load(stats)))
+        _vs_internal("oauth2 " + what, seq, stats)
     info("bridge processes: " + "; ".join(_fmt_mem(p) for p in ctx.ej.extauth_pids(ctx.bridge)))
 
 
