@@ -185,12 +185,17 @@ impl Keyer {
     /// Case-folded, so that evicting `Romeo` also forgets what was cached for `romeo`:
     /// evicting too much is harmless, too little is not.
     pub fn account(&self, user: &str, server: &str) -> AccountKey {
+        // Most names are lower case already: no allocation for them.
+        fn fold(s: &str) -> std::borrow::Cow<'_, str> {
+            if s.chars().any(char::is_uppercase) {
+                s.to_lowercase().into()
+            } else {
+                s.into()
+            }
+        }
         AccountKey(self.digest(
             ACCOUNT_TAG,
-            &[
-                user.to_lowercase().as_bytes(),
-                server.to_lowercase().as_bytes(),
-            ],
+            &[fold(user).as_bytes(), fold(server).as_bytes()],
         ))
     }
 }

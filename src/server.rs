@@ -98,6 +98,7 @@ where
 {
     let mut handler = handler;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
     let mut out = BytesMut::with_capacity(256);
     let mut next_id: u64 = 0;
     let mut eof = false;
@@ -148,16 +149,12 @@ where
         }
         // The replies are out: now the log lines of their requests (see logging::flush).
         crate::logging::flush();
-        let len = buf.len();
-        buf.resize(len + READ_CHUNK, 0);
-        match input.read(&mut buf[len..]) {
-            Ok(0) => {
-                buf.truncate(len);
-                eof = true;
-            }
-            Ok(n) => buf.truncate(len + n),
+        // Read into a chunk zeroed once, then append what came: growing `buf` by 64 KiB of
+        // zeros before every read cost a 64 KiB memset per request (seen in a profile).
+        match input.read(&mut chunk[..]) {
+            Ok(0) => eof = true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                buf.truncate(len);
                 if let Some(h) = control.reload() {
                     handler = h;
                 }
