@@ -60,6 +60,49 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
+/// Reads a secret that the configuration gives inline, in a file, or in an environment
+/// variable: at most one of the three keys `[inline, file, env]` may be set. A file's
+/// trailing newline is dropped (`echo secret > file` is how people write them). Errors name
+/// the key at fault, and never the secret.
+pub fn resolve(
+    keys: [&'static str; 3],
+    inline: Option<&Secret>,
+    file: Option<&std::path::Path>,
+    env: Option<&str>,
+) -> Result<Option<Secret>, (&'static str, String)> {
+    let [inline_key, file_key, env_key] = keys;
+    let given = [inline.is_some(), file.is_some(), env.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err((
+            inline_key,
+            format!("give only one of {inline_key}, {file_key}, {env_key}"),
+        ));
+    }
+    if let Some(s) = inline {
+        return Ok(Some(s.clone()));
+    }
+    if let Some(path) = file {
+        let text = Secret::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| (file_key, format!("cannot read {}: {e}", path.display())))?,
+        );
+        return Ok(Some(Secret::new(
+            text.expose().trim_end_matches(['\r', '\n']),
+        )));
+    }
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(|v| Some(Secret::new(v)))
+            .map_err(|_| {
+                (
+                    env_key,
+                    format!("environment variable {var} is not set (or not UTF-8)"),
+                )
+            });
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +114,23 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!format!("{:?}", Some(&s)).contains("hunter2"));
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn resolve_reads_one_source_and_names_the_key() {
+        const KEYS: [&str; 3] = ["pw", "pw_file", "pw_env"];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let got = resolve(KEYS, None, Some(&file), None).unwrap().unwrap();
+        assert_eq!(got.expose(), "from-file");
+        let inline = Secret::new("x");
+        let err = resolve(KEYS, Some(&inline), Some(&file), None).unwrap_err();
+        assert_eq!(err.0, "pw");
+        let err = resolve(KEYS, None, Some(&dir.path().join("none")), None).unwrap_err();
+        assert_eq!(err.0, "pw_file");
+        let err = resolve(KEYS, None, None, Some("EXTAUTH_TEST_SURELY_UNSET")).unwrap_err();
+        assert_eq!(err.0, "pw_env");
+        assert!(resolve(KEYS, None, None, None).unwrap().is_none());
     }
 }

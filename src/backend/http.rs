@@ -246,27 +246,24 @@ impl BasicCredentials {
 
     /// Reads the configured source: the value itself, a file's first line, or a variable.
     fn load(config: &HttpBackendConfig) -> Result<Option<BasicCredentials>, KeyError> {
-        let (key, text) = if let Some(c) = &config.credentials {
-            ("credentials", c.clone())
-        } else if let Some(path) = &config.credentials_file {
-            let key = "credentials_file";
-            let text = std::fs::read_to_string(path)
-                .map(Secret::new)
-                .map_err(|e| (key, format!("cannot read {}: {e}", path.display())))?;
-            (key, Secret::new(text.expose().lines().next().unwrap_or("")))
-        } else if let Some(var) = &config.credentials_env {
-            let key = "credentials_env";
-            let text = std::env::var(var).map(Secret::new).map_err(|_| {
-                (
-                    key,
-                    format!("environment variable {var} is not set (or not UTF-8)"),
-                )
-            })?;
-            (key, text)
-        } else {
+        const KEYS: [&str; 3] = ["credentials", "credentials_file", "credentials_env"];
+        let Some(text) = crate::secret::resolve(
+            KEYS,
+            config.credentials.as_ref(),
+            config.credentials_file.as_deref(),
+            config.credentials_env.as_deref(),
+        )?
+        else {
             return Ok(None);
         };
-        BasicCredentials::parse(text.expose())
+        let key = if config.credentials_file.is_some() {
+            KEYS[1]
+        } else if config.credentials_env.is_some() {
+            KEYS[2]
+        } else {
+            KEYS[0]
+        };
+        BasicCredentials::parse(text.expose().lines().next().unwrap_or(""))
             .map(Some)
             .map_err(|e| (key, e))
     }

@@ -204,42 +204,14 @@ fn default_refresh() -> Duration {
 pub type KeyError = (String, String);
 
 /// Reads a secret given inline, in a file or in an environment variable (at most one).
-/// A file's trailing newline is dropped: `echo secret > file` is how people write them.
 fn resolve_secret(
-    key: &str,
+    keys: [&'static str; 3],
     inline: &Option<Secret>,
     path: &Option<PathBuf>,
     env: &Option<String>,
 ) -> Result<Option<Secret>, KeyError> {
-    let given = [inline.is_some(), path.is_some(), env.is_some()];
-    if given.iter().filter(|g| **g).count() > 1 {
-        return Err((
-            key.to_owned(),
-            format!("give only one of {key}, {key}_file, {key}_env"),
-        ));
-    }
-    if let Some(s) = inline {
-        return Ok(Some(s.clone()));
-    }
-    if let Some(p) = path {
-        let text = std::fs::read_to_string(p).map_err(|e| {
-            (
-                format!("{key}_file"),
-                format!("cannot read {}: {e}", p.display()),
-            )
-        })?;
-        return Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']))));
-    }
-    if let Some(var) = env {
-        let value = std::env::var(var).map_err(|_| {
-            (
-                format!("{key}_env"),
-                format!("environment variable {var} is not set"),
-            )
-        })?;
-        return Ok(Some(Secret::new(value)));
-    }
-    Ok(None)
+    crate::secret::resolve(keys, inline.as_ref(), path.as_deref(), env.as_deref())
+        .map_err(|(key, message)| (key.to_owned(), message))
 }
 
 /// The client credentials, resolved once at start-up.
@@ -366,13 +338,17 @@ impl OAuth2Backend {
     pub fn new(config: &OAuth2BackendConfig) -> Result<OAuth2Backend, KeyError> {
         let err = |k: &str, m: &str| (k.to_owned(), m.to_owned());
         let client_secret = resolve_secret(
-            "client_secret",
+            ["client_secret", "client_secret_file", "client_secret_env"],
             &config.client_secret,
             &config.client_secret_file,
             &config.client_secret_env,
         )?;
         let introspection_bearer = resolve_secret(
-            "introspection_bearer",
+            [
+                "introspection_bearer",
+                "introspection_bearer_file",
+                "introspection_bearer_env",
+            ],
             &config.introspection_bearer,
             &config.introspection_bearer_file,
             &config.introspection_bearer_env,
