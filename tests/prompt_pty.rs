@@ -6,35 +6,18 @@ mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Opens a pty pair: (master, slave).
-fn openpty() -> (File, OwnedFd) {
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty writes two descriptors we then own.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: fresh descriptors from openpty.
-    unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
-}
-
 /// Spawns the bridge with the pty slave as its controlling terminal and stdin; stdout and
 /// stderr go to the pty too, as in a shell.
 fn spawn_on_pty(args: &[&str]) -> (Child, File, OwnedFd) {
-    let (master, slave) = openpty();
+    let (master, slave) = common::pty::openpty();
+    let master = File::from(master);
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("EXTAUTH_BRIDGE_CONFIG")

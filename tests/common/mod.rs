@@ -4,6 +4,7 @@
 
 pub mod http_server;
 pub mod oracle;
+pub mod pty;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
