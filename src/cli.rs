@@ -52,8 +52,8 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
 
-    /// Log destination [default: the config's `log.target`, else auto: stderr, or the log
-    /// file / nothing under a Prosody pty]
+    /// Log destination [default: the config's `log.target`, else auto: stderr, or under a
+    /// Prosody pty the log file, else journald if running, else nothing]
     #[arg(long, value_enum, value_name = "TARGET")]
     pub log_target: Option<LogTarget>,
 

@@ -108,6 +108,11 @@ pub struct LogConfig {
     #[serde(default)]
     pub target: LogTarget,
     pub file: Option<PathBuf>,
+    /// The journald or syslog socket; unset: the target's usual path (see `logging.rs`).
+    pub socket: Option<PathBuf>,
+    /// Syslog facility, for `syslog` (and `SYSLOG_FACILITY=` in the journal).
+    #[serde(default)]
+    pub facility: Facility,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -133,12 +138,57 @@ pub enum LogFormat {
 #[serde(rename_all = "lowercase")]
 pub enum LogTarget {
     /// stderr, except under a Prosody pty, where stderr is the protocol: then the log file
-    /// when one is configured, else nowhere.
+    /// when one is configured, else the journal when its socket exists, else nowhere.
     #[default]
     Auto,
     Stderr,
     File,
+    /// The systemd journal's native protocol (datagrams to its socket).
+    Journald,
+    /// A syslog datagram to `/dev/log`.
+    Syslog,
     None,
+}
+
+/// Syslog facilities a login bridge may sensibly log under. `authpriv` by default: its lines
+/// name users and their outcomes, which is what that facility (kept readable by root only
+/// on most systems) is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Facility {
+    Auth,
+    #[default]
+    Authpriv,
+    Daemon,
+    User,
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
+
+impl Facility {
+    /// The facility's number (RFC 5424 §6.2.1).
+    pub fn code(self) -> u8 {
+        match self {
+            Facility::User => 1,
+            Facility::Daemon => 3,
+            Facility::Auth => 4,
+            Facility::Authpriv => 10,
+            Facility::Local0 => 16,
+            Facility::Local1 => 17,
+            Facility::Local2 => 18,
+            Facility::Local3 => 19,
+            Facility::Local4 => 20,
+            Facility::Local5 => 21,
+            Facility::Local6 => 22,
+            Facility::Local7 => 23,
+        }
+    }
 }
 
 /// One `[[backend]]` table; `type` selects the kind.
@@ -294,6 +344,14 @@ impl Config {
                 "log.file",
                 "required when log.target = \"file\"",
             ));
+        }
+        if self
+            .log
+            .socket
+            .as_ref()
+            .is_some_and(|s| s.as_os_str().is_empty())
+        {
+            return Err(ConfigError::new(file, "log.socket", "must not be empty"));
         }
         let mut names = std::collections::HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
@@ -519,6 +577,27 @@ backends = ["local"]
         assert_eq!(c.protocol, Protocol::Auto);
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
         assert_eq!(c.log.target, LogTarget::Auto);
+        assert_eq!(c.log.facility, Facility::Authpriv);
+        assert_eq!(c.log.socket, None);
+    }
+
+    #[test]
+    fn journald_and_syslog_targets() {
+        let c = Config::parse(
+            "[log]\ntarget = \"syslog\"\nfacility = \"auth\"\nsocket = \"/tmp/log.sock\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.log.target, LogTarget::Syslog);
+        assert_eq!(c.log.facility.code(), 4);
+        assert_eq!(c.log.socket.as_deref(), Some(Path::new("/tmp/log.sock")));
+        let c = Config::parse("[log]\ntarget = \"journald\"\n", "t.toml").unwrap();
+        assert_eq!(c.log.target, LogTarget::Journald);
+
+        let e = Config::parse("[log]\nfacility = \"kern\"\n", "a.toml").unwrap_err();
+        assert_eq!(e.key, "log.facility", "{e}");
+        let e = Config::parse("[log]\nsocket = \"\"\n", "a.toml").unwrap_err();
+        assert_eq!(e.key, "log.socket", "{e}");
     }
 
     #[test]

@@ -1,41 +1,95 @@
 //! Logging setup. Logs never go to stdout (the protocol); under a Prosody pty they never go
-//! to stderr either (the same pty). Text or JSON lines, to stderr, a file, or nowhere.
+//! to stderr either (the same pty). Text or JSON lines to stderr or a file; datagrams to the
+//! systemd journal or to syslog; or nowhere.
 
+use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{LogConfig, LogFormat, LogLevel, LogTarget};
+use crate::config::{Facility, LogConfig, LogFormat, LogLevel, LogTarget};
+
+/// The journal's native-protocol socket (systemd.journal-fields(7), "native protocol").
+pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
+/// The local syslog socket, as syslog(3) uses it.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+/// `SYSLOG_IDENTIFIER=` in the journal, the tag of a syslog line.
+pub const IDENTIFIER: &str = "extauth-bridge";
 
 /// Where logs actually go once `auto` is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
     Stderr,
-    File(std::path::PathBuf),
+    File(PathBuf),
+    /// The journal's native protocol, to this socket.
+    Journald(PathBuf),
+    /// Syslog datagrams, to this socket.
+    Syslog(PathBuf),
     Nowhere,
 }
 
 /// Resolves `target = "auto"`: stderr normally; under a pty (where stderr is the protocol)
-/// the configured file, or nothing.
+/// the configured file, else the journal if its socket exists, else nothing.
 pub fn destination(config: &LogConfig, under_pty: bool) -> Destination {
+    destination_with(config, under_pty, is_socket)
+}
+
+/// [`destination`] with the question "does this socket exist" answered by `socket_exists`.
+fn destination_with(
+    config: &LogConfig,
+    under_pty: bool,
+    socket_exists: impl Fn(&Path) -> bool,
+) -> Destination {
+    let socket = |usual: &str| config.socket.clone().unwrap_or_else(|| usual.into());
     match config.target {
-        LogTarget::Stderr if !under_pty => Destination::Stderr,
-        LogTarget::Auto if !under_pty => Destination::Stderr,
         LogTarget::None => Destination::Nowhere,
         LogTarget::File => match &config.file {
             Some(f) => Destination::File(f.clone()),
             None => Destination::Nowhere,
         },
-        // Auto or Stderr under a pty: stderr is off limits.
-        _ => match &config.file {
+        // Named explicitly: used even when nothing listens yet (the daemon may start later;
+        // until then lines are dropped, see `Datagrams`).
+        LogTarget::Journald => Destination::Journald(socket(JOURNALD_SOCKET)),
+        LogTarget::Syslog => Destination::Syslog(socket(SYSLOG_SOCKET)),
+        LogTarget::Stderr | LogTarget::Auto if !under_pty => Destination::Stderr,
+        // Auto or Stderr under a pty: stderr is off limits. A file the operator named wins;
+        // else the journal, where systemd runs Prosody and would have taken its stderr
+        // anyway. Syslog is never guessed: /dev/log may be anything, and must be chosen.
+        LogTarget::Stderr | LogTarget::Auto => match &config.file {
             Some(f) => Destination::File(f.clone()),
-            None => Destination::Nowhere,
+            None => {
+                let journal = socket(JOURNALD_SOCKET);
+                if socket_exists(&journal) {
+                    Destination::Journald(journal)
+                } else {
+                    Destination::Nowhere
+                }
+            }
         },
     }
+}
+
+/// Whether `path` is a socket (not merely exists: a stale regular file is no daemon).
+pub fn is_socket(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Why logging could not be set up. Both are configuration problems for the operator: the
+/// daemon exits with status 2 rather than run without the logs it was told to keep.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot open log file {path}: {error}", path = path.display())]
+    OpenFile { path: PathBuf, error: io::Error },
+    #[error("cannot create a socket to send logs to {path}: {error}", path = path.display())]
+    Socket { path: PathBuf, error: io::Error },
 }
 
 fn level(l: LogLevel) -> LevelFilter {
@@ -48,8 +102,9 @@ fn level(l: LogLevel) -> LevelFilter {
     }
 }
 
-/// Installs the global subscriber. Fails only when a log file cannot be opened.
-pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
+/// Installs the global subscriber. Fails only when a log file cannot be opened (or, in
+/// theory, a socket cannot be created).
+pub fn init(config: &LogConfig, under_pty: bool) -> Result<(), InitError> {
     if !HOOK_INSTALLED.load(Ordering::SeqCst) || under_pty {
         // Callers that did not install it first (other subcommands) still get it.
         install_panic_hook(under_pty);
@@ -64,14 +119,14 @@ pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
         (Destination::Nowhere, _) => return Ok(()),
         (Destination::Stderr, LogFormat::Text) => {
             let ansi = rustix::termios::isatty(rustix::stdio::stderr());
-            let writer = deferred(Box::new(io::stderr()));
+            let writer = deferred(Sink::Stream(Box::new(io::stderr())));
             let _ = builder.with_ansi(ansi).with_writer(writer).try_init();
         }
         (Destination::Stderr, LogFormat::Json) => {
             let _ = builder
                 .json()
                 .flatten_event(true)
-                .with_writer(deferred(Box::new(io::stderr())))
+                .with_writer(deferred(Sink::Stream(Box::new(io::stderr()))))
                 .try_init();
         }
         (Destination::File(path), format) => {
@@ -80,10 +135,8 @@ pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
                 .append(true)
                 .mode(0o640)
                 .open(&path)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("log file {}: {e}", path.display()))
-                })?;
-            let writer = deferred(Box::new(file));
+                .map_err(|error| InitError::OpenFile { path, error })?;
+            let writer = deferred(Sink::Stream(Box::new(file)));
             let _ = match format {
                 LogFormat::Text => builder.with_ansi(false).with_writer(writer).try_init(),
                 LogFormat::Json => builder
@@ -93,8 +146,40 @@ pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
                     .try_init(),
             };
         }
+        // `format` does not apply: the receiver stamps time, level and process itself, and
+        // a human reads MESSAGE (`journalctl`, /var/log/auth.log). The journal also gets
+        // every field on its own, which is the structured form there.
+        (Destination::Journald(path), _) => {
+            datagrams(Wire::Journal(config.facility), path, filter)?;
+        }
+        (Destination::Syslog(path), _) => {
+            datagrams(Wire::Syslog(config.facility), path, filter)?;
+        }
     }
     LOGGING_READY.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Sets up the journal or syslog: events are encoded as datagrams when they happen, held
+/// with the other deferred lines, and sent by [`flush`].
+fn datagrams(wire: Wire, path: PathBuf, filter: LevelFilter) -> Result<(), InitError> {
+    // Never blocks a request: a full receive queue or an absent daemon drops the line.
+    let socket = UnixDatagram::unbound()
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .map_err(|error| InitError::Socket {
+            path: path.clone(),
+            error,
+        })?;
+    let _ = DEFERRED.set(Deferred::new(Sink::Datagrams(Datagrams {
+        socket,
+        path,
+        wire,
+        unreported: 0,
+    })));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(DatagramLayer { wire })
+        .try_init();
     Ok(())
 }
 
@@ -103,10 +188,29 @@ pub fn init(config: &LogConfig, under_pty: bool) -> io::Result<()> {
 /// cost a few writes instead of one each. The loop calls [`flush`] before it blocks on input
 /// and before it returns, so a line waits at most until its reply is out; a line from
 /// another thread while the loop is idle waits for the next request (or the 64 KiB mark).
+/// For the journal and syslog the held bytes are datagrams, each behind its length.
 struct Deferred {
     lines: Mutex<Vec<u8>>,
-    sink: Mutex<Box<dyn io::Write + Send>>,
+    sink: Mutex<Sink>,
     pending: AtomicBool,
+}
+
+impl Deferred {
+    fn new(sink: Sink) -> Deferred {
+        Deferred {
+            lines: Mutex::new(Vec::with_capacity(4096)),
+            sink: Mutex::new(sink),
+            pending: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Where held lines go.
+enum Sink {
+    /// stderr or a file: the held text is written as it is.
+    Stream(Box<dyn io::Write + Send>),
+    /// The journal or syslog: one datagram per held record.
+    Datagrams(Datagrams),
 }
 
 /// Lines past this size are written at once rather than held.
@@ -115,13 +219,25 @@ const DEFERRED_LIMIT: usize = 64 * 1024;
 static DEFERRED: OnceLock<Deferred> = OnceLock::new();
 
 /// Routes log lines through the deferred buffer, writing them to `sink` on [`flush`].
-fn deferred(sink: Box<dyn io::Write + Send>) -> DeferredWriter {
-    let _ = DEFERRED.set(Deferred {
-        lines: Mutex::new(Vec::with_capacity(4096)),
-        sink: Mutex::new(sink),
-        pending: AtomicBool::new(false),
-    });
+fn deferred(sink: Sink) -> DeferredWriter {
+    let _ = DEFERRED.set(Deferred::new(sink));
     DeferredWriter
+}
+
+/// Appends `parts` to the held lines, under one lock so that two threads' lines never
+/// interleave.
+fn hold(parts: &[&[u8]]) {
+    let Some(d) = DEFERRED.get() else { return };
+    let mut lines = d.lines.lock().unwrap_or_else(|p| p.into_inner());
+    for part in parts {
+        lines.extend_from_slice(part);
+    }
+    d.pending.store(true, Ordering::Release);
+    if lines.len() >= DEFERRED_LIMIT {
+        let full = std::mem::take(&mut *lines);
+        drop(lines);
+        write_lines(d, &full);
+    }
 }
 
 /// The `MakeWriter` handed to tracing: each formatted event is one `write` into the buffer.
@@ -130,17 +246,7 @@ struct DeferredWriter;
 
 impl io::Write for DeferredWriter {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        let Some(d) = DEFERRED.get() else {
-            return Ok(line.len());
-        };
-        let mut lines = d.lines.lock().unwrap_or_else(|p| p.into_inner());
-        lines.extend_from_slice(line);
-        d.pending.store(true, Ordering::Release);
-        if lines.len() >= DEFERRED_LIMIT {
-            let full = std::mem::take(&mut *lines);
-            drop(lines);
-            write_lines(d, &full);
-        }
+        hold(&[line]);
         Ok(line.len())
     }
 
@@ -158,9 +264,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for DeferredWriter {
 
 fn write_lines(d: &Deferred, lines: &[u8]) {
     let mut sink = d.sink.lock().unwrap_or_else(|p| p.into_inner());
-    // Nowhere to report a failing log destination; the protocol must go on.
-    let _ = io::Write::write_all(&mut **sink, lines);
-    let _ = io::Write::flush(&mut **sink);
+    match &mut *sink {
+        Sink::Stream(stream) => {
+            // Nowhere to report a failing log destination; the protocol must go on.
+            let _ = io::Write::write_all(stream, lines);
+            let _ = io::Write::flush(stream);
+        }
+        Sink::Datagrams(datagrams) => datagrams.send_held(lines),
+    }
 }
 
 /// Writes out the log lines held since the last call. Cheap when there are none.
@@ -176,6 +287,311 @@ pub fn flush() {
     let held = std::mem::replace(&mut *lines, Vec::with_capacity(4096));
     drop(lines);
     write_lines(d, &held);
+}
+
+/// Log lines the journal or syslog did not take (receive queue full, no daemon, too big),
+/// since start.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many log lines were dropped since start (journal and syslog only: a file or stderr
+/// blocks instead).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// The socket side of the journal and syslog targets.
+struct Datagrams {
+    /// Unbound and non-blocking; each datagram is addressed to `path`, so a daemon that
+    /// restarts (a new socket at the same path) is reached again without reconnecting.
+    socket: UnixDatagram,
+    path: PathBuf,
+    wire: Wire,
+    /// Lines dropped since one last got through, told in a notice when one does again.
+    unreported: u64,
+}
+
+impl Datagrams {
+    /// Sends each held record (a native-endian `u32` length, then the datagram).
+    fn send_held(&mut self, mut held: &[u8]) {
+        while let Some((len, rest)) = held.split_first_chunk::<4>() {
+            let len = u32::from_ne_bytes(*len) as usize;
+            let Some(datagram) = rest.get(..len) else {
+                return;
+            };
+            held = &rest[len..];
+            if self.unreported > 0 {
+                let notice = self.wire.encode(
+                    tracing::Level::WARN,
+                    None,
+                    &Fields::notice(
+                        "log lines dropped (socket queue full or no daemon listening)",
+                        self.unreported,
+                    ),
+                );
+                if self.send(&notice) {
+                    self.unreported = 0;
+                }
+            }
+            if !self.send(datagram) {
+                self.unreported += 1;
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// One non-blocking send. Which error it was does not matter: the line is lost either
+    /// way, and waiting or writing it elsewhere (stderr may be Prosody's pty) is worse.
+    fn send(&self, datagram: &[u8]) -> bool {
+        self.socket.send_to(datagram, &self.path).is_ok()
+    }
+}
+
+/// Longest text sent in one datagram (MESSAGE, or a syslog line's message), in bytes; the
+/// rest is cut. journald and rsyslog take 8 KiB lines by default, and a datagram must fit
+/// the socket buffer; our lines are far shorter unless a request carries a huge user name.
+const MAX_TEXT: usize = 8 * 1024;
+/// Longest value of one structured journal field.
+const MAX_FIELD: usize = 2 * 1024;
+
+/// Which datagram format, with the facility it is logged under.
+#[derive(Debug, Clone, Copy)]
+enum Wire {
+    Journal(Facility),
+    Syslog(Facility),
+}
+
+/// Syslog severity of a tracing level (RFC 5424 §6.2.1). `info` is syslog's `info`, not
+/// `notice`: one line per request is routine, not "significant".
+fn priority(level: tracing::Level) -> u8 {
+    match level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+impl Wire {
+    /// One event as one datagram.
+    fn encode(self, level: tracing::Level, code: Option<(&str, u32)>, fields: &Fields) -> Vec<u8> {
+        let text = fields.text();
+        match self {
+            Wire::Journal(facility) => {
+                let mut out = Vec::with_capacity(256 + text.len());
+                journal_field(&mut out, "PRIORITY", priority(level).to_string().as_bytes());
+                journal_field(
+                    &mut out,
+                    "SYSLOG_FACILITY",
+                    facility.code().to_string().as_bytes(),
+                );
+                journal_field(&mut out, "SYSLOG_IDENTIFIER", IDENTIFIER.as_bytes());
+                journal_field(
+                    &mut out,
+                    "SYSLOG_PID",
+                    std::process::id().to_string().as_bytes(),
+                );
+                journal_field(&mut out, "MESSAGE", text.as_bytes());
+                if let Some((file, line)) = code {
+                    journal_field(&mut out, "CODE_FILE", file.as_bytes());
+                    journal_field(&mut out, "CODE_LINE", line.to_string().as_bytes());
+                }
+                for (name, value) in &fields.fields {
+                    let value = value.plain();
+                    journal_field(
+                        &mut out,
+                        &journal_name(name),
+                        cut(value, MAX_FIELD).as_bytes(),
+                    );
+                }
+                out
+            }
+            Wire::Syslog(facility) => {
+                // RFC 3164 as syslog(3) writes it to /dev/log: `<PRI>TIMESTAMP TAG[PID]: MSG`.
+                let pri = u16::from(facility.code()) * 8 + u16::from(priority(level));
+                format!(
+                    "<{pri}>{} {IDENTIFIER}[{}]: {text}",
+                    timestamp_3164(),
+                    std::process::id()
+                )
+                .into_bytes()
+            }
+        }
+    }
+}
+
+/// Appends one field in the journal's native protocol: `NAME=value\n`, or, for a value with
+/// a newline, `NAME\n`, its length as a little-endian u64, the value and `\n`.
+fn journal_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    if value.contains(&b'\n') {
+        out.push(b'\n');
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        out.push(b'=');
+    }
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// A tracing field name as a journal field name: upper case, `[A-Z0-9_]`, not starting with
+/// `_` (reserved for fields journald itself vouches for) or a digit, at most 64 bytes. Names
+/// we set ourselves get a prefix rather than a second, conflicting value.
+fn journal_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            c @ ('A'..='Z' | '0'..='9') => c,
+            _ => '_',
+        })
+        .collect();
+    let ours = [
+        "MESSAGE",
+        "PRIORITY",
+        "SYSLOG_FACILITY",
+        "SYSLOG_IDENTIFIER",
+        "SYSLOG_PID",
+        "CODE_FILE",
+        "CODE_LINE",
+    ];
+    if out.is_empty()
+        || out.starts_with(['_', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+        || ours.contains(&out.as_str())
+    {
+        out.insert_str(0, "F_");
+    }
+    out.truncate(64);
+    out
+}
+
+/// `Mmm dd hh:mm:ss` in local time, as syslog(3) stamps a line. The receiver keeps its own
+/// arrival time anyway (rsyslog and journald both do by default for the local socket).
+fn timestamp_3164() -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // SAFETY: time(NULL) has no preconditions; localtime_r writes only into `tm`, which
+    // lives on this stack frame, and is the thread-safe variant.
+    let tm = unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            None
+        } else {
+            Some(tm)
+        }
+    };
+    let month = tm.and_then(|tm| MONTHS.get(usize::try_from(tm.tm_mon).ok()?));
+    match (tm, month) {
+        (Some(tm), Some(month)) => format!(
+            "{month} {:>2} {:02}:{:02}:{:02}",
+            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec
+        ),
+        // Receivers stamp lines without a timestamp themselves (RFC 3164 §4.3.2).
+        _ => String::new(),
+    }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
+fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}
+
+/// The subscriber layer of the journal and syslog targets: encodes each event as one
+/// datagram and holds it for [`flush`].
+struct DatagramLayer {
+    wire: Wire,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DatagramLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let meta = event.metadata();
+        let code = meta.file().zip(meta.line());
+        let datagram = self.wire.encode(*meta.level(), code, &fields);
+        let Ok(len) = u32::try_from(datagram.len()) else {
+            return;
+        };
+        hold(&[&len.to_ne_bytes(), &datagram]);
+    }
+}
+
+/// An event's message and fields, as recorded.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    fields: Vec<(&'static str, Value)>,
+}
+
+enum Value {
+    /// A string field: quoted in the text form, as the text format does.
+    Str(String),
+    /// Anything else, already formatted (`Debug`, or `Display` through `%`).
+    Shown(String),
+}
+
+impl Value {
+    /// The value without quotes, for a journal field.
+    fn plain(&self) -> &str {
+        match self {
+            Value::Str(s) | Value::Shown(s) => s,
+        }
+    }
+}
+
+impl Fields {
+    fn notice(message: &str, count: u64) -> Fields {
+        Fields {
+            message: message.to_owned(),
+            fields: vec![("count", Value::Shown(count.to_string()))],
+        }
+    }
+
+    /// The text format's rendering without timestamp and level: `message key=value …`.
+    fn text(&self) -> String {
+        let mut text = self.message.clone();
+        for (name, value) in &self.fields {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            let _ = match value {
+                Value::Str(s) => write!(text, "{name}={s:?}"),
+                Value::Shown(s) => write!(text, "{name}={s}"),
+            };
+        }
+        cut(&text, MAX_TEXT).into_owned()
+    }
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_owned();
+        } else {
+            self.fields
+                .push((field.name(), Value::Str(value.to_owned())));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let shown = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = shown;
+        } else {
+            self.fields.push((field.name(), Value::Shown(shown)));
+        }
+    }
 }
 
 static LOGGING_READY: AtomicBool = AtomicBool::new(false);
@@ -225,15 +641,139 @@ mod tests {
 
     #[test]
     fn pty_never_logs_to_stderr() {
+        let none = |_: &Path| false;
         let mut c = LogConfig::default();
-        assert_eq!(destination(&c, false), Destination::Stderr);
-        assert_eq!(destination(&c, true), Destination::Nowhere);
+        assert_eq!(destination_with(&c, false, none), Destination::Stderr);
+        assert_eq!(destination_with(&c, true, none), Destination::Nowhere);
         c.target = LogTarget::Stderr;
-        assert_eq!(destination(&c, true), Destination::Nowhere);
+        assert_eq!(destination_with(&c, true, none), Destination::Nowhere);
         c.file = Some("/tmp/x".into());
-        assert_eq!(destination(&c, true), Destination::File("/tmp/x".into()));
+        assert_eq!(
+            destination_with(&c, true, none),
+            Destination::File("/tmp/x".into())
+        );
         c.target = LogTarget::None;
-        assert_eq!(destination(&c, false), Destination::Nowhere);
+        assert_eq!(destination_with(&c, false, none), Destination::Nowhere);
+    }
+
+    #[test]
+    fn auto_under_a_pty_prefers_the_file_then_the_journal() {
+        let journal = |p: &Path| p == Path::new(JOURNALD_SOCKET);
+        let mut c = LogConfig::default();
+        assert_eq!(
+            destination_with(&c, true, journal),
+            Destination::Journald(JOURNALD_SOCKET.into())
+        );
+        // Not under a pty, auto is stderr even with a journal.
+        assert_eq!(destination_with(&c, false, journal), Destination::Stderr);
+        // log.socket names the journal socket auto looks for.
+        c.socket = Some("/elsewhere".into());
+        assert_eq!(destination_with(&c, true, journal), Destination::Nowhere);
+        c.file = Some("/tmp/x".into());
+        assert_eq!(
+            destination_with(&c, true, journal),
+            Destination::File("/tmp/x".into())
+        );
+        // Explicit targets use their socket whether it exists or not.
+        c.target = LogTarget::Syslog;
+        c.socket = None;
+        assert_eq!(
+            destination_with(&c, true, |_| false),
+            Destination::Syslog(SYSLOG_SOCKET.into())
+        );
+        c.target = LogTarget::Journald;
+        c.socket = Some("/s".into());
+        assert_eq!(
+            destination_with(&c, true, |_| false),
+            Destination::Journald("/s".into())
+        );
+    }
+
+    fn fields(message: &str, fields: &[(&'static str, &str)]) -> Fields {
+        Fields {
+            message: message.to_owned(),
+            fields: fields
+                .iter()
+                .map(|(n, v)| (*n, Value::Str((*v).to_owned())))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn journal_datagrams_use_the_binary_form_for_newlines() {
+        let f = fields("request", &[("user", "romeo"), ("reason", "two\nlines")]);
+        let d = Wire::Journal(Facility::Authpriv).encode(
+            tracing::Level::WARN,
+            Some(("src/x.rs", 7)),
+            &f,
+        );
+        let text = String::from_utf8_lossy(&d);
+        assert!(
+            text.starts_with("PRIORITY=4\nSYSLOG_FACILITY=10\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nSYSLOG_IDENTIFIER=extauth-bridge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nCODE_FILE=src/x.rs\nCODE_LINE=7\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nUSER=romeo\n"), "{text}");
+        // MESSAGE is the text form, where a string's newline is escaped: one line...
+        assert!(
+            text.contains("\nMESSAGE=request user=\"romeo\" reason=\"two\\nlines\"\n"),
+            "{text}"
+        );
+        // ...but the REASON field carries the raw value: NAME\n, u64 LE length, value, \n.
+        let mut binary = b"\nREASON\n".to_vec();
+        binary.extend_from_slice(&9u64.to_le_bytes());
+        binary.extend_from_slice(b"two\nlines\n");
+        assert!(d.windows(binary.len()).any(|w| w == binary), "{text}");
+    }
+
+    #[test]
+    fn syslog_lines_carry_priority_tag_and_pid() {
+        let f = fields("started", &[]);
+        let d = Wire::Syslog(Facility::Auth).encode(tracing::Level::ERROR, None, &f);
+        let text = String::from_utf8(d).unwrap();
+        // auth (4) * 8 + err (3)
+        assert!(text.starts_with("<35>"), "{text}");
+        let tag = format!(" extauth-bridge[{}]: started", std::process::id());
+        assert!(text.ends_with(&tag), "{text}");
+        // `<35>Mmm dd hh:mm:ss` before the tag.
+        assert_eq!(text.len(), 4 + 15 + tag.len(), "{text}");
+    }
+
+    #[test]
+    fn levels_map_to_syslog_severities() {
+        use tracing::Level;
+        let severities = [
+            Level::ERROR,
+            Level::WARN,
+            Level::INFO,
+            Level::DEBUG,
+            Level::TRACE,
+        ]
+        .map(priority);
+        assert_eq!(severities, [3, 4, 6, 7, 7]);
+    }
+
+    #[test]
+    fn journal_names_and_long_values() {
+        assert_eq!(journal_name("latency_us"), "LATENCY_US");
+        assert_eq!(journal_name("log.file"), "LOG_FILE");
+        assert_eq!(journal_name("_secret"), "F__SECRET");
+        assert_eq!(journal_name("priority"), "F_PRIORITY");
+        let long = "é".repeat(MAX_TEXT);
+        let shown = fields(&long, &[]).text();
+        assert!(
+            shown.len() <= MAX_TEXT && shown.ends_with('…'),
+            "{}",
+            shown.len()
+        );
+        assert_eq!(cut("short", 10), "short");
     }
 
     #[test]

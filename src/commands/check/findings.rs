@@ -312,6 +312,8 @@ pub(super) fn describe(d: &Destination) -> String {
     match d {
         Destination::Stderr => "stderr".to_owned(),
         Destination::File(p) => p.display().to_string(),
+        Destination::Journald(p) => format!("journald ({})", p.display()),
+        Destination::Syslog(p) => format!("syslog ({})", p.display()),
         Destination::Nowhere => "nowhere".to_owned(),
     }
 }
@@ -338,11 +340,22 @@ pub(super) fn logs(config: &Config) -> Finding {
         describe(&pty)
     );
     if pty == Destination::Nowhere {
-        detail.push_str("; set log.file to keep them");
+        detail.push_str("; set log.file, or log.target = \"journald\" or \"syslog\", to keep them");
     }
     detail.push(')');
     let mut level = Level::Ok;
     for d in [&normal, &pty] {
+        if let Destination::Journald(path) | Destination::Syslog(path) = d {
+            // Not fatal for the daemon (it drops lines until a daemon listens), but the
+            // operator asked for these logs.
+            if !crate::logging::is_socket(path) && level == Level::Ok {
+                level = Level::Warn;
+                detail = format!(
+                    "{detail}: no socket at {}: log lines would be dropped",
+                    path.display()
+                );
+            }
+        }
         if let Destination::File(path) = d {
             if !writable(path) {
                 level = Level::Fail;
