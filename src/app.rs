@@ -155,7 +155,7 @@ fn run(cli: &Cli) -> ExitCode {
         None
     };
     if let Err(e) = crate::logging::init(&config.log, under_pty) {
-        return config_failure(&e, under_pty);
+        return config_failure(&e.config_error(&source), under_pty);
     }
     if let Some(d) = drained {
         if d.bytes > 0 {

@@ -15,7 +15,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{Facility, LogConfig, LogFormat, LogLevel, LogTarget};
+use crate::config::{ConfigError, Facility, LogConfig, LogFormat, LogLevel, LogTarget};
 
 /// The journal's native-protocol socket (systemd.journal-fields(7), "native protocol").
 pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
@@ -90,6 +90,22 @@ pub enum InitError {
     OpenFile { path: PathBuf, error: io::Error },
     #[error("cannot create a socket to send logs to {path}: {error}", path = path.display())]
     Socket { path: PathBuf, error: io::Error },
+}
+
+impl InitError {
+    /// The configuration key to blame.
+    pub fn key(&self) -> &'static str {
+        match self {
+            InitError::OpenFile { .. } => "log.file",
+            InitError::Socket { .. } => "log.target",
+        }
+    }
+
+    /// As a configuration error: one line naming `file` (where the configuration came from)
+    /// and the key, like every other one, so the operator knows what to fix and where.
+    pub fn config_error(&self, file: &str) -> ConfigError {
+        ConfigError::new(file, self.key(), self.to_string())
+    }
 }
 
 fn level(l: LogLevel) -> LevelFilter {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::pty::{readable, spawn, write_all, Terminal};
-use common::{users_file, Live};
+use common::{run, users_file, Live};
 
 const PASSWORDS: [&str; 2] = ["right-r0meo", "wr0ng-guess"];
 
@@ -343,4 +343,27 @@ fn under_the_pty_logs_go_to_the_journal_and_only_replies_to_the_pty() {
             .collect();
         assert_eq!(outcomes, ["no", "yes"], "{target}");
     }
+}
+
+#[test]
+fn a_log_file_that_cannot_be_opened_is_a_config_error_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where a directory should be: fails even for root.
+    fs::write(dir.path().join("not-a-dir"), "").unwrap();
+    let log = dir.path().join("not-a-dir/bridge.log");
+    let config = setup(dir.path(), &format!("target = \"file\"\nfile = {log:?}"));
+    let cfg = config.to_str().unwrap();
+    let out = run(&["--config", cfg], b"isuser:romeo:example.net\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "extauth-bridge: config error in {cfg}: key `log.file`: "
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(log.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("Not a directory"), "{stderr}");
 }
