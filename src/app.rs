@@ -18,7 +18,7 @@ use crate::config::{
 use crate::protocol::WireCodec;
 use crate::router::{Handler, Router};
 use crate::secret::Secret;
-use crate::server::{serve, Control, ServeOptions};
+use crate::server::{serve, Control, Ended, ServeOptions};
 use crate::signals::Signals;
 use crate::stdio::{StdinReader, StdoutWriter};
 
@@ -239,10 +239,13 @@ fn run(cli: &Cli) -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     metrics.finish();
     let code = match result {
-        Ok(()) => {
+        Ok(Ended::EndOfInput) => {
             tracing::info!("end of input, exiting");
             ExitCode::SUCCESS
         }
+        // Both logged by the loop. After a codec failure, status 0 still: Prosody starts a
+        // new process on the next query only after a clean exit.
+        Ok(Ended::Stopped | Ended::CodecFailed) => ExitCode::SUCCESS,
         // The server closed its end: nobody is left to answer.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {

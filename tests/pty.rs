@@ -75,6 +75,18 @@ fn spawn(
     leak_master: bool,
     before_start: &[u8],
 ) -> PtyChild {
+    spawn_env(config, extra_args, &[], terminal, leak_master, before_start)
+}
+
+/// [`spawn`] with extra environment variables.
+fn spawn_env(
+    config: &Path,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+    terminal: Terminal,
+    leak_master: bool,
+    before_start: &[u8],
+) -> PtyChild {
     let (master, slave) = openpty();
     if !before_start.is_empty() {
         write_all(&master, before_start);
@@ -84,6 +96,7 @@ fn spawn(
     let leaked_master = if leak_master { master.as_raw_fd() } else { -1 };
     let mut cmd = Command::new(BIN);
     cmd.args(extra_args)
+        .envs(env.iter().copied())
         .env("EXTAUTH_BRIDGE_CONFIG", config)
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
@@ -419,4 +432,77 @@ fn pty_off_keeps_the_terminal_as_it_is() {
         .local_modes
         .contains(rustix::termios::LocalModes::ECHO));
     assert_eq!(pty.hang_up().code(), Some(0));
+}
+
+#[test]
+fn panics_never_reach_the_pty_and_the_next_reply_is_right() {
+    // The debug-build-only trigger (server.rs, tests/panics.rs): user `panic-STAGE`.
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: the panic trigger exists in debug builds only");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("bridge.log");
+    let users = users_file(
+        dir.path(),
+        &[
+            ("romeo@example.net", "right-r0meo"),
+            ("panic-decode@example.net", "s3cret-decode"),
+            ("panic-handle@example.net", "s3cret-handle"),
+            ("panic-log@example.net", "s3cret-log"),
+            ("panic-encode@example.net", "s3cret-encode"),
+        ],
+    );
+    let config = dir.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "[log]\nlevel = \"trace\"\nfile = {log:?}\n\n\
+             [[backend]]\nname = \"users\"\ntype = \"file\"\npath = {users:?}\n"
+        ),
+    )
+    .unwrap();
+    let env = [("EXTAUTH_BRIDGE_TEST_PANICS", "1")];
+    // A query waits at start-up, so "ready" also means "drained" (see pty_off_…).
+    let waiting = b"isuser:romeo:example.net\n";
+    let mut pty = spawn_env(&config, &[], &env, Terminal::Without, true, waiting);
+    assert_eq!(pty.reply(), "isuser:romeo:example.net");
+    pty.wait_until_ready();
+    for stage in ["decode", "handle", "log", "encode"] {
+        // The account exists and the password is right: only the panic makes it `0`.
+        let query = format!("auth:panic-{stage}:example.net:s3cret-{stage}");
+        assert_eq!(pty.ask(&query), "0", "{stage}");
+        assert_eq!(
+            pty.ask("auth:romeo:example.net:right-r0meo"),
+            "1",
+            "{stage}"
+        );
+        assert_eq!(pty.ask("auth:romeo:example.net:wrong"), "0", "{stage}");
+    }
+    // Exactly the replies came out: no panic message, no log line.
+    write_all(pty.master(), b"isuser:romeo:example.net\n");
+    assert_eq!(pty.read_once(), b"1\n");
+    assert!(
+        !readable(pty.master(), Duration::from_millis(300)),
+        "something other than replies came out of the pty"
+    );
+
+    // A panic before the decoder took a frame: the process ends cleanly (Prosody restarts
+    // it on the next query), without a word on the pty.
+    write_all(pty.master(), b"panic-framing\nisuser:romeo:example.net\n");
+    let status = wait_with_timeout(&mut pty.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(
+        !readable(pty.master(), Duration::from_millis(200)),
+        "written to the pty: {:?}",
+        String::from_utf8_lossy(&pty.read_once())
+    );
+
+    let log = fs::read_to_string(&log).unwrap();
+    // Four request panics and the framing one, each message withheld.
+    assert_eq!(log.matches("withheld").count(), 5, "{log}");
+    assert!(log.contains("its end is unknown"), "{log}");
+    for stage in ["decode", "handle", "log", "encode"] {
+        assert!(!log.contains(&format!("s3cret-{stage}")), "{log}");
+    }
 }
