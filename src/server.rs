@@ -35,8 +35,14 @@ const READ_CHUNK: usize = 64 * 1024;
 pub trait Control {
     /// Stop after the requests already read have been answered.
     fn should_stop(&self) -> bool;
-    /// A new handler to use from the next request on (configuration reloaded).
-    fn reload(&mut self) -> Option<Arc<dyn Handler>>;
+    /// What to use from the next request on, when the configuration was reloaded.
+    fn reload(&mut self) -> Option<Reloaded>;
+}
+
+/// A reloaded configuration, as far as the loop is concerned.
+pub struct Reloaded {
+    pub handler: Arc<dyn Handler>,
+    pub options: ServeOptions,
 }
 
 /// A [`Control`] that never stops or reloads: for tests and one-shot uses.
@@ -46,7 +52,7 @@ impl Control for NoControl {
     fn should_stop(&self) -> bool {
         false
     }
-    fn reload(&mut self) -> Option<Arc<dyn Handler>> {
+    fn reload(&mut self) -> Option<Reloaded> {
         None
     }
 }
@@ -129,7 +135,7 @@ where
     R: Read,
     W: Write,
 {
-    let mut handler = handler;
+    let (mut handler, mut options) = (handler, options);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut out = BytesMut::with_capacity(256);
@@ -172,8 +178,8 @@ where
                 tracing::info!("stop requested: answered the requests in hand, exiting");
                 return Ok(Ended::Stopped);
             }
-            if let Some(h) = control.reload() {
-                handler = h;
+            if let Some(r) = control.reload() {
+                (handler, options) = (r.handler, r.options);
             }
             continue;
         }
@@ -195,8 +201,8 @@ where
             Ok(0) => eof = true,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                if let Some(h) = control.reload() {
-                    handler = h;
+                if let Some(r) = control.reload() {
+                    (handler, options) = (r.handler, r.options);
                 }
             }
             Err(e) => return Err(e),
