@@ -257,6 +257,28 @@ fn setup(dir: &Path, log: &Path, target: &str) -> std::path::PathBuf {
     config
 }
 
+/// What pty mode must give Prosody, once ready: a raw reply (exactly `1\n`, no `\r` added:
+/// OPOST off) and nothing else (no logs); no inherited descriptor left open, neither the
+/// socket nor Prosody's end of the pty (the child must be spawned with `leak_master`).
+fn assert_raw_replies_and_no_inherited_fds(pty: &PtyChild) {
+    write_all(pty.master(), b"isuser:romeo:example.net\n");
+    assert_eq!(pty.read_once(), b"1\n");
+    assert!(
+        !readable(pty.master(), Duration::from_millis(300)),
+        "something other than replies came out of the pty"
+    );
+    let inode = format!("socket:[{}]", socket_inode(&pty.socket));
+    let open = pty.open_files();
+    assert!(
+        !open.iter().any(|f| f == &inode),
+        "socket inherited: {open:?}"
+    );
+    assert!(
+        !open.iter().any(|f| f.contains("ptmx")),
+        "pty master inherited: {open:?}"
+    );
+}
+
 #[test]
 fn prosody_pty_replies_are_never_shifted() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,25 +310,7 @@ fn prosody_pty_replies_are_never_shifted() {
     assert_eq!(pty.ask("isuser:nobody:example.net"), "0");
     assert_eq!(pty.ask("bogus"), "0");
 
-    // Raw replies: exactly `1\n`, no `\r` added (OPOST off), nothing else (no logs).
-    write_all(pty.master(), b"auth:romeo:example.net:right-r0meo\n");
-    assert_eq!(pty.read_once(), b"1\n");
-    assert!(
-        !readable(pty.master(), Duration::from_millis(300)),
-        "something other than replies came out of the pty"
-    );
-
-    // Inherited descriptors are gone: neither the socket nor Prosody's end of the pty.
-    let inode = format!("socket:[{}]", socket_inode(&pty.socket));
-    let open = pty.open_files();
-    assert!(
-        !open.iter().any(|f| f == &inode),
-        "socket inherited: {open:?}"
-    );
-    assert!(
-        !open.iter().any(|f| f.contains("ptmx")),
-        "pty master inherited: {open:?}"
-    );
+    assert_raw_replies_and_no_inherited_fds(&pty);
 
     // Prosody goes away: EIO on read, exit 0 (so Prosody would restart us).
     let status = pty.hang_up();
@@ -505,4 +509,36 @@ fn panics_never_reach_the_pty_and_the_next_reply_is_right() {
     for stage in ["decode", "handle", "log", "encode"] {
         assert!(!log.contains(&format!("s3cret-{stage}")), "{log}");
     }
+}
+
+#[test]
+fn pty_on_in_the_config_file_works_like_the_flag() {
+    // Read from the file, `on` is known only after the configuration: the late path in
+    // app.rs (close inherited descriptors, keep panics off the pty, raw mode, drain).
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("bridge.log");
+    let config = setup(dir.path(), &log, "auto");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, format!("pty = \"on\"\n{text}")).unwrap();
+    // At a terminal that is its controlling one, `auto` would keep echo (see
+    // an_admin_at_a_terminal_keeps_echo): only the file's `on` makes this pty mode. The
+    // leaked master would keep the pty open forever unless pty mode closes it.
+    let pty = spawn(
+        &config,
+        &[],
+        Terminal::ThisPty,
+        true,
+        b"auth:romeo:example.net:right-r0meo\n",
+    );
+    assert_eq!(pty.reply(), "auth:romeo:example.net:right-r0meo");
+    pty.wait_until_ready();
+    assert_eq!(pty.ask("auth:romeo:example.net:wrong"), "0");
+    assert_eq!(pty.ask("auth:romeo:example.net:right-r0meo"), "1");
+    assert_raw_replies_and_no_inherited_fds(&pty);
+    assert_eq!(pty.hang_up().code(), Some(0));
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("discarded the queries waiting at start-up"),
+        "{log}"
+    );
 }
