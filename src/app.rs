@@ -18,7 +18,7 @@ use crate::config::{
 use crate::protocol::WireCodec;
 use crate::router::{Handler, Router};
 use crate::secret::Secret;
-use crate::server::{serve, Control, ServeOptions};
+use crate::server::{serve, Control, Ended, Reloaded, ServeOptions};
 use crate::signals::Signals;
 use crate::stdio::{StdinReader, StdoutWriter};
 
@@ -41,23 +41,53 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Where the configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConfigSource {
+    File(PathBuf),
+    /// `--users` / `--http-url` alone: built-in defaults plus the shortcut.
+    CommandLine,
+    /// Nothing named and no default file.
+    Missing,
+}
+
+/// `--config`, else `$EXTAUTH_BRIDGE_CONFIG` (`env`), else the default path if it exists
+/// (`default_exists`, asked only then). A shortcut (`--users`, `--http-url`) skips the
+/// default path: that file is written for the daemon the XMPP server starts, and an admin's
+/// `--users users.txt` trial run must not quietly pick up its log file, pty mode, timeout
+/// or cache. Named explicitly, a file still applies under a shortcut.
+fn config_source(
+    flag: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+    shortcut: bool,
+    default_exists: impl FnOnce() -> bool,
+) -> ConfigSource {
+    let explicit = flag
+        .map(Path::to_path_buf)
+        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from));
+    match explicit {
+        Some(path) => ConfigSource::File(path),
+        None if shortcut => ConfigSource::CommandLine,
+        None if default_exists() => ConfigSource::File(PathBuf::from(DEFAULT_CONFIG_PATH)),
+        None => ConfigSource::Missing,
+    }
+}
+
 /// The configuration as the daemon would use it: file (from `--config`, the environment or
-/// the default path), then command-line overrides. Returns it with the name of its source.
+/// the default path, see [`config_source`]), then command-line overrides. Returns it with
+/// the name of its source.
 pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
-    let explicit = cli.config.clone().or_else(|| {
-        std::env::var_os(CONFIG_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
     let shortcut = cli.users.is_some() || cli.http_url.is_some();
-    let (mut config, source) = match explicit {
-        Some(path) => (Config::load(&path)?, path.display().to_string()),
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => (
-            Config::load(Path::new(DEFAULT_CONFIG_PATH))?,
-            DEFAULT_CONFIG_PATH.to_owned(),
-        ),
-        None if shortcut => (Config::default(), "command line".to_owned()),
-        None => {
+    let source = config_source(
+        cli.config.as_deref(),
+        std::env::var_os(CONFIG_ENV),
+        shortcut,
+        || Path::new(DEFAULT_CONFIG_PATH).exists(),
+    );
+    let (mut config, source) = match source {
+        ConfigSource::File(path) => (Config::load(&path)?, path.display().to_string()),
+        ConfigSource::CommandLine => (Config::default(), "command line".to_owned()),
+        ConfigSource::Missing => {
             return Err(ConfigError::new(
                 DEFAULT_CONFIG_PATH,
                 "(file)",
@@ -216,10 +246,14 @@ fn run(cli: &Cli) -> ExitCode {
         max_in_flight: config.max_in_flight,
     };
     let codec = WireCodec::new(config.protocol, config.max_line);
-    let metrics = crate::metrics::Exporter::start(crate::metrics::Settings::from_config(&config));
+    let metrics_settings = crate::metrics::Settings::from_config(&config);
+    let metrics = crate::metrics::Exporter::start(metrics_settings.clone());
     let mut control = SignalControl {
         signals: &signals,
         cli,
+        running: config,
+        metrics,
+        metrics_settings,
     };
     let result = serve(
         &runtime,
@@ -233,16 +267,20 @@ fn run(cli: &Cli) -> ExitCode {
         options,
         &mut control,
     );
+    let metrics = control.metrics;
     // Dropping a runtime waits for its blocking tasks, and one may still be stuck after its
     // request was answered `0` at the deadline (a users-file lock held by another process,
     // a DNS lookup): exit promptly anyway, nothing is waiting for their results.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     metrics.finish();
     let code = match result {
-        Ok(()) => {
+        Ok(Ended::EndOfInput) => {
             tracing::info!("end of input, exiting");
             ExitCode::SUCCESS
         }
+        // Both logged by the loop. After a codec failure, status 0 still: Prosody starts a
+        // new process on the next query only after a clean exit.
+        Ok(Ended::Stopped | Ended::CodecFailed) => ExitCode::SUCCESS,
         // The server closed its end: nobody is left to answer.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
@@ -281,10 +319,19 @@ fn limit_allocator_retention() {
     }
 }
 
-/// Stop on SIGTERM/SIGINT, reload backends and routes on SIGHUP.
+/// Stop on SIGTERM/SIGINT, reload the configuration on SIGHUP.
+///
+/// A reload applies what can change between two requests: backends, routes, the cache
+/// (which starts empty), `timeout`, `max_in_flight` and the metrics settings (the exporter
+/// is restarted). The rest is fixed at start-up (see [`restart_only_changes`]) and a change
+/// to it is logged as needing a restart.
 struct SignalControl<'a> {
     signals: &'a Signals,
     cli: &'a Cli,
+    /// The configuration the process started with: what the restart-only settings still are.
+    running: Config,
+    metrics: crate::metrics::Exporter,
+    metrics_settings: crate::metrics::Settings,
 }
 
 impl Control for SignalControl<'_> {
@@ -292,26 +339,78 @@ impl Control for SignalControl<'_> {
         self.signals.shutdown_requested()
     }
 
-    fn reload(&mut self) -> Option<Arc<dyn Handler>> {
+    fn reload(&mut self) -> Option<Reloaded> {
         if !self.signals.take_reload() {
             return None;
         }
-        let loaded =
-            load_config(self.cli).and_then(|(config, source)| build_handler(&config, &source));
-        match loaded {
-            Ok(handler) => {
-                tracing::info!(
-                    "configuration reloaded (backends, routes and cache, which starts empty; \
-                     restart for other settings)"
-                );
-                Some(handler)
-            }
+        let loaded = load_config(self.cli).and_then(|(config, source)| {
+            build_handler(&config, &source).map(|handler| (config, handler))
+        });
+        let (config, handler) = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!(error = %e, "reload failed, keeping the previous configuration");
-                None
+                return None;
             }
+        };
+        let fixed = restart_only_changes(&self.running, &config);
+        if !fixed.is_empty() {
+            tracing::warn!(
+                keys = fixed.join(", ").as_str(),
+                "changed in the configuration but needs a restart: the running values stay"
+            );
         }
+        let metrics_settings = crate::metrics::Settings::from_config(&config);
+        if !same_metrics_settings(&self.metrics_settings, &metrics_settings) {
+            // The old exporter ends as at exit (its file removed or kept as configured), the
+            // new one starts like at start-up; the counters are the process's and go on.
+            let new = crate::metrics::Exporter::start(metrics_settings.clone());
+            std::mem::replace(&mut self.metrics, new).finish();
+            self.metrics_settings = metrics_settings;
+        }
+        tracing::info!(
+            timeout_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
+            max_in_flight = config.max_in_flight,
+            "configuration reloaded (backends, routes, cache, which starts empty, timeout, \
+             max_in_flight, metrics)"
+        );
+        Some(Reloaded {
+            handler,
+            options: ServeOptions {
+                timeout: config.timeout,
+                max_in_flight: config.max_in_flight,
+            },
+        })
     }
+}
+
+/// The keys whose new value a reload cannot apply, among those that differ. The wire
+/// protocol and `max_line` live in the codec, which may already have committed to a framing;
+/// pty mode was set up before the configuration was read; the log settings belong to the
+/// global subscriber, which has no reload layer.
+fn restart_only_changes(running: &Config, loaded: &Config) -> Vec<&'static str> {
+    let (a, b) = (&running.log, &loaded.log);
+    [
+        ("protocol", running.protocol != loaded.protocol),
+        ("max_line", running.max_line != loaded.max_line),
+        ("pty", running.pty != loaded.pty),
+        ("log.level", a.level != b.level),
+        ("log.format", a.format != b.format),
+        ("log.target", a.target != b.target),
+        ("log.file", a.file != b.file),
+        ("log.socket", a.socket != b.socket),
+        ("log.facility", a.facility != b.facility),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+fn same_metrics_settings(a: &crate::metrics::Settings, b: &crate::metrics::Settings) -> bool {
+    a.file == b.file
+        && a.interval == b.interval
+        && a.on_exit == b.on_exit
+        && a.summary_interval == b.summary_interval
 }
 
 fn hash_password_command() -> ExitCode {
@@ -341,5 +440,65 @@ fn hash_password_command() -> ExitCode {
             eprintln!("extauth-bridge: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(flag: Option<&str>, env: Option<&str>, shortcut: bool, exists: bool) -> ConfigSource {
+        config_source(flag.map(Path::new), env.map(Into::into), shortcut, || {
+            exists
+        })
+    }
+
+    fn file(path: &str) -> ConfigSource {
+        ConfigSource::File(PathBuf::from(path))
+    }
+
+    #[test]
+    fn a_reload_names_the_settings_that_need_a_restart() {
+        let running = Config::default();
+        let mut loaded = Config {
+            timeout: std::time::Duration::from_secs(1),
+            max_in_flight: 3,
+            metrics_file: Some("/tmp/m.prom".into()),
+            ..Config::default()
+        };
+        assert!(restart_only_changes(&running, &loaded).is_empty());
+        loaded.protocol = crate::protocol::Protocol::Ejabberd;
+        loaded.pty = crate::pty::PtyMode::On;
+        loaded.log.level = crate::config::LogLevel::Trace;
+        loaded.log.file = Some("/tmp/x.log".into());
+        assert_eq!(
+            restart_only_changes(&running, &loaded),
+            ["protocol", "pty", "log.level", "log.file"]
+        );
+    }
+
+    #[test]
+    fn a_shortcut_never_reads_the_default_file() {
+        assert_eq!(source(None, None, true, true), ConfigSource::CommandLine);
+        assert_eq!(
+            source(None, Some(""), true, true),
+            ConfigSource::CommandLine
+        );
+        // Named explicitly, a file still applies.
+        assert_eq!(source(Some("/c.toml"), None, true, true), file("/c.toml"));
+        assert_eq!(source(None, Some("/e.toml"), true, true), file("/e.toml"));
+    }
+
+    #[test]
+    fn without_a_shortcut_flag_then_environment_then_default() {
+        let env = Some("/e.toml");
+        assert_eq!(source(Some("/c.toml"), env, false, true), file("/c.toml"));
+        assert_eq!(source(None, env, false, true), file("/e.toml"));
+        assert_eq!(source(None, None, false, true), file(DEFAULT_CONFIG_PATH));
+        assert_eq!(
+            source(None, Some(""), false, true),
+            file(DEFAULT_CONFIG_PATH)
+        );
+        assert_eq!(source(None, None, false, false), ConfigSource::Missing);
     }
 }

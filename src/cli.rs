@@ -19,10 +19,13 @@ use crate::protocol::Protocol;
         it reads requests on stdin and writes 1/0 replies on stdout. Without a subcommand it runs \
         that loop. Logs go to stderr or a file, never to stdout.\n\n\
         The configuration is read from --config, else $EXTAUTH_BRIDGE_CONFIG, else \
-        /etc/extauth-bridge/config.toml (Prosody passes no arguments)."
+        /etc/extauth-bridge/config.toml (Prosody passes no arguments). With --users or \
+        --http-url the default file is not read: only a file named by --config or \
+        $EXTAUTH_BRIDGE_CONFIG applies."
 )]
 pub struct Cli {
-    /// Configuration file [default: $EXTAUTH_BRIDGE_CONFIG, else /etc/extauth-bridge/config.toml]
+    /// Configuration file [default: $EXTAUTH_BRIDGE_CONFIG, else /etc/extauth-bridge/config.toml,
+    /// except with --users or --http-url]
     #[arg(long, short = 'c', value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
@@ -34,13 +37,15 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
-    /// Use this users file as the only backend (no configuration file needed)
+    /// Use this users file as the only backend (no configuration file needed; the default
+    /// file is not read, only --config or $EXTAUTH_BRIDGE_CONFIG)
     #[arg(long, value_name = "PATH", global = true)]
     pub users: Option<PathBuf>,
 
     /// Use this mod_auth_http API (base URL, `$host` allowed) as a backend, with default
-    /// settings (no configuration file needed). With --users too, the API is asked first and
-    /// the users file answers what the API does not support (HTTP 501)
+    /// settings (no configuration file needed; the default file is not read, only --config or
+    /// $EXTAUTH_BRIDGE_CONFIG). With --users too, the API is asked first and the users file
+    /// answers what the API does not support (HTTP 501)
     #[arg(long, value_name = "URL", global = true)]
     pub http_url: Option<String>,
 

@@ -299,3 +299,91 @@ fn users_file_that_blocks_costs_the_deadline_not_the_loop() {
         started.elapsed()
     );
 }
+
+/// The `--help` text of each option, by long name.
+fn help_blocks() -> Vec<(String, String)> {
+    let out = run(&["--help"], b"");
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        // Option headers: `-c, --config <FILE>`, `    --timeout <DURATION>`.
+        let header = trimmed.starts_with('-') && line.len() - trimmed.len() <= 6;
+        match trimmed.split_whitespace().find(|w| w.starts_with("--")) {
+            Some(long) if header => blocks.push((long[2..].to_owned(), String::new())),
+            _ => {
+                if let Some((_, text)) = blocks.last_mut() {
+                    text.push_str(line.trim());
+                    text.push(' ');
+                }
+            }
+        }
+    }
+    blocks
+}
+
+#[test]
+fn help_claims_only_the_real_defaults() {
+    use clap::ValueEnum;
+    use extauth_bridge::config::{self, Config, LogFormat, LogLevel, LogTarget};
+    fn name<T: ValueEnum + Default>() -> String {
+        T::default()
+            .to_possible_value()
+            .unwrap()
+            .get_name()
+            .to_owned()
+    }
+    let defaults = Config::default();
+    let actual = [
+        ("config", config::DEFAULT_CONFIG_PATH.to_owned()),
+        ("protocol", name::<extauth_bridge::protocol::Protocol>()),
+        (
+            "timeout",
+            humantime::format_duration(defaults.timeout).to_string(),
+        ),
+        ("log-level", name::<LogLevel>()),
+        ("log-format", name::<LogFormat>()),
+        ("log-target", name::<LogTarget>()),
+        ("pty", name::<extauth_bridge::pty::PtyMode>()),
+    ];
+    let blocks = help_blocks();
+    let mut claimed = Vec::new();
+    for (flag, text) in &blocks {
+        let Some((_, default)) = text.split_once("[default: ") else {
+            continue;
+        };
+        // "[default: the config's `KEY`, else VALUE…]" or "[default: $VAR, else VALUE…]".
+        let Some((before, after)) = default.split_once("else ") else {
+            panic!("--{flag}: no `else VALUE` in {text}");
+        };
+        let value: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || "/._-".contains(*c))
+            .collect();
+        // The configuration key it names exists and takes that value.
+        if let Some((_, key)) = before.split_once("the config's `") {
+            let key = key.split('`').next().unwrap();
+            let toml = format!("{key} = {value:?}\n");
+            Config::parse(&toml, "help").unwrap_or_else(|e| panic!("--{flag}: {e}"));
+        }
+        claimed.push((flag.as_str(), value));
+    }
+    let claimed: Vec<(&str, &str)> = claimed.iter().map(|(f, v)| (*f, v.as_str())).collect();
+    let actual: Vec<(&str, &str)> = actual.iter().map(|(f, v)| (*f, v.as_str())).collect();
+    // Every option that claims a default, and only the true one.
+    assert_eq!(claimed, actual);
+    // The environment variable the default configuration comes from.
+    let (_, config_help) = blocks.iter().find(|(f, _)| f == "config").unwrap();
+    assert!(config_help.contains(&format!("${}", config::CONFIG_ENV)));
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    for flag in ["--version", "-V"] {
+        let out = run(&[flag], b"");
+        assert!(out.status.success());
+        let expected = format!("extauth-bridge {}\n", env!("CARGO_PKG_VERSION"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    }
+}

@@ -17,12 +17,16 @@ fn config(dir: &Path, users: &Path) -> std::path::PathBuf {
 }
 
 fn write_config(path: &Path, users: &Path) {
+    write_config_with(path, users, "20s", "debug");
+}
+
+fn write_config_with(path: &Path, users: &Path, timeout: &str, level: &str) {
     // Written next to the target and renamed: the bridge never reads a half-written file.
     let tmp = path.with_extension("tmp");
     fs::write(
         &tmp,
         format!(
-            "timeout = \"20s\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\
+            "timeout = {timeout:?}\n[log]\nformat = \"json\"\nlevel = {level:?}\n\
              [[backend]]\nname = \"users\"\ntype = \"file\"\npath = {users:?}\n"
         ),
     )
@@ -122,6 +126,81 @@ fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
     bridge.close_stdin();
     let (status, _) = bridge.wait_within(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn sighup_applies_a_new_timeout_and_names_what_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "pw")]);
+    let config = dir.path().join("config.toml");
+    write_config_with(&config, &users, "30s", "debug");
+    let mut bridge = Live::spawn(&["--config", config.to_str().unwrap()]);
+    bridge.wait_for_log("started", Duration::from_secs(10));
+    // A setpass waiting for the users file's lock is a request as slow as we like.
+    let slow = |bridge: &mut Live| bridge.send(b"setpass:romeo:example.net:new\n");
+
+    // 30 s: still waiting long after a 1 s deadline, answered once the lock is free.
+    let lock = hold_write_lock(&users);
+    slow(&mut bridge);
+    assert!(bridge.silent_for(Duration::from_secs(3)), "answered early");
+    drop(lock);
+    assert_eq!(bridge.read_exact_within(2, Duration::from_secs(10)), b"1\n");
+
+    // 1 s from the reload on. The log level changed too: that needs a restart.
+    write_config_with(&config, &users, "1s", "trace");
+    bridge.signal(libc::SIGHUP);
+    let seen = bridge.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    let restart = seen.iter().find(|l| l.contains("needs a restart"));
+    assert!(
+        restart.is_some_and(|l| l.contains("log.level")),
+        "{seen:#?}"
+    );
+    let lock = hold_write_lock(&users);
+    let started = Instant::now();
+    slow(&mut bridge);
+    assert_eq!(bridge.read_exact_within(2, Duration::from_secs(10)), b"0\n");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    drop(lock);
+
+    // And back to 30 s.
+    write_config_with(&config, &users, "30s", "debug");
+    bridge.signal(libc::SIGHUP);
+    bridge.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    let lock = hold_write_lock(&users);
+    slow(&mut bridge);
+    assert!(bridge.silent_for(Duration::from_secs(3)), "answered early");
+    drop(lock);
+    assert_eq!(bridge.read_exact_within(2, Duration::from_secs(10)), b"1\n");
+
+    bridge.close_stdin();
+    let (status, _) = bridge.wait_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn sighup_starts_the_metrics_file_named_by_the_new_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "pw")]);
+    let config = config(dir.path(), &users);
+    let mut bridge = Live::spawn(&["--config", config.to_str().unwrap()]);
+    assert_eq!(bridge.ask("auth:romeo:example.net:pw"), "1\n");
+
+    let metrics = dir.path().join("bridge.prom");
+    let text = fs::read_to_string(&config).unwrap();
+    let with_metrics = format!("metrics_file = {metrics:?}\nmetrics_interval = \"100ms\"\n{text}");
+    fs::write(&config, with_metrics).unwrap();
+    bridge.signal(libc::SIGHUP);
+    bridge.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    assert_eq!(bridge.ask("auth:romeo:example.net:pw"), "1\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&metrics).is_ok_and(|m| m.contains("outcome=\"yes\"")) {
+        assert!(
+            Instant::now() < deadline,
+            "no metrics file after the reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -139,6 +139,18 @@ impl Live {
         got
     }
 
+    /// True if no reply byte comes within `timeout` (nothing is read).
+    pub fn silent_for(&mut self, timeout: std::time::Duration) -> bool {
+        use std::os::fd::AsFd;
+        let fd = self.stdout.as_ref().unwrap().as_fd();
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let ts = rustix::event::Timespec::try_from(timeout).unwrap();
+        rustix::event::poll(&mut fds, Some(&ts)).unwrap() == 0
+    }
+
     /// Sends one line-protocol query and returns the reply line.
     pub fn ask(&mut self, query: &str) -> String {
         self.send(format!("{query}\n").as_bytes());

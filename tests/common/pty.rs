@@ -74,6 +74,18 @@ pub fn spawn(
     leak_master: bool,
     before_start: &[u8],
 ) -> PtyChild {
+    spawn_env(config, extra_args, &[], terminal, leak_master, before_start)
+}
+
+/// [`spawn`] with extra environment variables.
+pub fn spawn_env(
+    config: &Path,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+    terminal: Terminal,
+    leak_master: bool,
+    before_start: &[u8],
+) -> PtyChild {
     let (master, slave) = openpty();
     if !before_start.is_empty() {
         write_all(&master, before_start);
@@ -83,6 +95,7 @@ pub fn spawn(
     let leaked_master = if leak_master { master.as_raw_fd() } else { -1 };
     let mut cmd = Command::new(BIN);
     cmd.args(extra_args)
+        .envs(env.iter().copied())
         .env("EXTAUTH_BRIDGE_CONFIG", config)
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
