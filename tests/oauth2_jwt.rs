@@ -103,15 +103,7 @@ struct Idp {
 
 impl Idp {
     fn start(keys: &[&Key]) -> Idp {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (runtime, listener, base) = listen("127.0.0.1:0".parse().unwrap());
         let state = IdpState::default();
         *state.base.lock().unwrap() = base.clone();
         *state.keys.lock().unwrap() = keys.iter().map(|k| k.jwk()).collect();

@@ -3,6 +3,7 @@
 //! protocol.
 #![allow(dead_code)]
 
+pub mod fake;
 pub mod idp;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -31,6 +32,23 @@ pub struct Bridge {
     wire: Wire,
     /// Drains stderr all along, so a chatty log can never fill the pipe and stall the bridge.
     stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// A runtime for a loopback test server and its listener on `addr`, with the base URL.
+/// The server lives as long as the runtime.
+pub fn listen(
+    addr: std::net::SocketAddr,
+) -> (tokio::runtime::Runtime, tokio::net::TcpListener, String) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    (runtime, listener, base)
 }
 
 /// Writes `[[backend]]` text (plus a top-level preamble) to `config.toml` in `dir`.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use super::body::{read_capped, MAX_DOCUMENT};
 use crate::backend::BackendError;
 
 /// Where to send each kind of request. `None`: neither configured nor discovered.
@@ -215,7 +216,10 @@ async fn fetch_document(
             "{url}: HTTP {status}"
         ))));
     }
-    let doc: Metadata = response.json().await.map_err(|e| {
+    let body = read_capped(response, MAX_DOCUMENT, url)
+        .await
+        .map_err(DocError::Failed)?;
+    let doc: Metadata = serde_json::from_slice(&body).map_err(|e| {
         DocError::Failed(BackendError::Protocol(format!("{url}: bad metadata: {e}")))
     })?;
     if doc.issuer.as_deref() != Some(issuer) {

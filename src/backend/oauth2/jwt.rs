@@ -24,6 +24,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use super::body::{read_capped, MAX_DOCUMENT};
 use super::identity::{Claims, Verdict};
 use super::introspect::LEEWAY_SECS;
 use crate::backend::BackendError;
@@ -264,9 +265,8 @@ async fn fetch(http: &reqwest::Client, uri: &str) -> Result<KeySet, BackendError
     if !status.is_success() {
         return Err(BackendError::Unavailable(format!("JWKS: HTTP {status}")));
     }
-    let raw: RawSet = response
-        .json()
-        .await
+    let body = read_capped(response, MAX_DOCUMENT, "JWKS").await?;
+    let raw: RawSet = serde_json::from_slice(&body)
         .map_err(|_| BackendError::Protocol("JWKS: malformed".into()))?;
     let keys = raw
         .keys

@@ -15,6 +15,7 @@
 //! client is built on first use; discovery documents and the JWKS are fetched lazily and
 //! cached. Any failure to reach the IdP is `Unavailable` (answer `0`, logged), never a crash.
 
+pub mod body;
 pub mod discovery;
 pub mod grant;
 pub mod identity;
@@ -279,9 +280,9 @@ pub fn form_urlencode(s: &str) -> String {
     out
 }
 
-/// POSTs a form that carries a credential and returns the status and body. Our copy of
-/// the form is wiped as soon as it is sent; transport errors never print the URL's query
-/// (there is none here, but the rule is cheap).
+/// POSTs a form that carries a credential and returns the status and the body (capped at
+/// [`body::MAX_RESPONSE`]). Our copy of the form is wiped as soon as it is sent; transport
+/// errors never print the URL's query (there is none here, but the rule is cheap).
 pub async fn send_form(
     request: reqwest::RequestBuilder,
     mut form: Vec<(&'static str, String)>,
@@ -299,7 +300,7 @@ pub async fn send_form(
         |e: reqwest::Error| BackendError::Unavailable(format!("{what}: {}", e.without_url()));
     let response = response.map_err(unavailable)?;
     let status = response.status();
-    let body = response.bytes().await.map_err(unavailable)?;
+    let body = body::read_capped(response, body::MAX_RESPONSE, what).await?;
     Ok((status, body))
 }
 
