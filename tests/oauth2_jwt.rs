@@ -4,7 +4,7 @@
 
 mod oauth2_common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -90,6 +90,8 @@ struct IdpState {
     base: Arc<Mutex<String>>,
     keys: Arc<Mutex<Vec<Jwk>>>,
     jwks_hits: Arc<AtomicUsize>,
+    /// The JWKS answers 500 while set.
+    jwks_down: Arc<AtomicBool>,
     token_hits: Arc<AtomicUsize>,
 }
 
@@ -122,9 +124,12 @@ impl Idp {
                 json!({"issuer": format!("{base}/broken"), "jwks_uri": format!("{base}/broken/jwks")}),
             )
         }
-        async fn jwks(State(s): State<IdpState>) -> Json<Value> {
+        async fn jwks(State(s): State<IdpState>) -> Result<Json<Value>, StatusCode> {
             s.jwks_hits.fetch_add(1, Ordering::SeqCst);
-            Json(json!({"keys": *s.keys.lock().unwrap()}))
+            if s.jwks_down.load(Ordering::SeqCst) {
+                return Err(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            Ok(Json(json!({"keys": *s.keys.lock().unwrap()})))
         }
         async fn token(State(s): State<IdpState>) -> (StatusCode, Json<Value>) {
             s.token_hits.fetch_add(1, Ordering::SeqCst);
@@ -365,6 +370,39 @@ fn unknown_kid_refetches_the_jwks_at_most_once_a_minute() {
     }
     assert_eq!(idp.jwks_hits(), 2);
     assert!(bridge.auth("romeo", "example.net", &a.sign(&claims)));
+    bridge.finish();
+}
+
+/// A failing JWKS endpoint is asked once, then not again before the retry pause (30 s)
+/// however many logins come meanwhile: the keys in hand keep serving, and without keys
+/// logins answer `0` at once instead of each waiting on the IdP.
+#[test]
+fn a_failing_jwks_is_retried_only_after_a_pause() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = idp.config(dir.path(), "", "jwks_refresh = \"100ms\"\n");
+    let token = a.sign(&idp.claims("romeo"));
+
+    let mut bridge = Bridge::start(&config, Wire::Line);
+    assert!(bridge.auth("romeo", "example.net", &token));
+    assert_eq!(idp.jwks_hits(), 1);
+    // The JWKS breaks, and the keys in hand go stale.
+    idp.state.jwks_down.store(true, Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for _ in 0..20 {
+        assert!(bridge.auth("romeo", "example.net", &token));
+    }
+    assert_eq!(idp.jwks_hits(), 2, "one failed refresh, then the pause");
+    let log = bridge.finish();
+    assert!(log.contains("JWKS refresh failed"), "{log}");
+
+    // No keys at all yet.
+    let mut bridge = Bridge::start(&config, Wire::Ejabberd);
+    for _ in 0..20 {
+        assert!(!bridge.auth("romeo", "example.net", &token));
+    }
+    assert_eq!(idp.jwks_hits(), 3, "one failed fetch, then the pause");
     bridge.finish();
 }
 

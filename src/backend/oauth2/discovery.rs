@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::body::{read_capped, MAX_DOCUMENT};
+use super::RETRY_AFTER_FAILURE;
 use crate::backend::BackendError;
 
 /// Where to send each kind of request. `None`: neither configured nor discovered.
@@ -152,7 +153,7 @@ impl Discovery {
                 Some(c) => {
                     tracing::warn!(issuer, error = %e, "discovery refresh failed, keeping the previous endpoints");
                     c.fetched =
-                        Instant::now() - self.refresh + Duration::from_secs(30).min(self.refresh);
+                        Instant::now() - self.refresh + RETRY_AFTER_FAILURE.min(self.refresh);
                     Ok(Arc::clone(&c.endpoints))
                 }
                 None => {

@@ -200,6 +200,10 @@ fn default_refresh() -> Duration {
     Duration::from_secs(3600)
 }
 
+/// After a failed discovery or JWKS fetch, how long before the next try. Meanwhile the
+/// previous endpoints or keys serve; logins do not each wait on a failing IdP.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
 /// A configuration problem: the key within this backend's table, and what is wrong. The
 /// router turns it into a [`crate::config::ConfigError`] naming the file and `backend[i]`.
 pub type KeyError = (String, String);
