@@ -93,6 +93,8 @@ struct IdpState {
     /// The JWKS answers 500 while set.
     jwks_down: Arc<AtomicBool>,
     token_hits: Arc<AtomicUsize>,
+    /// Requests for paths without a route (answered 404).
+    unrouted: Arc<Mutex<Vec<String>>>,
 }
 
 /// The loopback IdP: `/` is a good issuer; `/wrong` publishes someone else's issuer;
@@ -138,6 +140,10 @@ impl Idp {
                 Json(json!({"error": "invalid_grant"})),
             )
         }
+        async fn unrouted(State(s): State<IdpState>, uri: axum::http::Uri) -> StatusCode {
+            s.unrouted.lock().unwrap().push(uri.path().to_owned());
+            StatusCode::NOT_FOUND
+        }
         async fn mac_token() -> Json<Value> {
             Json(json!({"access_token": "abc", "token_type": "mac"}))
         }
@@ -152,6 +158,7 @@ impl Idp {
             .route("/jwks", get(jwks))
             .route("/token", post(token))
             .route("/mac/token", post(mac_token))
+            .fallback(unrouted)
             .with_state(state.clone());
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
         Idp {
@@ -441,6 +448,43 @@ fn discovery_or_jwks_failures_answer_0_and_the_bridge_keeps_serving() {
     let mut bridge = Bridge::start(&idp.config(dir.path(), "", ""), Wire::Line);
     assert!(bridge.auth("romeo", "example.net", &token));
     bridge.finish();
+}
+
+/// `validate = "jwt"` needs only the JWKS: with `jwks_uri` configured, the issuer's
+/// well-known URLs are never asked, whether they answer 404 or nothing listens there.
+#[test]
+fn an_explicit_jwks_uri_switches_discovery_off() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    for issuer in [format!("{}/no-metadata", idp.base), dead] {
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"{issuer}\"\n\
+                 mode = \"token\"\nvalidate = \"jwt\"\naudience = \"{AUDIENCE}\"\n\
+                 jwks_uri = \"{}/jwks\"\n",
+                idp.base
+            ),
+        );
+        let claims = with(idp.claims("romeo"), "iss", json!(issuer));
+        for wire in BOTH {
+            let mut bridge = Bridge::start(&config, wire);
+            assert!(
+                bridge.auth("romeo", "example.net", &a.sign(&claims)),
+                "{issuer}"
+            );
+            assert!(
+                !bridge.auth("juliet", "example.net", &a.sign(&claims)),
+                "{issuer}"
+            );
+            bridge.finish();
+        }
+    }
+    assert_eq!(*idp.state.unrouted.lock().unwrap(), Vec::<String>::new());
 }
 
 #[test]

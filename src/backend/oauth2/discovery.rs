@@ -6,8 +6,8 @@
 //! `issuer` is not exactly the configured one is refused: that is the check that ties the
 //! endpoints to the issuer a token claims (RFC 8414 §3.3, OIDC Discovery §4.3).
 //!
-//! Explicitly configured endpoints win over discovered ones; with every needed endpoint
-//! configured nothing is fetched. The merged result is cached for `discovery_refresh`; when
+//! Explicitly configured endpoints win over discovered ones; with every endpoint the
+//! configured mode needs configured, nothing is fetched. The merged result is cached for `discovery_refresh`; when
 //! a refresh fails the old endpoints stay in use (and the failure is logged).
 
 use std::sync::Arc;
@@ -63,12 +63,22 @@ impl Endpoints {
         }
     }
 
-    fn is_complete(&self) -> bool {
-        self.token.is_some()
-            && self.introspection.is_some()
-            && self.userinfo.is_some()
-            && self.jwks_uri.is_some()
+    /// Is every endpoint in `needed` here?
+    pub fn covers(&self, needed: Needed) -> bool {
+        (!needed.token || self.token.is_some())
+            && (!needed.introspection || self.introspection.is_some())
+            && (!needed.userinfo || self.userinfo.is_some())
+            && (!needed.jwks_uri || self.jwks_uri.is_some())
     }
+}
+
+/// The endpoints the configured `mode`, `verify` and `validate` use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needed {
+    pub token: bool,
+    pub introspection: bool,
+    pub userinfo: bool,
+    pub jwks_uri: bool,
 }
 
 /// The fields we use from either metadata document.
@@ -101,6 +111,9 @@ struct Cached {
 }
 
 pub struct Discovery {
+    /// The issuer to discover from; `None` when there is none, or when the configured
+    /// endpoints already cover what is needed (its well-known URLs are then never asked:
+    /// some issuers publish no metadata at all).
     issuer: Option<String>,
     explicit: Endpoints,
     refresh: Duration,
@@ -110,26 +123,28 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(issuer: Option<String>, explicit: Endpoints, refresh: Duration) -> Discovery {
+    pub fn new(
+        issuer: Option<String>,
+        explicit: Endpoints,
+        needed: Needed,
+        refresh: Duration,
+    ) -> Discovery {
         Discovery {
-            issuer,
+            issuer: issuer.filter(|_| !explicit.covers(needed)),
             explicit,
             refresh,
             cache: Mutex::new(None),
         }
     }
 
-    pub fn has_issuer(&self) -> bool {
+    /// Are endpoints discovered (rather than all configured)?
+    pub fn is_used(&self) -> bool {
         self.issuer.is_some()
     }
 
     /// The endpoints to use now: configured ones, completed by a cached or fresh discovery.
     pub async fn endpoints(&self, http: &reqwest::Client) -> Result<Arc<Endpoints>, BackendError> {
-        let Some(issuer) = self
-            .issuer
-            .as_deref()
-            .filter(|_| !self.explicit.is_complete())
-        else {
+        let Some(issuer) = self.issuer.as_deref() else {
             return Ok(Arc::new(self.explicit.clone()));
         };
         let mut cache = self.cache.lock().await;

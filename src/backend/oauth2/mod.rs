@@ -34,7 +34,7 @@ use super::{Backend, BackendError, BackendResult};
 use crate::request::Account;
 use crate::secret::Secret;
 
-use discovery::{Discovery, Endpoints};
+use discovery::{Discovery, Endpoints, Needed};
 use identity::{IdentityRule, UsernameMapping};
 use jwt::JwksCache;
 
@@ -460,6 +460,12 @@ impl OAuth2Backend {
             userinfo: config.userinfo_endpoint.clone(),
             jwks_uri: config.jwks_uri.clone(),
         };
+        let needed = Needed {
+            token: grant,
+            introspection: uses_introspection,
+            userinfo: uses_userinfo,
+            jwks_uri: uses_jwt,
+        };
         let expected_issuer = config.issuer.clone().filter(|_| config.check_issuer);
         Ok(OAuth2Backend {
             name: config.name.clone(),
@@ -495,7 +501,12 @@ impl OAuth2Backend {
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
             http: OnceLock::new(),
-            discovery: Discovery::new(config.issuer.clone(), explicit, config.discovery_refresh),
+            discovery: Discovery::new(
+                config.issuer.clone(),
+                explicit,
+                needed,
+                config.discovery_refresh,
+            ),
             jwks: JwksCache::new(
                 algorithms,
                 expected_issuer,
@@ -677,7 +688,7 @@ impl Backend for OAuth2Backend {
     async fn check(&self) -> Result<String, BackendError> {
         let http = self.http()?;
         let endpoints = self.discovery.refresh(http).await?;
-        let mut done = vec![if self.discovery.has_issuer() {
+        let mut done = vec![if self.discovery.is_used() {
             "discovery ok"
         } else {
             "endpoints configured"

@@ -1,0 +1,59 @@
+//! What the OAuth2 backend sends, and where: checked on the requests a loopback IdP
+//! (tests/oauth2_common/fake.rs) received.
+
+mod oauth2_common;
+
+use oauth2_common::fake::{FakeIdp, DISCOVERY};
+use oauth2_common::*;
+
+fn backend(settings: &str) -> String {
+    format!("[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n{settings}")
+}
+
+/// The password grant with userinfo needs two endpoints: configured, they switch
+/// discovery off, even with an `issuer` set whose well-known URLs answer 404 (or where
+/// nothing listens), and the metadata is never asked for.
+#[test]
+fn explicit_endpoints_for_what_the_mode_needs_switch_discovery_off() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let base = &idp.base;
+    for issuer in [format!("{base}/no-metadata"), dead] {
+        let config = write_config(
+            dir.path(),
+            &backend(&format!(
+                "issuer = \"{issuer}\"\ntoken_endpoint = \"{base}/token\"\n\
+                 userinfo_endpoint = \"{base}/userinfo\"\nclient_id = \"bridge\"\n\
+                 client_auth = \"none\"\nverify = \"userinfo\"\n"
+            )),
+        );
+        for wire in BOTH {
+            let mut bridge = Bridge::start(&config, wire);
+            assert!(bridge.auth("romeo", "example.net", "right"), "{issuer}");
+            assert!(!bridge.auth("romeo", "example.net", "wrong"), "{issuer}");
+            bridge.finish();
+        }
+    }
+    let seen = idp.seen();
+    assert!(seen.iter().any(|r| r == "GET /userinfo"), "{seen:?}");
+    assert!(
+        !seen.iter().any(|r| r.contains("/.well-known/")),
+        "{seen:?}"
+    );
+
+    // For contrast: without userinfo_endpoint, discovery is needed and asked.
+    let config = write_config(
+        dir.path(),
+        &backend(&format!(
+            "issuer = \"{base}\"\ntoken_endpoint = \"{base}/token\"\nclient_id = \"bridge\"\n\
+             client_auth = \"none\"\nverify = \"userinfo\"\n"
+        )),
+    );
+    let mut bridge = Bridge::start(&config, Wire::Line);
+    assert!(bridge.auth("romeo", "example.net", "right"));
+    bridge.finish();
+    assert!(idp.seen().contains(&format!("GET {DISCOVERY}")));
+}
