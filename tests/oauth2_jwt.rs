@@ -7,7 +7,7 @@ mod oauth2_common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -140,6 +140,44 @@ impl Idp {
                 Json(json!({"error": "invalid_grant"})),
             )
         }
+        // `/half/{case}`: an issuer with one good metadata document and one that fails
+        // as `case` says: `{rfc8414|oidc}-{401|403|html|302|500|wrong-issuer}`.
+        async fn half(s: &IdpState, document: &str, case: &str) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            let base = s.base.lock().unwrap().clone();
+            let issuer = format!("{base}/half/{case}");
+            let good = json!({"issuer": issuer, "jwks_uri": format!("{base}/jwks")});
+            let Some(fault) = case
+                .strip_prefix(document)
+                .and_then(|c| c.strip_prefix('-'))
+            else {
+                return Json(good).into_response();
+            };
+            let html = [(axum::http::header::CONTENT_TYPE, "text/html")];
+            match fault {
+                "401" => StatusCode::UNAUTHORIZED.into_response(),
+                "403" => (StatusCode::FORBIDDEN, html, "<html>no</html>").into_response(),
+                "html" => (StatusCode::OK, html, "<html>log in</html>").into_response(),
+                "302" => (StatusCode::FOUND, [("location", "/login")]).into_response(),
+                "500" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                "wrong-issuer" => Json(json!({"issuer": format!("{base}/other"),
+                                              "jwks_uri": format!("{base}/jwks")}))
+                .into_response(),
+                _ => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+        async fn half_rfc8414(
+            State(s): State<IdpState>,
+            Path(case): Path<String>,
+        ) -> axum::response::Response {
+            half(&s, "rfc8414", &case).await
+        }
+        async fn half_oidc(
+            State(s): State<IdpState>,
+            Path(case): Path<String>,
+        ) -> axum::response::Response {
+            half(&s, "oidc", &case).await
+        }
         async fn unrouted(State(s): State<IdpState>, uri: axum::http::Uri) -> StatusCode {
             s.unrouted.lock().unwrap().push(uri.path().to_owned());
             StatusCode::NOT_FOUND
@@ -158,6 +196,14 @@ impl Idp {
             .route("/jwks", get(jwks))
             .route("/token", post(token))
             .route("/mac/token", post(mac_token))
+            .route(
+                "/.well-known/oauth-authorization-server/half/{case}",
+                get(half_rfc8414),
+            )
+            .route(
+                "/half/{case}/.well-known/openid-configuration",
+                get(half_oidc),
+            )
             .fallback(unrouted)
             .with_state(state.clone());
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -485,6 +531,50 @@ fn an_explicit_jwks_uri_switches_discovery_off() {
         }
     }
     assert_eq!(*idp.state.unrouted.lock().unwrap(), Vec::<String>::new());
+}
+
+/// One metadata document failing (401, 403, an HTML page, a redirect, a 500) while the
+/// other is valid: the valid one is used. One naming another issuer: discovery fails, the
+/// valid other document notwithstanding.
+#[test]
+fn discovery_uses_the_valid_document_when_the_other_fails() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("rfc8414-401", true),
+        ("rfc8414-403", true),
+        ("rfc8414-html", true),
+        ("rfc8414-302", true),
+        ("oidc-403", true),
+        ("oidc-html", true),
+        ("oidc-500", true),
+        ("rfc8414-wrong-issuer", false),
+        ("oidc-wrong-issuer", false),
+    ];
+    for (case, works) in cases {
+        let path = format!("/half/{case}");
+        let config = idp.config(dir.path(), &path, "");
+        let claims = with(
+            idp.claims("romeo"),
+            "iss",
+            json!(format!("{}{path}", idp.base)),
+        );
+        let mut bridge = Bridge::start(&config, Wire::Line);
+        assert_eq!(
+            bridge.auth("romeo", "example.net", &a.sign(&claims)),
+            works,
+            "{case}"
+        );
+        assert!(!bridge.auth("juliet", "example.net", &a.sign(&claims)));
+        let log = bridge.finish();
+        let logged = if works {
+            "one discovery document failed"
+        } else {
+            "is not the configured"
+        };
+        assert!(log.contains(logged), "{case}: {log}");
+    }
 }
 
 #[test]

@@ -2,9 +2,11 @@
 //!
 //! Servers publish different fields in each document (django-oauth-toolkit has the
 //! introspection endpoint only in RFC 8414's; some OIDC-only servers have no RFC 8414
-//! document at all), so both are fetched and merged, RFC 8414 first. A document whose
-//! `issuer` is not exactly the configured one is refused: that is the check that ties the
-//! endpoints to the issuer a token claims (RFC 8414 §3.3, OIDC Discovery §4.3).
+//! document at all), so both are fetched and merged, RFC 8414 first. When one of them
+//! fails (404, or a 401/403, a redirect, an HTML page) the other is used alone. A document
+//! whose `issuer` is not exactly the configured one fails discovery as a whole: that is
+//! the check that ties the endpoints to the issuer a token claims (RFC 8414 §3.3, OIDC
+//! Discovery §4.3).
 //!
 //! Explicitly configured endpoints win over discovered ones; with every endpoint the
 //! configured mode needs configured, nothing is fetched. The merged result is cached for `discovery_refresh`; when
@@ -193,14 +195,24 @@ impl Discovery {
         );
         let found = match (rfc8414, oidc) {
             (Ok(a), Ok(b)) => a.or(b),
+            // A document for another issuer is a misconfiguration or a mix-up attempt:
+            // nothing from this IdP is trusted then, the other document included.
+            (Err(DocError::WrongIssuer(e)), _) | (_, Err(DocError::WrongIssuer(e))) => {
+                return Err(e)
+            }
             (Ok(a), Err(DocError::NotFound)) | (Err(DocError::NotFound), Ok(a)) => a,
+            // Many servers answer the well-known URL they do not implement with a login
+            // page, a 401/403 or a redirect instead of a 404: the valid document (whose
+            // issuer matched) is used, and the other one's failure logged.
+            (Ok(a), Err(DocError::Failed(e))) | (Err(DocError::Failed(e)), Ok(a)) => {
+                tracing::warn!(issuer, error = %e, "one discovery document failed, using the other");
+                a
+            }
             (Err(DocError::NotFound), Err(DocError::NotFound)) => {
                 return Err(BackendError::Protocol(format!(
                     "no discovery document for issuer {issuer} ({rfc8414_url}, {oidc_url})"
                 )))
             }
-            // A wrong issuer, a broken document or an unreachable server: fail rather than
-            // use half of what the IdP publishes.
             (Err(DocError::Failed(e)), _) | (_, Err(DocError::Failed(e))) => return Err(e),
         };
         Ok(self.explicit.clone().or(found))
@@ -209,6 +221,9 @@ impl Discovery {
 
 enum DocError {
     NotFound,
+    /// A valid document naming another issuer.
+    WrongIssuer(BackendError),
+    /// Unreachable, another status, or not a metadata document.
     Failed(BackendError),
 }
 
@@ -239,7 +254,7 @@ async fn fetch_document(
         DocError::Failed(BackendError::Protocol(format!("{url}: bad metadata: {e}")))
     })?;
     if doc.issuer.as_deref() != Some(issuer) {
-        return Err(DocError::Failed(BackendError::Protocol(format!(
+        return Err(DocError::WrongIssuer(BackendError::Protocol(format!(
             "{url}: issuer {:?} is not the configured {issuer:?}",
             doc.issuer.as_deref().unwrap_or("(missing)")
         ))));
