@@ -315,7 +315,7 @@ fn check_reaches_the_idp_and_tests_the_client_credentials() {
         ok.contains("discovery ok") && ok.contains("credentials accepted"),
         "{ok}"
     );
-    let ok = check("mode = \"token\"\nvalidate = \"jwt\"").unwrap();
+    let ok = check("mode = \"token\"\nvalidate = \"jwt\"\naudience = \"bridge-basic\"").unwrap();
     assert!(ok.contains("JWKS has 1 usable key"), "{ok}");
     let ok = check(PUBLIC).unwrap();
     assert!(ok.contains("token endpoint accepts the client"), "{ok}");

@@ -474,7 +474,7 @@ fn discovery_or_jwks_failures_answer_0_and_the_bridge_keeps_serving() {
         dir.path(),
         &format!(
             "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"{dead}\"\n\
-             mode = \"token\"\nvalidate = \"jwt\"\n"
+             mode = \"token\"\nvalidate = \"jwt\"\naudience = \"{AUDIENCE}\"\n"
         ),
     );
     for config in [
@@ -574,6 +574,37 @@ fn discovery_uses_the_valid_document_when_the_other_fails() {
             "is not the configured"
         };
         assert!(log.contains(logged), "{case}: {log}");
+    }
+}
+
+/// Without `audience`, any token the issuer signed for any of its clients would pass:
+/// `validate = "jwt"` refuses to start without it, naming the file and the key (exit 2).
+#[test]
+fn jwt_validation_without_audience_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for mode in ["token", "auto"] {
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"https://idp.example\"\n\
+                 client_id = \"bridge\"\nclient_auth = \"none\"\nmode = \"{mode}\"\nvalidate = \"jwt\"\n"
+            ),
+        );
+        let out = std::process::Command::new(BIN)
+            .args(["--config", config.to_str().unwrap()])
+            .env_remove("EXTAUTH_BRIDGE_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{mode}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(config.to_str().unwrap())
+                && err.contains("backend[0].audience")
+                && err.contains("validate = \"jwt\""),
+            "{mode}: {err}"
+        );
     }
 }
 

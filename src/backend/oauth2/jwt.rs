@@ -3,8 +3,8 @@
 //!
 //! Checked: the signature (with a key from the JWKS chosen by `kid`, of the family the
 //! header's `alg` belongs to), `alg` in the configured allow-list, `exp` (required), `nbf`,
-//! `iss` (the configured issuer) and `aud` (when `audience` is configured), with 30 s of
-//! leeway for clocks.
+//! `iss` (the configured issuer) and `aud` (`audience`, which the configuration requires
+//! with `validate = "jwt"`), with 30 s of leeway for clocks.
 //!
 //! Never accepted: `alg: none` (it does not even parse: jsonwebtoken has no such
 //! algorithm) and HMAC (`HS*`). With only public keys on our side, an HMAC token could be

@@ -418,6 +418,14 @@ impl OAuth2Backend {
                     "required to check the `iss` of JWTs (or set check_issuer = false)",
                 ));
             }
+            // Required, with no opt-out: an issuer signs tokens for every client of its
+            // realm, and without an `aud` check a token issued to any of them would log in.
+            if config.audience.is_none() {
+                return Err(err(
+                    "audience",
+                    "required with validate = \"jwt\": the `aud` the IdP puts in tokens meant for this service (often its client_id); without it a token issued to any other client of the issuer would log in",
+                ));
+            }
         }
         if config.client_auth != ClientAuth::None
             && client_secret.is_none()
@@ -808,10 +816,24 @@ mod tests {
         );
         assert_eq!(
             key_of(&format!(
-                "{issuer}mode = \"token\"\nvalidate = \"jwt\"\nalgorithms = [\"HS256\"]"
+                "{issuer}mode = \"token\"\nvalidate = \"jwt\"\naudience = \"a\"\nalgorithms = [\"HS256\"]"
             )),
             "backend[0].algorithms"
         );
+        assert_eq!(
+            key_of(&format!("{issuer}mode = \"token\"\nvalidate = \"jwt\"")),
+            "backend[0].audience"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "{issuer}client_id = \"c\"\nclient_auth = \"none\"\nmode = \"auto\"\nvalidate = \"jwt\""
+            )),
+            "backend[0].audience"
+        );
+        assert!(build(&format!(
+            "{issuer}mode = \"token\"\nvalidate = \"jwt\"\naudience = \"a\""
+        ))
+        .is_ok());
         assert_eq!(
             key_of("mode = \"token\"\nvalidate = \"jwt\"\njwks_uri = \"https://idp.example/jwks\""),
             "backend[0].issuer"
