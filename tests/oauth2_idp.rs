@@ -250,6 +250,38 @@ fn token_as_password_via_introspection() {
     bridge.finish();
 }
 
+/// `introspection_bearer_env`: the bearer is read from the environment at start-up; the
+/// wrong one is refused by the IdP, an unset variable is a configuration error.
+#[test]
+fn introspection_bearer_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let var = "EXTAUTH_TEST_INTROSPECTION_BEARER";
+    let config = write_config(
+        dir.path(),
+        &backend(&format!(
+            "mode = \"token\"\nvalidate = \"introspection\"\nintrospection_bearer_env = \"{var}\""
+        )),
+    );
+    let romeo = token("romeo", "iheartjuliet", false);
+    for (bearer, works) in [("introspect-token-123", true), ("not-the-bearer", false)] {
+        let mut bridge = Bridge::start_env(&config, Wire::Line, &[(var, bearer)]);
+        assert_eq!(bridge.auth("romeo", SERVER, &romeo), works, "{bearer}");
+        assert!(!bridge.auth("juliet", SERVER, &romeo), "{bearer}");
+        let log = bridge.finish();
+        assert!(!log.contains(bearer), "{bearer} in the log: {log}");
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["--config", config.to_str().unwrap()])
+        .env_remove("EXTAUTH_BRIDGE_CONFIG")
+        .env_remove(var)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("introspection_bearer_env"), "{err}");
+}
+
 #[test]
 fn token_as_password_via_userinfo() {
     let dir = tempfile::tempdir().unwrap();

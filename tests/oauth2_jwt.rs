@@ -185,6 +185,9 @@ impl Idp {
         async fn mac_token() -> Json<Value> {
             Json(json!({"access_token": "abc", "token_type": "mac"}))
         }
+        async fn bearer_token() -> Json<Value> {
+            Json(json!({"access_token": "abc", "token_type": "Bearer"}))
+        }
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(oidc))
             .route("/wrong/.well-known/openid-configuration", get(wrong))
@@ -196,6 +199,7 @@ impl Idp {
             .route("/jwks", get(jwks))
             .route("/token", post(token))
             .route("/mac/token", post(mac_token))
+            .route("/bearer/token", post(bearer_token))
             .route(
                 "/.well-known/oauth-authorization-server/half/{case}",
                 get(half_rfc8414),
@@ -605,6 +609,31 @@ fn jwt_validation_without_audience_is_a_configuration_error() {
                 && err.contains("validate = \"jwt\""),
             "{mode}: {err}"
         );
+    }
+}
+
+/// RFC 6749 §7.1: a token of a type we do not know how to use (`mac`) is refused, even
+/// with `verify = "none"`; the same answer with `token_type = "Bearer"` logs in.
+#[test]
+fn a_granted_token_that_is_not_a_bearer_token_is_refused() {
+    let idp = Idp::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    for (path, bearer) in [("/mac/token", false), ("/bearer/token", true)] {
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n\
+                 token_endpoint = \"{}{path}\"\nclient_id = \"bridge\"\n\
+                 client_auth = \"none\"\nverify = \"none\"\n",
+                idp.base
+            ),
+        );
+        for wire in BOTH {
+            let mut bridge = Bridge::start(&config, wire);
+            assert_eq!(bridge.auth("romeo", "example.net", "pw"), bearer, "{path}");
+            let log = bridge.finish();
+            assert_eq!(log.contains("token_type is not bearer"), !bearer, "{log}");
+        }
     }
 }
 

@@ -57,3 +57,33 @@ fn explicit_endpoints_for_what_the_mode_needs_switch_discovery_off() {
     bridge.finish();
     assert!(idp.seen().contains(&format!("GET {DISCOVERY}")));
 }
+
+/// `username_format`: the password grant sends `user@server` with `jid`, `user` by
+/// default, as the token endpoint received it.
+#[test]
+fn username_format_decides_the_username_of_the_password_grant() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = &idp.base;
+    for (format, sent) in [
+        ("username_format = \"jid\"\n", "romeo@example.net"),
+        ("username_format = \"localpart\"\n", "romeo"),
+        ("", "romeo"),
+    ] {
+        let config = write_config(
+            dir.path(),
+            &backend(&format!(
+                "{format}token_endpoint = \"{base}/token\"\nuserinfo_endpoint = \"{base}/userinfo\"\n\
+                 client_id = \"bridge\"\nclient_auth = \"none\"\n"
+            )),
+        );
+        let mut bridge = Bridge::start(&config, Wire::Line);
+        assert!(bridge.auth("romeo", "example.net", "right"), "{format}");
+        bridge.finish();
+        assert_eq!(
+            idp.usernames().last().map(String::as_str),
+            Some(sent),
+            "{format}"
+        );
+    }
+}

@@ -68,8 +68,17 @@ impl Bridge {
         Bridge::start_bin(BIN, config, wire, args)
     }
 
+    /// Starts the bridge with extra environment variables.
+    pub fn start_env(config: &Path, wire: Wire, env: &[(&str, &str)]) -> Bridge {
+        Bridge::spawn(BIN, config, wire, &[], env)
+    }
+
     /// Starts a given bridge binary (the benchmark uses the release build).
     pub fn start_bin(bin: &str, config: &Path, wire: Wire, args: &[&str]) -> Bridge {
+        Bridge::spawn(bin, config, wire, args, &[])
+    }
+
+    fn spawn(bin: &str, config: &Path, wire: Wire, args: &[&str], env: &[(&str, &str)]) -> Bridge {
         let protocol = match wire {
             Wire::Line => "line",
             Wire::Ejabberd => "ejabberd",
@@ -78,6 +87,7 @@ impl Bridge {
             .args(["--config", config.to_str().unwrap(), "--protocol", protocol])
             .args(args)
             .env_remove("EXTAUTH_BRIDGE_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
