@@ -150,3 +150,67 @@ fn oversized_answers_are_cut_off() {
         assert_eq!(bridge.wait_within(BOUND).0.code(), Some(0), "{what}");
     }
 }
+
+/// Every way the token, userinfo or introspection endpoint can fail: answered `0` (the
+/// slow one at the deadline, not before), the reason logged, and the next logins on the
+/// same stream answered right once the IdP behaves again. Both wire protocols.
+#[test]
+fn faults_answer_0_in_time_and_the_next_login_is_answered_right() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (grant(&idp.base, "token"), "/token", Wire::Line),
+        (grant(&idp.base, "token"), "/token", Wire::Ejabberd),
+        (grant(&idp.base, "userinfo"), "/userinfo", Wire::Line),
+        (introspection(&idp.base), "/introspect", Wire::Line),
+        (introspection(&idp.base), "/introspect", Wire::Ejabberd),
+    ];
+    let faults = [
+        (Fault::ResetMidResponse, "outcome=\"unavailable\""),
+        (Fault::ServerError, "HTTP 503"),
+        (Fault::GarbageJson, "outcome=\"protocol\""),
+        (Fault::Slow, "deadline expired"),
+    ];
+    for (login, path, wire) in cases {
+        let what = format!("{} {wire:?}", login.what);
+        let mut bridge = start(&config(dir.path(), &login.settings));
+        auth_timed(&mut bridge, wire, &login.right, true);
+        for (fault, logged) in faults {
+            idp.fail_at(path, fault);
+            let took = auth_timed(&mut bridge, wire, &login.right, false);
+            if fault == Fault::Slow {
+                assert!(took >= DEADLINE, "{what}: answered before the deadline");
+            }
+            bridge.wait_for_log(logged, BOUND);
+            idp.fail(Fault::None);
+            auth_timed(&mut bridge, wire, &login.right, true);
+            auth_timed(&mut bridge, wire, &login.wrong, false);
+        }
+        bridge.close_stdin();
+        assert_eq!(bridge.wait_within(BOUND).0.code(), Some(0), "{what}");
+    }
+}
+
+/// Nothing listens where the IdP should be: `0` at once; then it starts, and the same
+/// bridge uses it from the next login on.
+#[test]
+fn refused_connections_then_the_idp_comes_back() {
+    for (make, wire) in [
+        (grant as fn(&str, &'static str) -> Login, Wire::Line),
+        (|base: &str, _| introspection(base), Wire::Ejabberd),
+    ] {
+        // Take a free port, then leave it: nothing listens there.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let login = make(&format!("http://{addr}"), "token");
+        let dir = tempfile::tempdir().unwrap();
+        let mut bridge = start(&config(dir.path(), &login.settings));
+        auth_timed(&mut bridge, wire, &login.right, false);
+        bridge.wait_for_log("outcome=\"unavailable\"", BOUND);
+        let _idp = FakeIdp::start_on(addr);
+        auth_timed(&mut bridge, wire, &login.right, true);
+        auth_timed(&mut bridge, wire, &login.wrong, false);
+    }
+}
