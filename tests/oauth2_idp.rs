@@ -22,12 +22,40 @@ const USERS: [(&str, &str); 3] = [
     ("mercutio", "pässwörd✓"),
 ];
 
+/// The IdP's working directory: its database is there.
+fn work_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("oauth2_idp-work")
+}
+
 fn idp() -> &'static Idp {
     static IDP: OnceLock<Idp> = OnceLock::new();
-    IDP.get_or_init(|| {
-        let work = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("oauth2_idp-work");
-        Idp::start_in(&work, &["--password-grant-id-token"])
-    })
+    IDP.get_or_init(|| Idp::start_in(&work_dir(), &["--password-grant-id-token"]))
+}
+
+/// Every access and refresh token the IdP holds, read from its database (DOT stores them
+/// in clear): among them, those the bridge got from its own password grants.
+fn issued_tokens() -> Vec<String> {
+    let venv = std::env::var("EXTAUTH_TEST_IDP_VENV").unwrap();
+    let script = "import sqlite3, sys\n\
+                  db = sqlite3.connect(sys.argv[1], timeout=30)\n\
+                  for table in ('accesstoken', 'refreshtoken'):\n    \
+                  for (token,) in db.execute(f'select token from oauth2_provider_{table}'):\n        \
+                  print(token)\n";
+    let out = std::process::Command::new(std::path::Path::new(&venv).join("bin/python"))
+        .args(["-c", script])
+        .arg(work_dir().join("db.sqlite3"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -355,8 +383,9 @@ fn check_reaches_the_idp_and_tests_the_client_credentials() {
     assert!(check("client_id = \"bridge-nobody\"\nclient_auth = \"none\"").is_err());
 }
 
-/// Passwords, tokens, client secrets and the introspection bearer never reach the log,
-/// even at trace level, in either format.
+/// Passwords, tokens (those given as passwords, and those the bridge got from its own
+/// successful password grants), client secrets and the introspection bearer never reach
+/// the log, even at trace level, in either format.
 #[test]
 fn no_secret_in_the_log_at_trace_level() {
     let dir = tempfile::tempdir().unwrap();
@@ -381,16 +410,21 @@ fn no_secret_in_the_log_at_trace_level() {
         format!("{BASIC}mode = \"token\"\nvalidate = \"userinfo\""),
         "mode = \"token\"\nvalidate = \"jwt\"\naudience = \"bridge-basic\"".to_owned(),
     ];
-    for extra in &configs {
+    let before = issued_tokens();
+    let mut logs = Vec::new();
+    for (i, extra) in configs.iter().enumerate() {
         let config = write_config(dir.path(), &backend(extra));
+        // The first two configurations do the password grant: it must succeed, so that
+        // the bridge holds access tokens of its own while logging at trace level.
+        let grants = i < 2;
         for format in ["text", "json"] {
             let mut bridge = Bridge::start_with(
                 &config,
                 Wire::Line,
                 &["--log-level", "trace", "--log-format", format],
             );
-            bridge.auth("romeo", SERVER, "iheartjuliet");
-            bridge.auth("juliet", SERVER, "wherefore:art thou");
+            assert_eq!(bridge.auth("romeo", SERVER, "iheartjuliet"), grants);
+            assert_eq!(bridge.auth("juliet", SERVER, "wherefore:art thou"), grants);
             bridge.auth("romeo", SERVER, "wrong-pass-xyz");
             bridge.auth("romeo", SERVER, &romeo);
             bridge.auth("juliet", SERVER, &id_token);
@@ -402,6 +436,19 @@ fn no_secret_in_the_log_at_trace_level() {
                     "{extra} ({format}): {s:?} in the log:\n{log}"
                 );
             }
+            logs.push((format!("{extra} ({format})"), log));
+        }
+    }
+    let issued = issued_tokens();
+    let granted = issued.iter().filter(|t| !before.contains(t)).count();
+    // Two logins, each an access and a refresh token, for each of the four grant runs.
+    assert!(granted >= 16, "only {granted} new tokens");
+    for (what, log) in &logs {
+        for token in &issued {
+            assert!(
+                !log.contains(token.as_str()),
+                "{what}: {token:?} in the log:\n{log}"
+            );
         }
     }
 }
