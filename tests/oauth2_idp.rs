@@ -12,7 +12,7 @@ mod oauth2_common;
 
 use std::sync::OnceLock;
 
-use oauth2_common::idp::Idp;
+use oauth2_common::idp::{venv_python, Idp};
 use oauth2_common::*;
 
 const SERVER: &str = "example.net";
@@ -35,24 +35,13 @@ fn idp() -> &'static Idp {
 /// Every access and refresh token the IdP holds, read from its database (DOT stores them
 /// in clear): among them, those the bridge got from its own password grants.
 fn issued_tokens() -> Vec<String> {
-    let venv = std::env::var("EXTAUTH_TEST_IDP_VENV").unwrap();
     let script = "import sqlite3, sys\n\
                   db = sqlite3.connect(sys.argv[1], timeout=30)\n\
                   for table in ('accesstoken', 'refreshtoken'):\n    \
                   for (token,) in db.execute(f'select token from oauth2_provider_{table}'):\n        \
                   print(token)\n";
-    let out = std::process::Command::new(std::path::Path::new(&venv).join("bin/python"))
-        .args(["-c", script])
-        .arg(work_dir().join("db.sqlite3"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    let db = work_dir().join("db.sqlite3");
+    venv_python(&["-c".as_ref(), script.as_ref(), db.as_os_str()])
         .lines()
         .map(str::to_owned)
         .collect()
