@@ -92,6 +92,8 @@ struct IdpState {
     jwks_hits: Arc<AtomicUsize>,
     /// The JWKS answers 500 while set.
     jwks_down: Arc<AtomicBool>,
+    /// The JWKS comes after 1 MiB of whitespace while set (valid JSON, over the cap).
+    jwks_oversized: Arc<AtomicBool>,
     token_hits: Arc<AtomicUsize>,
     /// Requests for paths without a route (answered 404).
     unrouted: Arc<Mutex<Vec<String>>>,
@@ -126,12 +128,16 @@ impl Idp {
                 json!({"issuer": format!("{base}/broken"), "jwks_uri": format!("{base}/broken/jwks")}),
             )
         }
-        async fn jwks(State(s): State<IdpState>) -> Result<Json<Value>, StatusCode> {
+        async fn jwks(State(s): State<IdpState>) -> Result<String, StatusCode> {
             s.jwks_hits.fetch_add(1, Ordering::SeqCst);
             if s.jwks_down.load(Ordering::SeqCst) {
                 return Err(StatusCode::INTERNAL_SERVER_ERROR);
             }
-            Ok(Json(json!({"keys": *s.keys.lock().unwrap()})))
+            let set = json!({"keys": *s.keys.lock().unwrap()}).to_string();
+            if s.jwks_oversized.load(Ordering::SeqCst) {
+                return Ok(" ".repeat(1 << 20) + &set);
+            }
+            Ok(set)
         }
         async fn token(State(s): State<IdpState>) -> (StatusCode, Json<Value>) {
             s.token_hits.fetch_add(1, Ordering::SeqCst);
@@ -461,6 +467,36 @@ fn a_failing_jwks_is_retried_only_after_a_pause() {
     }
     assert_eq!(idp.jwks_hits(), 3, "one failed fetch, then the pause");
     bridge.finish();
+}
+
+/// A JWKS over the 256 KiB cap is refused: with no keys yet the login is `0`; with keys
+/// in hand they keep serving. Either way the reason is logged.
+#[test]
+fn an_oversized_jwks_is_refused() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = idp.config(dir.path(), "", "jwks_refresh = \"100ms\"\n");
+    let token = a.sign(&idp.claims("romeo"));
+
+    let mut bridge = Bridge::start(&config, Wire::Line);
+    assert!(bridge.auth("romeo", "example.net", &token));
+    idp.state.jwks_oversized.store(true, Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(bridge.auth("romeo", "example.net", &token));
+    let log = bridge.finish();
+    assert!(
+        log.contains("JWKS: response body over 262144 bytes"),
+        "{log}"
+    );
+
+    let mut bridge = Bridge::start(&config, Wire::Line);
+    assert!(!bridge.auth("romeo", "example.net", &token));
+    let log = bridge.finish();
+    assert!(
+        log.contains("JWKS: response body over 262144 bytes"),
+        "{log}"
+    );
 }
 
 #[test]
