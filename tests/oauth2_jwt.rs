@@ -436,67 +436,59 @@ fn unknown_kid_refetches_the_jwks_at_most_once_a_minute() {
     bridge.finish();
 }
 
-/// A failing JWKS endpoint is asked once, then not again before the retry pause (30 s)
-/// however many logins come meanwhile: the keys in hand keep serving, and without keys
-/// logins answer `0` at once instead of each waiting on the IdP.
+/// A failing JWKS (a 500, or a body over the 256 KiB cap) is asked once, then not again
+/// before the retry pause (30 s) however many logins come meanwhile: the keys in hand keep
+/// serving, and without keys logins answer `0` at once instead of each waiting on the IdP.
+/// The reason is logged.
 #[test]
 fn a_failing_jwks_is_retried_only_after_a_pause() {
     let a = rsa_a();
-    let idp = Idp::start(&[&a]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = idp.config(dir.path(), "", "jwks_refresh = \"100ms\"\n");
-    let token = a.sign(&idp.claims("romeo"));
+    let token = |idp: &Idp| a.sign(&idp.claims("romeo"));
+    let down = |s: &IdpState| Arc::clone(&s.jwks_down);
+    let oversized = |s: &IdpState| Arc::clone(&s.jwks_oversized);
+    for (breaks, why) in [
+        (
+            &down as &dyn Fn(&IdpState) -> Arc<AtomicBool>,
+            "JWKS: HTTP 500",
+        ),
+        (&oversized, "JWKS: response body over 262144 bytes"),
+    ] {
+        let idp = Idp::start(&[&a]);
+        let dir = tempfile::tempdir().unwrap();
+        let config = idp.config(dir.path(), "", "jwks_refresh = \"100ms\"\n");
+        let mut bridge = Bridge::start(&config, Wire::Line);
+        assert!(bridge.auth("romeo", "example.net", &token(&idp)));
+        assert_eq!(idp.jwks_hits(), 1);
+        // The JWKS breaks, and the keys in hand go stale.
+        breaks(&idp.state).store(true, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        for _ in 0..20 {
+            assert!(bridge.auth("romeo", "example.net", &token(&idp)), "{why}");
+        }
+        assert_eq!(
+            idp.jwks_hits(),
+            2,
+            "{why}: one failed refresh, then the pause"
+        );
+        let log = bridge.finish();
+        assert!(
+            log.contains("JWKS refresh failed") && log.contains(why),
+            "{log}"
+        );
 
-    let mut bridge = Bridge::start(&config, Wire::Line);
-    assert!(bridge.auth("romeo", "example.net", &token));
-    assert_eq!(idp.jwks_hits(), 1);
-    // The JWKS breaks, and the keys in hand go stale.
-    idp.state.jwks_down.store(true, Ordering::SeqCst);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    for _ in 0..20 {
-        assert!(bridge.auth("romeo", "example.net", &token));
+        // No keys at all yet.
+        let mut bridge = Bridge::start(&config, Wire::Ejabberd);
+        for _ in 0..20 {
+            assert!(!bridge.auth("romeo", "example.net", &token(&idp)), "{why}");
+        }
+        assert_eq!(
+            idp.jwks_hits(),
+            3,
+            "{why}: one failed fetch, then the pause"
+        );
+        let log = bridge.finish();
+        assert!(log.contains(why), "{log}");
     }
-    assert_eq!(idp.jwks_hits(), 2, "one failed refresh, then the pause");
-    let log = bridge.finish();
-    assert!(log.contains("JWKS refresh failed"), "{log}");
-
-    // No keys at all yet.
-    let mut bridge = Bridge::start(&config, Wire::Ejabberd);
-    for _ in 0..20 {
-        assert!(!bridge.auth("romeo", "example.net", &token));
-    }
-    assert_eq!(idp.jwks_hits(), 3, "one failed fetch, then the pause");
-    bridge.finish();
-}
-
-/// A JWKS over the 256 KiB cap is refused: with no keys yet the login is `0`; with keys
-/// in hand they keep serving. Either way the reason is logged.
-#[test]
-fn an_oversized_jwks_is_refused() {
-    let a = rsa_a();
-    let idp = Idp::start(&[&a]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = idp.config(dir.path(), "", "jwks_refresh = \"100ms\"\n");
-    let token = a.sign(&idp.claims("romeo"));
-
-    let mut bridge = Bridge::start(&config, Wire::Line);
-    assert!(bridge.auth("romeo", "example.net", &token));
-    idp.state.jwks_oversized.store(true, Ordering::SeqCst);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(bridge.auth("romeo", "example.net", &token));
-    let log = bridge.finish();
-    assert!(
-        log.contains("JWKS: response body over 262144 bytes"),
-        "{log}"
-    );
-
-    let mut bridge = Bridge::start(&config, Wire::Line);
-    assert!(!bridge.auth("romeo", "example.net", &token));
-    let log = bridge.finish();
-    assert!(
-        log.contains("JWKS: response body over 262144 bytes"),
-        "{log}"
-    );
 }
 
 #[test]
