@@ -8,9 +8,10 @@
 //! the check that ties the endpoints to the issuer a token claims (RFC 8414 §3.3, OIDC
 //! Discovery §4.3).
 //!
-//! Explicitly configured endpoints win over discovered ones; with every endpoint the
-//! configured mode needs configured, nothing is fetched. The merged result is cached for `discovery_refresh`; when
-//! a refresh fails the old endpoints stay in use (and the failure is logged).
+//! Explicitly configured endpoints win over discovered ones; when they cover every endpoint
+//! the configured mode needs, nothing is fetched. The merged result is cached for
+//! `discovery_refresh`; when a refresh fails the old endpoints stay in use (and the failure
+//! is logged).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
