@@ -12,7 +12,7 @@ mod oauth2_common;
 
 use std::sync::OnceLock;
 
-use oauth2_common::idp::Idp;
+use oauth2_common::idp::{venv_python, Idp};
 use oauth2_common::*;
 
 const SERVER: &str = "example.net";
@@ -22,12 +22,29 @@ const USERS: [(&str, &str); 3] = [
     ("mercutio", "pässwörd✓"),
 ];
 
+/// The IdP's working directory: its database is there.
+fn work_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("oauth2_idp-work")
+}
+
 fn idp() -> &'static Idp {
     static IDP: OnceLock<Idp> = OnceLock::new();
-    IDP.get_or_init(|| {
-        let work = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("oauth2_idp-work");
-        Idp::start_in(&work, &["--password-grant-id-token"])
-    })
+    IDP.get_or_init(|| Idp::start_in(&work_dir(), &["--password-grant-id-token"]))
+}
+
+/// Every access and refresh token the IdP holds, read from its database (DOT stores them
+/// in clear): among them, those the bridge got from its own password grants.
+fn issued_tokens() -> Vec<String> {
+    let script = "import sqlite3, sys\n\
+                  db = sqlite3.connect(sys.argv[1], timeout=30)\n\
+                  for table in ('accesstoken', 'refreshtoken'):\n    \
+                  for (token,) in db.execute(f'select token from oauth2_provider_{table}'):\n        \
+                  print(token)\n";
+    let db = work_dir().join("db.sqlite3");
+    venv_python(&["-c".as_ref(), script.as_ref(), db.as_os_str()])
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -250,6 +267,38 @@ fn token_as_password_via_introspection() {
     bridge.finish();
 }
 
+/// `introspection_bearer_env`: the bearer is read from the environment at start-up; the
+/// wrong one is refused by the IdP, an unset variable is a configuration error.
+#[test]
+fn introspection_bearer_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let var = "EXTAUTH_TEST_INTROSPECTION_BEARER";
+    let config = write_config(
+        dir.path(),
+        &backend(&format!(
+            "mode = \"token\"\nvalidate = \"introspection\"\nintrospection_bearer_env = \"{var}\""
+        )),
+    );
+    let romeo = token("romeo", "iheartjuliet", false);
+    for (bearer, works) in [("introspect-token-123", true), ("not-the-bearer", false)] {
+        let mut bridge = Bridge::start_env(&config, Wire::Line, &[(var, bearer)]);
+        assert_eq!(bridge.auth("romeo", SERVER, &romeo), works, "{bearer}");
+        assert!(!bridge.auth("juliet", SERVER, &romeo), "{bearer}");
+        let log = bridge.finish();
+        assert!(!log.contains(bearer), "{bearer} in the log: {log}");
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["--config", config.to_str().unwrap()])
+        .env_remove("EXTAUTH_BRIDGE_CONFIG")
+        .env_remove(var)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("introspection_bearer_env"), "{err}");
+}
+
 #[test]
 fn token_as_password_via_userinfo() {
     let dir = tempfile::tempdir().unwrap();
@@ -315,7 +364,7 @@ fn check_reaches_the_idp_and_tests_the_client_credentials() {
         ok.contains("discovery ok") && ok.contains("credentials accepted"),
         "{ok}"
     );
-    let ok = check("mode = \"token\"\nvalidate = \"jwt\"").unwrap();
+    let ok = check("mode = \"token\"\nvalidate = \"jwt\"\naudience = \"bridge-basic\"").unwrap();
     assert!(ok.contains("JWKS has 1 usable key"), "{ok}");
     let ok = check(PUBLIC).unwrap();
     assert!(ok.contains("token endpoint accepts the client"), "{ok}");
@@ -323,8 +372,9 @@ fn check_reaches_the_idp_and_tests_the_client_credentials() {
     assert!(check("client_id = \"bridge-nobody\"\nclient_auth = \"none\"").is_err());
 }
 
-/// Passwords, tokens, client secrets and the introspection bearer never reach the log,
-/// even at trace level, in either format.
+/// Passwords, tokens (those given as passwords, and those the bridge got from its own
+/// successful password grants), client secrets and the introspection bearer never reach
+/// the log, even at trace level, in either format.
 #[test]
 fn no_secret_in_the_log_at_trace_level() {
     let dir = tempfile::tempdir().unwrap();
@@ -349,16 +399,21 @@ fn no_secret_in_the_log_at_trace_level() {
         format!("{BASIC}mode = \"token\"\nvalidate = \"userinfo\""),
         "mode = \"token\"\nvalidate = \"jwt\"\naudience = \"bridge-basic\"".to_owned(),
     ];
-    for extra in &configs {
+    let before = issued_tokens();
+    let mut logs = Vec::new();
+    for (i, extra) in configs.iter().enumerate() {
         let config = write_config(dir.path(), &backend(extra));
+        // The first two configurations do the password grant: it must succeed, so that
+        // the bridge holds access tokens of its own while logging at trace level.
+        let grants = i < 2;
         for format in ["text", "json"] {
             let mut bridge = Bridge::start_with(
                 &config,
                 Wire::Line,
                 &["--log-level", "trace", "--log-format", format],
             );
-            bridge.auth("romeo", SERVER, "iheartjuliet");
-            bridge.auth("juliet", SERVER, "wherefore:art thou");
+            assert_eq!(bridge.auth("romeo", SERVER, "iheartjuliet"), grants);
+            assert_eq!(bridge.auth("juliet", SERVER, "wherefore:art thou"), grants);
             bridge.auth("romeo", SERVER, "wrong-pass-xyz");
             bridge.auth("romeo", SERVER, &romeo);
             bridge.auth("juliet", SERVER, &id_token);
@@ -370,6 +425,19 @@ fn no_secret_in_the_log_at_trace_level() {
                     "{extra} ({format}): {s:?} in the log:\n{log}"
                 );
             }
+            logs.push((format!("{extra} ({format})"), log));
+        }
+    }
+    let issued = issued_tokens();
+    let granted = issued.iter().filter(|t| !before.contains(t)).count();
+    // Two logins, each an access and a refresh token, for each of the four grant runs.
+    assert!(granted >= 16, "only {granted} new tokens");
+    for (what, log) in &logs {
+        for token in &issued {
+            assert!(
+                !log.contains(token.as_str()),
+                "{what}: {token:?} in the log:\n{log}"
+            );
         }
     }
 }

@@ -4,10 +4,10 @@
 
 mod oauth2_common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -90,7 +90,13 @@ struct IdpState {
     base: Arc<Mutex<String>>,
     keys: Arc<Mutex<Vec<Jwk>>>,
     jwks_hits: Arc<AtomicUsize>,
+    /// The JWKS answers 500 while set.
+    jwks_down: Arc<AtomicBool>,
+    /// The JWKS comes after 1 MiB of whitespace while set (valid JSON, over the cap).
+    jwks_oversized: Arc<AtomicBool>,
     token_hits: Arc<AtomicUsize>,
+    /// Requests for paths without a route (answered 404).
+    unrouted: Arc<Mutex<Vec<String>>>,
 }
 
 /// The loopback IdP: `/` is a good issuer; `/wrong` publishes someone else's issuer;
@@ -103,15 +109,7 @@ struct Idp {
 
 impl Idp {
     fn start(keys: &[&Key]) -> Idp {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (runtime, listener, base) = listen("127.0.0.1:0".parse().unwrap());
         let state = IdpState::default();
         *state.base.lock().unwrap() = base.clone();
         *state.keys.lock().unwrap() = keys.iter().map(|k| k.jwk()).collect();
@@ -130,9 +128,16 @@ impl Idp {
                 json!({"issuer": format!("{base}/broken"), "jwks_uri": format!("{base}/broken/jwks")}),
             )
         }
-        async fn jwks(State(s): State<IdpState>) -> Json<Value> {
+        async fn jwks(State(s): State<IdpState>) -> Result<String, StatusCode> {
             s.jwks_hits.fetch_add(1, Ordering::SeqCst);
-            Json(json!({"keys": *s.keys.lock().unwrap()}))
+            if s.jwks_down.load(Ordering::SeqCst) {
+                return Err(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            let set = json!({"keys": *s.keys.lock().unwrap()}).to_string();
+            if s.jwks_oversized.load(Ordering::SeqCst) {
+                return Ok(" ".repeat(1 << 20) + &set);
+            }
+            Ok(set)
         }
         async fn token(State(s): State<IdpState>) -> (StatusCode, Json<Value>) {
             s.token_hits.fetch_add(1, Ordering::SeqCst);
@@ -141,8 +146,53 @@ impl Idp {
                 Json(json!({"error": "invalid_grant"})),
             )
         }
+        // `/half/{case}`: an issuer with one good metadata document and one that fails
+        // as `case` says: `{rfc8414|oidc}-{401|403|html|302|500|wrong-issuer}`.
+        async fn half(s: &IdpState, document: &str, case: &str) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            let base = s.base.lock().unwrap().clone();
+            let issuer = format!("{base}/half/{case}");
+            let good = json!({"issuer": issuer, "jwks_uri": format!("{base}/jwks")});
+            let Some(fault) = case
+                .strip_prefix(document)
+                .and_then(|c| c.strip_prefix('-'))
+            else {
+                return Json(good).into_response();
+            };
+            let html = [(axum::http::header::CONTENT_TYPE, "text/html")];
+            match fault {
+                "401" => StatusCode::UNAUTHORIZED.into_response(),
+                "403" => (StatusCode::FORBIDDEN, html, "<html>no</html>").into_response(),
+                "html" => (StatusCode::OK, html, "<html>log in</html>").into_response(),
+                "302" => (StatusCode::FOUND, [("location", "/login")]).into_response(),
+                "500" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                "wrong-issuer" => Json(json!({"issuer": format!("{base}/other"),
+                                              "jwks_uri": format!("{base}/jwks")}))
+                .into_response(),
+                _ => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+        async fn half_rfc8414(
+            State(s): State<IdpState>,
+            Path(case): Path<String>,
+        ) -> axum::response::Response {
+            half(&s, "rfc8414", &case).await
+        }
+        async fn half_oidc(
+            State(s): State<IdpState>,
+            Path(case): Path<String>,
+        ) -> axum::response::Response {
+            half(&s, "oidc", &case).await
+        }
+        async fn unrouted(State(s): State<IdpState>, uri: axum::http::Uri) -> StatusCode {
+            s.unrouted.lock().unwrap().push(uri.path().to_owned());
+            StatusCode::NOT_FOUND
+        }
         async fn mac_token() -> Json<Value> {
             Json(json!({"access_token": "abc", "token_type": "mac"}))
+        }
+        async fn bearer_token() -> Json<Value> {
+            Json(json!({"access_token": "abc", "token_type": "Bearer"}))
         }
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(oidc))
@@ -155,6 +205,16 @@ impl Idp {
             .route("/jwks", get(jwks))
             .route("/token", post(token))
             .route("/mac/token", post(mac_token))
+            .route("/bearer/token", post(bearer_token))
+            .route(
+                "/.well-known/oauth-authorization-server/half/{case}",
+                get(half_rfc8414),
+            )
+            .route(
+                "/half/{case}/.well-known/openid-configuration",
+                get(half_oidc),
+            )
+            .fallback(unrouted)
             .with_state(state.clone());
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
         Idp {
@@ -376,6 +436,61 @@ fn unknown_kid_refetches_the_jwks_at_most_once_a_minute() {
     bridge.finish();
 }
 
+/// A failing JWKS (a 500, or a body over the 256 KiB cap) is asked once, then not again
+/// before the retry pause (30 s) however many logins come meanwhile: the keys in hand keep
+/// serving, and without keys logins answer `0` at once instead of each waiting on the IdP.
+/// The reason is logged.
+#[test]
+fn a_failing_jwks_is_retried_only_after_a_pause() {
+    let a = rsa_a();
+    let token = |idp: &Idp| a.sign(&idp.claims("romeo"));
+    let down = |s: &IdpState| Arc::clone(&s.jwks_down);
+    let oversized = |s: &IdpState| Arc::clone(&s.jwks_oversized);
+    for (breaks, why) in [
+        (
+            &down as &dyn Fn(&IdpState) -> Arc<AtomicBool>,
+            "JWKS: HTTP 500",
+        ),
+        (&oversized, "JWKS: response body over 262144 bytes"),
+    ] {
+        let idp = Idp::start(&[&a]);
+        let dir = tempfile::tempdir().unwrap();
+        let config = idp.config(dir.path(), "", "jwks_refresh = \"100ms\"\n");
+        let mut bridge = Bridge::start(&config, Wire::Line);
+        assert!(bridge.auth("romeo", "example.net", &token(&idp)));
+        assert_eq!(idp.jwks_hits(), 1);
+        // The JWKS breaks, and the keys in hand go stale.
+        breaks(&idp.state).store(true, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        for _ in 0..20 {
+            assert!(bridge.auth("romeo", "example.net", &token(&idp)), "{why}");
+        }
+        assert_eq!(
+            idp.jwks_hits(),
+            2,
+            "{why}: one failed refresh, then the pause"
+        );
+        let log = bridge.finish();
+        assert!(
+            log.contains("JWKS refresh failed") && log.contains(why),
+            "{log}"
+        );
+
+        // No keys at all yet.
+        let mut bridge = Bridge::start(&config, Wire::Ejabberd);
+        for _ in 0..20 {
+            assert!(!bridge.auth("romeo", "example.net", &token(&idp)), "{why}");
+        }
+        assert_eq!(
+            idp.jwks_hits(),
+            3,
+            "{why}: one failed fetch, then the pause"
+        );
+        let log = bridge.finish();
+        assert!(log.contains(why), "{log}");
+    }
+}
+
 #[test]
 fn discovery_or_jwks_failures_answer_0_and_the_bridge_keeps_serving() {
     let a = rsa_a();
@@ -391,7 +506,7 @@ fn discovery_or_jwks_failures_answer_0_and_the_bridge_keeps_serving() {
         dir.path(),
         &format!(
             "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"{dead}\"\n\
-             mode = \"token\"\nvalidate = \"jwt\"\n"
+             mode = \"token\"\nvalidate = \"jwt\"\naudience = \"{AUDIENCE}\"\n"
         ),
     );
     for config in [
@@ -411,6 +526,143 @@ fn discovery_or_jwks_failures_answer_0_and_the_bridge_keeps_serving() {
     let mut bridge = Bridge::start(&idp.config(dir.path(), "", ""), Wire::Line);
     assert!(bridge.auth("romeo", "example.net", &token));
     bridge.finish();
+}
+
+/// `validate = "jwt"` needs only the JWKS: with `jwks_uri` configured, the issuer's
+/// well-known URLs are never asked, whether they answer 404 or nothing listens there.
+#[test]
+fn an_explicit_jwks_uri_switches_discovery_off() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    for issuer in [format!("{}/no-metadata", idp.base), dead] {
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"{issuer}\"\n\
+                 mode = \"token\"\nvalidate = \"jwt\"\naudience = \"{AUDIENCE}\"\n\
+                 jwks_uri = \"{}/jwks\"\n",
+                idp.base
+            ),
+        );
+        let claims = with(idp.claims("romeo"), "iss", json!(issuer));
+        for wire in BOTH {
+            let mut bridge = Bridge::start(&config, wire);
+            assert!(
+                bridge.auth("romeo", "example.net", &a.sign(&claims)),
+                "{issuer}"
+            );
+            assert!(
+                !bridge.auth("juliet", "example.net", &a.sign(&claims)),
+                "{issuer}"
+            );
+            bridge.finish();
+        }
+    }
+    assert_eq!(*idp.state.unrouted.lock().unwrap(), Vec::<String>::new());
+}
+
+/// One metadata document failing (401, 403, an HTML page, a redirect, a 500) while the
+/// other is valid: the valid one is used. One naming another issuer: discovery fails, the
+/// valid other document notwithstanding.
+#[test]
+fn discovery_uses_the_valid_document_when_the_other_fails() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("rfc8414-401", true),
+        ("rfc8414-403", true),
+        ("rfc8414-html", true),
+        ("rfc8414-302", true),
+        ("oidc-403", true),
+        ("oidc-html", true),
+        ("oidc-500", true),
+        ("rfc8414-wrong-issuer", false),
+        ("oidc-wrong-issuer", false),
+    ];
+    for (case, works) in cases {
+        let path = format!("/half/{case}");
+        let config = idp.config(dir.path(), &path, "");
+        let claims = with(
+            idp.claims("romeo"),
+            "iss",
+            json!(format!("{}{path}", idp.base)),
+        );
+        let mut bridge = Bridge::start(&config, Wire::Line);
+        assert_eq!(
+            bridge.auth("romeo", "example.net", &a.sign(&claims)),
+            works,
+            "{case}"
+        );
+        assert!(!bridge.auth("juliet", "example.net", &a.sign(&claims)));
+        let log = bridge.finish();
+        let logged = if works {
+            "one discovery document failed"
+        } else {
+            "is not the configured"
+        };
+        assert!(log.contains(logged), "{case}: {log}");
+    }
+}
+
+/// Without `audience`, any token the issuer signed for any of its clients would pass:
+/// `validate = "jwt"` refuses to start without it, naming the file and the key (exit 2).
+#[test]
+fn jwt_validation_without_audience_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for mode in ["token", "auto"] {
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"https://idp.example\"\n\
+                 client_id = \"bridge\"\nclient_auth = \"none\"\nmode = \"{mode}\"\nvalidate = \"jwt\"\n"
+            ),
+        );
+        let out = std::process::Command::new(BIN)
+            .args(["--config", config.to_str().unwrap()])
+            .env_remove("EXTAUTH_BRIDGE_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{mode}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(config.to_str().unwrap())
+                && err.contains("backend[0].audience")
+                && err.contains("validate = \"jwt\""),
+            "{mode}: {err}"
+        );
+    }
+}
+
+/// RFC 6749 §7.1: a token of a type we do not know how to use (`mac`) is refused, even
+/// with `verify = "none"`; the same answer with `token_type = "Bearer"` logs in.
+#[test]
+fn a_granted_token_that_is_not_a_bearer_token_is_refused() {
+    let idp = Idp::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    for (path, bearer) in [("/mac/token", false), ("/bearer/token", true)] {
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n\
+                 token_endpoint = \"{}{path}\"\nclient_id = \"bridge\"\n\
+                 client_auth = \"none\"\nverify = \"none\"\n",
+                idp.base
+            ),
+        );
+        for wire in BOTH {
+            let mut bridge = Bridge::start(&config, wire);
+            assert_eq!(bridge.auth("romeo", "example.net", "pw"), bearer, "{path}");
+            let log = bridge.finish();
+            assert_eq!(log.contains("token_type is not bearer"), !bearer, "{log}");
+        }
+    }
 }
 
 #[test]

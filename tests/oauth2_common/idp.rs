@@ -6,6 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 
+/// Runs the test IdP's virtualenv Python with `args`; returns its standard output.
+/// Panics, with its standard error, when it fails.
+pub fn venv_python<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let venv = std::env::var("EXTAUTH_TEST_IDP_VENV").expect("EXTAUTH_TEST_IDP_VENV");
+    let out = Command::new(Path::new(&venv).join("bin/python"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A running IdP. It exits when its stdin closes, i.e. when this process ends, however it
 /// ends, so a shared instance in a `static` needs no cleanup.
 pub struct Idp {

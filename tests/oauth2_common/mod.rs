@@ -3,6 +3,7 @@
 //! protocol.
 #![allow(dead_code)]
 
+pub mod fake;
 pub mod idp;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -33,6 +34,23 @@ pub struct Bridge {
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
+/// A runtime for a loopback test server and its listener on `addr`, with the base URL.
+/// The server lives as long as the runtime.
+pub fn listen(
+    addr: std::net::SocketAddr,
+) -> (tokio::runtime::Runtime, tokio::net::TcpListener, String) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    (runtime, listener, base)
+}
+
 /// Writes `[[backend]]` text (plus a top-level preamble) to `config.toml` in `dir`.
 pub fn write_config(dir: &Path, backend_toml: &str) -> PathBuf {
     let path = dir.join("config.toml");
@@ -50,8 +68,17 @@ impl Bridge {
         Bridge::start_bin(BIN, config, wire, args)
     }
 
+    /// Starts the bridge with extra environment variables.
+    pub fn start_env(config: &Path, wire: Wire, env: &[(&str, &str)]) -> Bridge {
+        Bridge::spawn(BIN, config, wire, &[], env)
+    }
+
     /// Starts a given bridge binary (the benchmark uses the release build).
     pub fn start_bin(bin: &str, config: &Path, wire: Wire, args: &[&str]) -> Bridge {
+        Bridge::spawn(bin, config, wire, args, &[])
+    }
+
+    fn spawn(bin: &str, config: &Path, wire: Wire, args: &[&str], env: &[(&str, &str)]) -> Bridge {
         let protocol = match wire {
             Wire::Line => "line",
             Wire::Ejabberd => "ejabberd",
@@ -60,6 +87,7 @@ impl Bridge {
             .args(["--config", config.to_str().unwrap(), "--protocol", protocol])
             .args(args)
             .env_remove("EXTAUTH_BRIDGE_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

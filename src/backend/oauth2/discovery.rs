@@ -2,13 +2,16 @@
 //!
 //! Servers publish different fields in each document (django-oauth-toolkit has the
 //! introspection endpoint only in RFC 8414's; some OIDC-only servers have no RFC 8414
-//! document at all), so both are fetched and merged, RFC 8414 first. A document whose
-//! `issuer` is not exactly the configured one is refused: that is the check that ties the
-//! endpoints to the issuer a token claims (RFC 8414 §3.3, OIDC Discovery §4.3).
+//! document at all), so both are fetched and merged, RFC 8414 first. When one of them
+//! fails (404, or a 401/403, a redirect, an HTML page) the other is used alone. A document
+//! whose `issuer` is not exactly the configured one fails discovery as a whole: that is
+//! the check that ties the endpoints to the issuer a token claims (RFC 8414 §3.3, OIDC
+//! Discovery §4.3).
 //!
-//! Explicitly configured endpoints win over discovered ones; with every needed endpoint
-//! configured nothing is fetched. The merged result is cached for `discovery_refresh`; when
-//! a refresh fails the old endpoints stay in use (and the failure is logged).
+//! Explicitly configured endpoints win over discovered ones; when they cover every endpoint
+//! the configured mode needs, nothing is fetched. The merged result is cached for
+//! `discovery_refresh`; when a refresh fails the old endpoints stay in use (and the failure
+//! is logged).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +19,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use super::body::{read_capped, MAX_DOCUMENT};
+use super::RETRY_AFTER_FAILURE;
 use crate::backend::BackendError;
 
 /// Where to send each kind of request. `None`: neither configured nor discovered.
@@ -61,12 +66,22 @@ impl Endpoints {
         }
     }
 
-    fn is_complete(&self) -> bool {
-        self.token.is_some()
-            && self.introspection.is_some()
-            && self.userinfo.is_some()
-            && self.jwks_uri.is_some()
+    /// Is every endpoint in `needed` here?
+    pub fn covers(&self, needed: Needed) -> bool {
+        (!needed.token || self.token.is_some())
+            && (!needed.introspection || self.introspection.is_some())
+            && (!needed.userinfo || self.userinfo.is_some())
+            && (!needed.jwks_uri || self.jwks_uri.is_some())
     }
+}
+
+/// The endpoints the configured `mode`, `verify` and `validate` use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needed {
+    pub token: bool,
+    pub introspection: bool,
+    pub userinfo: bool,
+    pub jwks_uri: bool,
 }
 
 /// The fields we use from either metadata document.
@@ -99,6 +114,9 @@ struct Cached {
 }
 
 pub struct Discovery {
+    /// The issuer to discover from; `None` when there is none, or when the configured
+    /// endpoints already cover what is needed (its well-known URLs are then never asked:
+    /// some issuers publish no metadata at all).
     issuer: Option<String>,
     explicit: Endpoints,
     refresh: Duration,
@@ -108,26 +126,28 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(issuer: Option<String>, explicit: Endpoints, refresh: Duration) -> Discovery {
+    pub fn new(
+        issuer: Option<String>,
+        explicit: Endpoints,
+        needed: Needed,
+        refresh: Duration,
+    ) -> Discovery {
         Discovery {
-            issuer,
+            issuer: issuer.filter(|_| !explicit.covers(needed)),
             explicit,
             refresh,
             cache: Mutex::new(None),
         }
     }
 
-    pub fn has_issuer(&self) -> bool {
+    /// Are endpoints discovered (rather than all configured)?
+    pub fn is_used(&self) -> bool {
         self.issuer.is_some()
     }
 
     /// The endpoints to use now: configured ones, completed by a cached or fresh discovery.
     pub async fn endpoints(&self, http: &reqwest::Client) -> Result<Arc<Endpoints>, BackendError> {
-        let Some(issuer) = self
-            .issuer
-            .as_deref()
-            .filter(|_| !self.explicit.is_complete())
-        else {
+        let Some(issuer) = self.issuer.as_deref() else {
             return Ok(Arc::new(self.explicit.clone()));
         };
         let mut cache = self.cache.lock().await;
@@ -151,7 +171,7 @@ impl Discovery {
                 Some(c) => {
                     tracing::warn!(issuer, error = %e, "discovery refresh failed, keeping the previous endpoints");
                     c.fetched =
-                        Instant::now() - self.refresh + Duration::from_secs(30).min(self.refresh);
+                        Instant::now() - self.refresh + RETRY_AFTER_FAILURE.min(self.refresh);
                     Ok(Arc::clone(&c.endpoints))
                 }
                 None => {
@@ -176,14 +196,24 @@ impl Discovery {
         );
         let found = match (rfc8414, oidc) {
             (Ok(a), Ok(b)) => a.or(b),
+            // A document for another issuer is a misconfiguration or a mix-up attempt:
+            // nothing from this IdP is trusted then, the other document included.
+            (Err(DocError::WrongIssuer(e)), _) | (_, Err(DocError::WrongIssuer(e))) => {
+                return Err(e)
+            }
             (Ok(a), Err(DocError::NotFound)) | (Err(DocError::NotFound), Ok(a)) => a,
+            // Many servers answer the well-known URL they do not implement with a login
+            // page, a 401/403 or a redirect instead of a 404: the valid document (whose
+            // issuer matched) is used, and the other one's failure logged.
+            (Ok(a), Err(DocError::Failed(e))) | (Err(DocError::Failed(e)), Ok(a)) => {
+                tracing::warn!(issuer, error = %e, "one discovery document failed, using the other");
+                a
+            }
             (Err(DocError::NotFound), Err(DocError::NotFound)) => {
                 return Err(BackendError::Protocol(format!(
                     "no discovery document for issuer {issuer} ({rfc8414_url}, {oidc_url})"
                 )))
             }
-            // A wrong issuer, a broken document or an unreachable server: fail rather than
-            // use half of what the IdP publishes.
             (Err(DocError::Failed(e)), _) | (_, Err(DocError::Failed(e))) => return Err(e),
         };
         Ok(self.explicit.clone().or(found))
@@ -192,6 +222,9 @@ impl Discovery {
 
 enum DocError {
     NotFound,
+    /// A valid document naming another issuer.
+    WrongIssuer(BackendError),
+    /// Unreachable, another status, or not a metadata document.
     Failed(BackendError),
 }
 
@@ -215,11 +248,14 @@ async fn fetch_document(
             "{url}: HTTP {status}"
         ))));
     }
-    let doc: Metadata = response.json().await.map_err(|e| {
+    let body = read_capped(response, MAX_DOCUMENT, url)
+        .await
+        .map_err(DocError::Failed)?;
+    let doc: Metadata = serde_json::from_slice(&body).map_err(|e| {
         DocError::Failed(BackendError::Protocol(format!("{url}: bad metadata: {e}")))
     })?;
     if doc.issuer.as_deref() != Some(issuer) {
-        return Err(DocError::Failed(BackendError::Protocol(format!(
+        return Err(DocError::WrongIssuer(BackendError::Protocol(format!(
             "{url}: issuer {:?} is not the configured {issuer:?}",
             doc.issuer.as_deref().unwrap_or("(missing)")
         ))));

@@ -56,6 +56,20 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A NumericDate (seconds since the epoch). RFC 7519 allows a fraction and some servers
+/// send `1.7e9` floats, so a finite non-negative number is accepted and truncated (the
+/// fraction cannot matter with 30 s of leeway); negative, non-numeric or non-finite values
+/// are malformed. Floats past u64::MAX saturate, like huge integers mean "far future".
+fn timestamp(value: &Value) -> Option<u64> {
+    match value.as_u64() {
+        Some(t) => Some(t),
+        None => value
+            .as_f64()
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .map(|t| t as u64),
+    }
+}
+
 /// The RFC 7662 checks on a response, at time `now` (seconds since the epoch).
 fn judge(claims: Claims, settings: &Settings, now: u64) -> Verdict {
     if claims.get("active") != Some(&Value::Bool(true)) {
@@ -65,16 +79,17 @@ fn judge(claims: Claims, settings: &Settings, now: u64) -> Verdict {
     if claims.get("token_type").and_then(Value::as_str) == Some("refresh_token") {
         return Err("not an access token");
     }
+    // Saturating: an `exp` near u64::MAX ("never") must not wrap around into the past.
     if let Some(exp) = claims.get("exp") {
-        match exp.as_u64() {
-            Some(exp) if exp + LEEWAY_SECS > now => {}
+        match timestamp(exp) {
+            Some(exp) if exp.saturating_add(LEEWAY_SECS) > now => {}
             Some(_) => return Err("token expired"),
             None => return Err("malformed exp"),
         }
     }
     if let Some(nbf) = claims.get("nbf") {
-        match nbf.as_u64() {
-            Some(nbf) if nbf <= now + LEEWAY_SECS => {}
+        match timestamp(nbf) {
+            Some(nbf) if nbf <= now.saturating_add(LEEWAY_SECS) => {}
             Some(_) => return Err("token not yet valid"),
             None => return Err("malformed nbf"),
         }
@@ -170,5 +185,52 @@ mod tests {
         assert_eq!(with("scope", json!("xmppx")), Err("missing required scope"));
         assert!(check(json!({"active": true, "scope": "xmpp", "client_id": "bridge"})).is_ok());
         assert_eq!(check(json!({})), Err("token not active"));
+    }
+
+    #[test]
+    fn huge_exp_and_nbf_do_not_overflow() {
+        let base = json!({"active": true, "scope": "xmpp", "aud": "bridge"});
+        let with = |k: &str, v: Value| {
+            let mut c = base.as_object().unwrap().clone();
+            c.insert(k.into(), v);
+            c
+        };
+        // `exp + leeway` would overflow: a token valid for ever, not one expired in 1970.
+        assert!(judge(with("exp", json!(u64::MAX)), &settings(), 1_000_000).is_ok());
+        assert!(judge(
+            with("exp", json!(u64::MAX - 10)),
+            &settings(),
+            u64::MAX - 20
+        )
+        .is_ok());
+        // `now + leeway` would overflow.
+        assert!(judge(with("nbf", json!(5)), &settings(), u64::MAX).is_ok());
+        assert_eq!(
+            judge(with("exp", json!(5)), &settings(), u64::MAX),
+            Err("token expired")
+        );
+    }
+
+    #[test]
+    fn float_timestamps_are_truncated() {
+        assert!(
+            check(json!({"active": true, "scope": "xmpp", "aud": "bridge",
+                             "exp": 1_000_100.9, "nbf": 999_000.5}))
+            .is_ok()
+        );
+        let with = |k: &str, v: Value| {
+            let mut c = json!({"active": true, "scope": "xmpp", "aud": "bridge"});
+            c[k] = v;
+            check(c)
+        };
+        assert!(with("exp", json!(1.7e9)).is_ok());
+        assert_eq!(with("exp", json!(999_000.9)), Err("token expired"));
+        assert_eq!(with("nbf", json!(1.7e9)), Err("token not yet valid"));
+        assert!(with("nbf", json!(1_000_029.9)).is_ok());
+        assert!(with("exp", json!(1e300)).is_ok());
+        for bad in [json!(-1.5), json!(-1), json!("1700000000"), json!(null)] {
+            assert_eq!(with("exp", bad.clone()), Err("malformed exp"), "{bad}");
+            assert_eq!(with("nbf", bad.clone()), Err("malformed nbf"), "{bad}");
+        }
     }
 }

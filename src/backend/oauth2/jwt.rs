@@ -3,8 +3,8 @@
 //!
 //! Checked: the signature (with a key from the JWKS chosen by `kid`, of the family the
 //! header's `alg` belongs to), `alg` in the configured allow-list, `exp` (required), `nbf`,
-//! `iss` (the configured issuer) and `aud` (when `audience` is configured), with 30 s of
-//! leeway for clocks.
+//! `iss` (the configured issuer) and `aud` (`audience`, which the configuration requires
+//! with `validate = "jwt"`), with 30 s of leeway for clocks.
 //!
 //! Never accepted: `alg: none` (it does not even parse: jsonwebtoken has no such
 //! algorithm) and HMAC (`HS*`). With only public keys on our side, an HMAC token could be
@@ -14,7 +14,8 @@
 //! Key rotation: a token whose `kid` is not in the cached set triggers one refetch, at most
 //! once per [`REFETCH_INTERVAL`], so a stream of made-up kids cannot turn us into a
 //! denial-of-service amplifier against the IdP. The set is also refreshed every
-//! `jwks_refresh`.
+//! `jwks_refresh`. A failed fetch is retried only after [`RETRY_AFTER_FAILURE`], the old
+//! keys serving meanwhile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +25,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use super::body::{read_capped, MAX_DOCUMENT};
 use super::identity::{Claims, Verdict};
 use super::introspect::LEEWAY_SECS;
+use super::RETRY_AFTER_FAILURE;
 use crate::backend::BackendError;
 use crate::secret::Secret;
 
@@ -88,6 +91,8 @@ struct KeySet {
 struct State {
     set: Option<Arc<KeySet>>,
     last_forced_refetch: Option<Instant>,
+    /// After a failed fetch, no other is tried before this instant.
+    retry_at: Option<Instant>,
 }
 
 pub struct JwksCache {
@@ -118,12 +123,19 @@ impl JwksCache {
     pub async fn refresh(&self, http: &reqwest::Client, uri: &str) -> Result<usize, BackendError> {
         let set = fetch(http, uri).await?;
         let n = set.keys.len();
-        self.state.lock().await.set = Some(Arc::new(set));
+        let mut state = self.state.lock().await;
+        state.set = Some(Arc::new(set));
+        state.retry_at = None;
         Ok(n)
     }
 
     /// The cached key set, fetched first when missing or older than `jwks_refresh`. With
     /// `unknown_kid`, refetched if the rate limit allows.
+    ///
+    /// A failed fetch is not retried for [`RETRY_AFTER_FAILURE`]: meanwhile logins go on
+    /// with the old keys (or, with none yet, answer `0` at once). Without the pause every
+    /// login would refetch from a failing IdP, each one waiting for it while holding the
+    /// lock the others queue on.
     async fn keys(
         &self,
         http: &reqwest::Client,
@@ -140,28 +152,37 @@ impl JwksCache {
             && state
                 .last_forced_refetch
                 .map_or(true, |t| t.elapsed() >= REFETCH_INTERVAL);
-        if stale || forced {
+        let backing_off = state.retry_at.is_some_and(|t| Instant::now() < t);
+        if (stale || forced) && !backing_off {
             if forced {
                 state.last_forced_refetch = Some(Instant::now());
             }
             match fetch(http, uri).await {
-                Ok(set) => state.set = Some(Arc::new(set)),
-                Err(e) => match &state.set {
-                    Some(old) => {
-                        tracing::warn!(jwks_uri = uri, error = %e, "JWKS refresh failed, keeping the previous keys");
-                        return Ok(Arc::clone(old));
+                Ok(set) => {
+                    state.set = Some(Arc::new(set));
+                    state.retry_at = None;
+                }
+                Err(e) => {
+                    state.retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                    match &state.set {
+                        Some(old) => {
+                            tracing::warn!(jwks_uri = uri, error = %e, "JWKS refresh failed, keeping the previous keys");
+                            return Ok(Arc::clone(old));
+                        }
+                        None => {
+                            tracing::warn!(jwks_uri = uri, error = %e, "JWKS fetch failed");
+                            return Err(e);
+                        }
                     }
-                    None => {
-                        tracing::warn!(jwks_uri = uri, error = %e, "JWKS fetch failed");
-                        return Err(e);
-                    }
-                },
+                }
             }
         }
-        state
-            .set
-            .clone()
-            .ok_or_else(|| BackendError::Internal("no JWKS".into()))
+        state.set.clone().ok_or_else(|| {
+            BackendError::Unavailable(format!(
+                "JWKS: the last fetch failed, next try within {} s",
+                RETRY_AFTER_FAILURE.as_secs()
+            ))
+        })
     }
 
     /// Verifies `token`: `Ok(Ok(claims))` when valid, `Ok(Err(reason))` when not, `Err`
@@ -264,9 +285,8 @@ async fn fetch(http: &reqwest::Client, uri: &str) -> Result<KeySet, BackendError
     if !status.is_success() {
         return Err(BackendError::Unavailable(format!("JWKS: HTTP {status}")));
     }
-    let raw: RawSet = response
-        .json()
-        .await
+    let body = read_capped(response, MAX_DOCUMENT, "JWKS").await?;
+    let raw: RawSet = serde_json::from_slice(&body)
         .map_err(|_| BackendError::Protocol("JWKS: malformed".into()))?;
     let keys = raw
         .keys

@@ -15,6 +15,7 @@
 //! client is built on first use; discovery documents and the JWKS are fetched lazily and
 //! cached. Any failure to reach the IdP is `Unavailable` (answer `0`, logged), never a crash.
 
+pub mod body;
 pub mod discovery;
 pub mod grant;
 pub mod identity;
@@ -33,7 +34,7 @@ use super::{Backend, BackendError, BackendResult};
 use crate::request::Account;
 use crate::secret::Secret;
 
-use discovery::{Discovery, Endpoints};
+use discovery::{Discovery, Endpoints, Needed};
 use identity::{IdentityRule, UsernameMapping};
 use jwt::JwksCache;
 
@@ -199,6 +200,10 @@ fn default_refresh() -> Duration {
     Duration::from_secs(3600)
 }
 
+/// After a failed discovery or JWKS fetch, how long before the next try. Meanwhile the
+/// previous endpoints or keys serve; logins do not each wait on a failing IdP.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
 /// A configuration problem: the key within this backend's table, and what is wrong. The
 /// router turns it into a [`crate::config::ConfigError`] naming the file and `backend[i]`.
 pub type KeyError = (String, String);
@@ -279,9 +284,9 @@ pub fn form_urlencode(s: &str) -> String {
     out
 }
 
-/// POSTs a form that carries a credential and returns the status and body. Our copy of
-/// the form is wiped as soon as it is sent; transport errors never print the URL's query
-/// (there is none here, but the rule is cheap).
+/// POSTs a form that carries a credential and returns the status and the body (capped at
+/// [`body::MAX_RESPONSE`]). Our copy of the form is wiped as soon as it is sent; transport
+/// errors never print the URL's query (there is none here, but the rule is cheap).
 pub async fn send_form(
     request: reqwest::RequestBuilder,
     mut form: Vec<(&'static str, String)>,
@@ -299,7 +304,7 @@ pub async fn send_form(
         |e: reqwest::Error| BackendError::Unavailable(format!("{what}: {}", e.without_url()));
     let response = response.map_err(unavailable)?;
     let status = response.status();
-    let body = response.bytes().await.map_err(unavailable)?;
+    let body = body::read_capped(response, body::MAX_RESPONSE, what).await?;
     Ok((status, body))
 }
 
@@ -413,6 +418,14 @@ impl OAuth2Backend {
                     "required to check the `iss` of JWTs (or set check_issuer = false)",
                 ));
             }
+            // Required, with no opt-out: an issuer signs tokens for every client of its
+            // realm, and without an `aud` check a token issued to any of them would log in.
+            if config.audience.is_none() {
+                return Err(err(
+                    "audience",
+                    "required with validate = \"jwt\": the `aud` the IdP puts in tokens meant for this service (often its client_id); without it a token issued to any other client of the issuer would log in",
+                ));
+            }
         }
         if config.client_auth != ClientAuth::None
             && client_secret.is_none()
@@ -455,6 +468,12 @@ impl OAuth2Backend {
             userinfo: config.userinfo_endpoint.clone(),
             jwks_uri: config.jwks_uri.clone(),
         };
+        let needed = Needed {
+            token: grant,
+            introspection: uses_introspection,
+            userinfo: uses_userinfo,
+            jwks_uri: uses_jwt,
+        };
         let expected_issuer = config.issuer.clone().filter(|_| config.check_issuer);
         Ok(OAuth2Backend {
             name: config.name.clone(),
@@ -490,7 +509,12 @@ impl OAuth2Backend {
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
             http: OnceLock::new(),
-            discovery: Discovery::new(config.issuer.clone(), explicit, config.discovery_refresh),
+            discovery: Discovery::new(
+                config.issuer.clone(),
+                explicit,
+                needed,
+                config.discovery_refresh,
+            ),
             jwks: JwksCache::new(
                 algorithms,
                 expected_issuer,
@@ -672,7 +696,7 @@ impl Backend for OAuth2Backend {
     async fn check(&self) -> Result<String, BackendError> {
         let http = self.http()?;
         let endpoints = self.discovery.refresh(http).await?;
-        let mut done = vec![if self.discovery.has_issuer() {
+        let mut done = vec![if self.discovery.is_used() {
             "discovery ok"
         } else {
             "endpoints configured"
@@ -792,10 +816,24 @@ mod tests {
         );
         assert_eq!(
             key_of(&format!(
-                "{issuer}mode = \"token\"\nvalidate = \"jwt\"\nalgorithms = [\"HS256\"]"
+                "{issuer}mode = \"token\"\nvalidate = \"jwt\"\naudience = \"a\"\nalgorithms = [\"HS256\"]"
             )),
             "backend[0].algorithms"
         );
+        assert_eq!(
+            key_of(&format!("{issuer}mode = \"token\"\nvalidate = \"jwt\"")),
+            "backend[0].audience"
+        );
+        assert_eq!(
+            key_of(&format!(
+                "{issuer}client_id = \"c\"\nclient_auth = \"none\"\nmode = \"auto\"\nvalidate = \"jwt\""
+            )),
+            "backend[0].audience"
+        );
+        assert!(build(&format!(
+            "{issuer}mode = \"token\"\nvalidate = \"jwt\"\naudience = \"a\""
+        ))
+        .is_ok());
         assert_eq!(
             key_of("mode = \"token\"\nvalidate = \"jwt\"\njwks_uri = \"https://idp.example/jwks\""),
             "backend[0].issuer"

@@ -31,10 +31,7 @@ pub async fn fetch(
         }
         _ => return Err(BackendError::Protocol(format!("userinfo: HTTP {status}"))),
     }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| BackendError::Unavailable(format!("userinfo: {}", e.without_url())))?;
+    let body = super::body::read_capped(response, super::body::MAX_RESPONSE, "userinfo").await?;
     let claims: Claims = serde_json::from_slice(&body)
         .map_err(|_| BackendError::Protocol("userinfo: not a JSON object".into()))?;
     Ok(Ok(claims))
