@@ -700,6 +700,66 @@ fn unsupported_falls_through_to_a_users_file() {
     assert!(log.contains("backend=\"local\""), "{log}");
 }
 
+/// `[[backend]] api` (the test API at `url`), then `[[backend]] local` (the users file), both
+/// in one route for example.net; `route` adds keys to the route.
+fn api_then_file(url: &str, users: &Path, route: &str) -> String {
+    format!(
+        "{}[[backend]]\nname = \"local\"\ntype = \"file\"\npath = \"{}\"\n\
+         [[route]]\ndomains = [\"example.net\"]\nbackends = [\"api\", \"local\"]\n{route}\n",
+        http_backend("api", url, ""),
+        users.display()
+    )
+}
+
+/// 502, 503 and 504 (a proxy in front of an API that is down, or the API saying so) are
+/// "unavailable": with `on_unavailable = "next"` the users file decides; without it the answer
+/// is 0. A 429 (rate limited) is never passed on.
+#[test]
+fn gateway_errors_fall_through_only_when_the_route_says_next() {
+    let api = TestApi::start(&[("romeo@example.net", "api-pw")]);
+    let page = "<html><body>502 Bad Gateway</body></html>";
+    for (user, code) in [("s502", 502), ("s503", 503), ("s504", 504), ("s429", 429)] {
+        api.misbehave(user, Misbehave::Status(code, page.into()));
+    }
+    // An error page over max_body still says "down".
+    api.misbehave("s503big", Misbehave::Status(503, "x".repeat(100_000)));
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(
+        dir.path(),
+        &[
+            ("s502@example.net", "file-pw"),
+            ("s503@example.net", "file-pw"),
+            ("s504@example.net", "file-pw"),
+            ("s503big@example.net", "file-pw"),
+            ("s429@example.net", "file-pw"),
+        ],
+    );
+    let input = "auth:s502:example.net:file-pw\nauth:s503:example.net:file-pw\n\
+                 auth:s504:example.net:file-pw\nauth:s503big:example.net:file-pw\n\
+                 isuser:s503:example.net\nauth:s503:example.net:wrong\n\
+                 auth:s429:example.net:file-pw\nauth:romeo:example.net:api-pw\n";
+
+    let cfg = config(
+        dir.path(),
+        &api_then_file(&api.url(), &users, "on_unavailable = \"next\""),
+    );
+    let (answers, log) = ask_lines(&cfg, input);
+    assert_eq!(answers, "11111001", "{log}");
+    assert!(
+        log.contains("HTTP 429") && log.contains("rate limited"),
+        "{log}"
+    );
+
+    let cfg = config(dir.path(), &api_then_file(&api.url(), &users, ""));
+    let (answers, log) = ask_lines(&cfg, input);
+    assert_eq!(answers, "00000001", "{log}");
+    assert!(
+        log.contains("unavailable") && log.contains("HTTP 503") && log.contains("HTTP 504"),
+        "{log}"
+    );
+    assert!(!log.contains("file-pw"), "{log}");
+}
+
 #[test]
 fn server_errors_and_garbage_answer_zero_and_the_next_reply_is_right() {
     let api = TestApi::start(&[("romeo@example.net", "pw")]);
