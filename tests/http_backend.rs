@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,8 @@ struct ApiState {
     basic: Option<String>,
     /// TCP connections accepted.
     connections: AtomicUsize,
+    /// mod_auth_http methods answered 501 for every user: an API that does not implement them.
+    unsupported: Mutex<HashSet<String>>,
 }
 
 struct TestApi {
@@ -127,6 +129,14 @@ impl TestApi {
             .lock()
             .unwrap()
             .insert(user.into(), how);
+    }
+
+    fn unsupported(&self, methods: &[&str]) {
+        self.state
+            .unsupported
+            .lock()
+            .unwrap()
+            .extend(methods.iter().map(|m| (*m).to_owned()));
     }
 
     fn received(&self) -> Vec<Received> {
@@ -245,6 +255,9 @@ async fn handle(
         if received.authorization.as_ref() != Some(expected) {
             return StatusCode::UNAUTHORIZED.into_response();
         }
+    }
+    if state.unsupported.lock().unwrap().contains(&method) {
+        return StatusCode::NOT_IMPLEMENTED.into_response();
     }
     let user = received.param("user").to_owned();
     let server = received.param("server").to_owned();
@@ -709,6 +722,67 @@ fn api_then_file(url: &str, users: &Path, route: &str) -> String {
         http_backend("api", url, ""),
         users.display()
     )
+}
+
+/// An API without register, set_password and remove_user (HTTP 501): the changes land in the
+/// users file behind it, as README.md's "a users file for register" says.
+#[test]
+fn unsupported_changes_fall_through_to_a_users_file() {
+    let api = TestApi::start(&[("romeo@example.net", "api-pw")]);
+    api.unsupported(&["register", "set_password", "remove_user"]);
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("juliet@example.net", "file-pw")]);
+    let cfg = config(dir.path(), &api_then_file(&api.url(), &users, ""));
+    // What the file alone answers, asked without the API.
+    let file_says = |input: &str| {
+        let out = run(&["--users", users.to_str().unwrap()], input.as_bytes());
+        String::from_utf8(out.stdout).unwrap().replace('\n', "")
+    };
+
+    assert_eq!(
+        ask_lines(&cfg, "tryregister:tybalt:example.net:fight\n").0,
+        "1"
+    );
+    assert_eq!(file_says("auth:tybalt:example.net:fight\n"), "1");
+    // The file's own no is final: the account exists there now.
+    assert_eq!(
+        ask_lines(&cfg, "tryregister:tybalt:example.net:again\n").0,
+        "0"
+    );
+    assert_eq!(ask_lines(&cfg, "setpass:tybalt:example.net:peace\n").0, "1");
+    assert_eq!(file_says("auth:tybalt:example.net:peace\n"), "1");
+    assert_eq!(ask_lines(&cfg, "setpass:mercutio:example.net:x\n").0, "0");
+    assert_eq!(ask_lines(&cfg, "removeuser:tybalt:example.net\n").0, "1");
+    assert_eq!(file_says("isuser:tybalt:example.net\n"), "0");
+    assert_eq!(ask_lines(&cfg, "removeuser:tybalt:example.net\n").0, "0");
+    // The API was asked each time (and said 501), never the file first.
+    let posts: Vec<String> = api
+        .received()
+        .iter()
+        .filter(|r| r.http_method == Method::POST)
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(
+        posts,
+        [
+            "register",
+            "register",
+            "set_password",
+            "set_password",
+            "remove_user",
+            "remove_user"
+        ]
+    );
+    assert!(api.password("tybalt", "example.net").is_none());
+    // What the API does implement it still decides: its no for juliet is final.
+    assert_eq!(
+        ask_lines(
+            &cfg,
+            "auth:romeo:example.net:api-pw\nauth:juliet:example.net:file-pw\n"
+        )
+        .0,
+        "10"
+    );
 }
 
 /// 502, 503 and 504 (a proxy in front of an API that is down, or the API saying so) are
