@@ -1209,19 +1209,22 @@ fn check_probes_the_api() {
 
 #[test]
 fn example_configs_are_valid() {
+    use extauth_bridge::config::{BackendConfig, Config};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    for name in [
-        "http.toml",
-        "http-per-domain.toml",
-        "http-with-file-fallback.toml",
+    let kind = |b: &BackendConfig| match b {
+        BackendConfig::File(_) => "file",
+        BackendConfig::Http(_) => "http",
+        BackendConfig::Oauth2(_) => "oauth2",
+    };
+    // config.toml is the .deb's conffile, /etc/extauth-bridge/config.toml.
+    for (name, wanted) in [
+        ("config.toml", "file"),
+        ("http.toml", "http"),
+        ("http-per-domain.toml", "http"),
+        ("http-with-file-fallback.toml", "http"),
     ] {
-        let c = extauth_bridge::config::Config::load(&dir.join(name)).unwrap();
-        assert!(
-            c.backends
-                .iter()
-                .any(|b| matches!(b, extauth_bridge::config::BackendConfig::Http(_))),
-            "{name}"
-        );
+        let c = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(c.backends.iter().any(|b| kind(b) == wanted), "{name}");
     }
 }
 
