@@ -206,6 +206,11 @@ impl Chain {
     async fn ask(&self, op: Op<'_>, account: &Account, from: usize) -> (Option<usize>, Outcome) {
         let mut last_error: Option<(usize, BackendError)> = None;
         for (i, backend) in self.backends.iter().enumerate().skip(from) {
+            // Counted only once the next backend is really asked: a failure that ends the
+            // chain is the request's own outcome, and counted as such.
+            if let Some((j, e @ BackendError::Unavailable(_))) = &last_error {
+                crate::metrics::passed_over(self.backends[*j].name(), e.kind());
+            }
             match op.run(backend.as_ref(), account).await {
                 Ok(answer) => return (Some(i), Outcome::answered(backend.name(), answer)),
                 Err(BackendError::Unsupported) => {

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,8 @@ struct ApiState {
     basic: Option<String>,
     /// TCP connections accepted.
     connections: AtomicUsize,
+    /// mod_auth_http methods answered 501 for every user: an API that does not implement them.
+    unsupported: Mutex<HashSet<String>>,
 }
 
 struct TestApi {
@@ -127,6 +129,14 @@ impl TestApi {
             .lock()
             .unwrap()
             .insert(user.into(), how);
+    }
+
+    fn unsupported(&self, methods: &[&str]) {
+        self.state
+            .unsupported
+            .lock()
+            .unwrap()
+            .extend(methods.iter().map(|m| (*m).to_owned()));
     }
 
     fn received(&self) -> Vec<Received> {
@@ -245,6 +255,9 @@ async fn handle(
         if received.authorization.as_ref() != Some(expected) {
             return StatusCode::UNAUTHORIZED.into_response();
         }
+    }
+    if state.unsupported.lock().unwrap().contains(&method) {
+        return StatusCode::NOT_IMPLEMENTED.into_response();
     }
     let user = received.param("user").to_owned();
     let server = received.param("server").to_owned();
@@ -700,6 +713,127 @@ fn unsupported_falls_through_to_a_users_file() {
     assert!(log.contains("backend=\"local\""), "{log}");
 }
 
+/// `[[backend]] api` (the test API at `url`), then `[[backend]] local` (the users file), both
+/// in one route for example.net; `route` adds keys to the route.
+fn api_then_file(url: &str, users: &Path, route: &str) -> String {
+    format!(
+        "{}[[backend]]\nname = \"local\"\ntype = \"file\"\npath = \"{}\"\n\
+         [[route]]\ndomains = [\"example.net\"]\nbackends = [\"api\", \"local\"]\n{route}\n",
+        http_backend("api", url, ""),
+        users.display()
+    )
+}
+
+/// An API without register, set_password and remove_user (HTTP 501): the changes land in the
+/// users file behind it, as README.md's "a users file for register" says.
+#[test]
+fn unsupported_changes_fall_through_to_a_users_file() {
+    let api = TestApi::start(&[("romeo@example.net", "api-pw")]);
+    api.unsupported(&["register", "set_password", "remove_user"]);
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("juliet@example.net", "file-pw")]);
+    let cfg = config(dir.path(), &api_then_file(&api.url(), &users, ""));
+    // What the file alone answers, asked without the API.
+    let file_says = |input: &str| {
+        let out = run(&["--users", users.to_str().unwrap()], input.as_bytes());
+        String::from_utf8(out.stdout).unwrap().replace('\n', "")
+    };
+
+    assert_eq!(
+        ask_lines(&cfg, "tryregister:tybalt:example.net:fight\n").0,
+        "1"
+    );
+    assert_eq!(file_says("auth:tybalt:example.net:fight\n"), "1");
+    // The file's own no is final: the account exists there now.
+    assert_eq!(
+        ask_lines(&cfg, "tryregister:tybalt:example.net:again\n").0,
+        "0"
+    );
+    assert_eq!(ask_lines(&cfg, "setpass:tybalt:example.net:peace\n").0, "1");
+    assert_eq!(file_says("auth:tybalt:example.net:peace\n"), "1");
+    assert_eq!(ask_lines(&cfg, "setpass:mercutio:example.net:x\n").0, "0");
+    assert_eq!(ask_lines(&cfg, "removeuser:tybalt:example.net\n").0, "1");
+    assert_eq!(file_says("isuser:tybalt:example.net\n"), "0");
+    assert_eq!(ask_lines(&cfg, "removeuser:tybalt:example.net\n").0, "0");
+    // The API was asked each time (and said 501), never the file first.
+    let posts: Vec<String> = api
+        .received()
+        .iter()
+        .filter(|r| r.http_method == Method::POST)
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(
+        posts,
+        [
+            "register",
+            "register",
+            "set_password",
+            "set_password",
+            "remove_user",
+            "remove_user"
+        ]
+    );
+    assert!(api.password("tybalt", "example.net").is_none());
+    // What the API does implement it still decides: its no for juliet is final.
+    assert_eq!(
+        ask_lines(
+            &cfg,
+            "auth:romeo:example.net:api-pw\nauth:juliet:example.net:file-pw\n"
+        )
+        .0,
+        "10"
+    );
+}
+
+/// 502, 503 and 504 (a proxy in front of an API that is down, or the API saying so) are
+/// "unavailable": with `on_unavailable = "next"` the users file decides; without it the answer
+/// is 0. A 429 (rate limited) is never passed on.
+#[test]
+fn gateway_errors_fall_through_only_when_the_route_says_next() {
+    let api = TestApi::start(&[("romeo@example.net", "api-pw")]);
+    let page = "<html><body>502 Bad Gateway</body></html>";
+    for (user, code) in [("s502", 502), ("s503", 503), ("s504", 504), ("s429", 429)] {
+        api.misbehave(user, Misbehave::Status(code, page.into()));
+    }
+    // An error page over max_body still says "down".
+    api.misbehave("s503big", Misbehave::Status(503, "x".repeat(100_000)));
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(
+        dir.path(),
+        &[
+            ("s502@example.net", "file-pw"),
+            ("s503@example.net", "file-pw"),
+            ("s504@example.net", "file-pw"),
+            ("s503big@example.net", "file-pw"),
+            ("s429@example.net", "file-pw"),
+        ],
+    );
+    let input = "auth:s502:example.net:file-pw\nauth:s503:example.net:file-pw\n\
+                 auth:s504:example.net:file-pw\nauth:s503big:example.net:file-pw\n\
+                 isuser:s503:example.net\nauth:s503:example.net:wrong\n\
+                 auth:s429:example.net:file-pw\nauth:romeo:example.net:api-pw\n";
+
+    let cfg = config(
+        dir.path(),
+        &api_then_file(&api.url(), &users, "on_unavailable = \"next\""),
+    );
+    let (answers, log) = ask_lines(&cfg, input);
+    assert_eq!(answers, "11111001", "{log}");
+    assert!(
+        log.contains("HTTP 429") && log.contains("rate limited"),
+        "{log}"
+    );
+
+    let cfg = config(dir.path(), &api_then_file(&api.url(), &users, ""));
+    let (answers, log) = ask_lines(&cfg, input);
+    assert_eq!(answers, "00000001", "{log}");
+    assert!(
+        log.contains("unavailable") && log.contains("HTTP 503") && log.contains("HTTP 504"),
+        "{log}"
+    );
+    assert!(!log.contains("file-pw"), "{log}");
+}
+
 #[test]
 fn server_errors_and_garbage_answer_zero_and_the_next_reply_is_right() {
     let api = TestApi::start(&[("romeo@example.net", "pw")]);
@@ -1075,25 +1209,29 @@ fn check_probes_the_api() {
 
 #[test]
 fn example_configs_are_valid() {
+    use extauth_bridge::config::{BackendConfig, Config};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    for name in [
-        "http.toml",
-        "http-per-domain.toml",
-        "http-with-file-fallback.toml",
+    let kind = |b: &BackendConfig| match b {
+        BackendConfig::File(_) => "file",
+        BackendConfig::Http(_) => "http",
+        BackendConfig::Oauth2(_) => "oauth2",
+    };
+    // config.toml is the .deb's conffile, /etc/extauth-bridge/config.toml.
+    for (name, wanted) in [
+        ("config.toml", "file"),
+        ("http.toml", "http"),
+        ("http-per-domain.toml", "http"),
+        ("http-with-file-fallback.toml", "http"),
     ] {
-        let c = extauth_bridge::config::Config::load(&dir.join(name)).unwrap();
-        assert!(
-            c.backends
-                .iter()
-                .any(|b| matches!(b, extauth_bridge::config::BackendConfig::Http(_))),
-            "{name}"
-        );
+        let c = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(c.backends.iter().any(|b| kind(b) == wanted), "{name}");
     }
 }
 
-/// The README's complete example, against the example server's semantics (the test API).
+/// examples/http.toml (what its comments say to try), against the example server's
+/// semantics (the test API).
 #[test]
-fn readme_example_config_works() {
+fn example_http_toml_works() {
     let api = TestApi::start_with(
         &[("romeo@example.net", "iheartjuliet")],
         Some("bridge:change-me"),
@@ -1113,6 +1251,143 @@ fn readme_example_config_works() {
     );
     assert_eq!(answers, "1011");
     assert_eq!(api.last().http_method, Method::POST);
+}
+
+/// The example API server (examples/http_auth_server.rs), built into the same target
+/// directory and profile as the bridge under test. `cargo test --all-targets` has built it
+/// already, and then this is a quick no-op; a narrower run (`--test http_backend`) builds it.
+fn example_api_server() -> PathBuf {
+    let bin_dir = Path::new(BIN)
+        .parent()
+        .expect("the binary is in a directory");
+    let target_dir = bin_dir
+        .parent()
+        .expect("the profile directory is in a target directory");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "http_auth_server",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if bin_dir.ends_with("release") {
+        cargo.arg("--release");
+    }
+    // What cargo set for this test process describes this crate; build scripts that watch
+    // such variables (ring's does) would otherwise be rerun, and everything above them rebuilt.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_crate = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p));
+        if per_crate
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*name)
+        {
+            cargo.env_remove(&*name);
+        }
+    }
+    let status = cargo.status().expect("run cargo");
+    assert!(
+        status.success(),
+        "cargo build --example http_auth_server: {status}"
+    );
+    bin_dir.join("examples").join("http_auth_server")
+}
+
+/// README.md's complete HTTP example, run by bash as it is written there (after its build
+/// line, with this build's binaries and a free port), so the snippet cannot drift from what
+/// works: the build command, starting and waiting for the server, the config, the requests and
+/// the answers the README promises.
+#[test]
+fn readme_http_example_runs_as_written() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("A complete example, with the example API server")
+        .nth(1)
+        .expect("README.md has the HTTP example");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("a ```sh block follows");
+    // "prints `1`, `0`, `1`, `1` (…": the answers, one per line.
+    let after = &section[section.find(block).unwrap_or(0) + block.len()..];
+    let prints = after
+        .split("prints ")
+        .nth(1)
+        .and_then(|p| p.split(" (").next())
+        .expect("the block is followed by what it prints");
+    let expected: String = prints
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|answer| format!("{answer}\n"))
+        .collect();
+    assert_eq!(expected.len(), 8, "{prints}");
+
+    let (build, steps) = block.split_once('\n').expect("more than one line");
+    // A fresh clone has built nothing: the snippet builds exactly what it then runs.
+    assert_eq!(
+        build,
+        "cargo build --release --bin extauth-bridge --example http_auth_server"
+    );
+    let server = "target/release/examples/http_auth_server";
+    let bridge = "target/release/extauth-bridge";
+    assert!(steps.contains(server) && steps.contains(bridge), "{steps}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = steps
+        .replace(server, example_api_server().to_str().unwrap())
+        .replace(bridge, BIN)
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = tempfile::NamedTempFile::new().unwrap();
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    // Files, not pipes: a server left running must not keep the test reading forever.
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -e\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{script}"
+        ))
+        .current_dir(dir.path())
+        .env_remove("EXTAUTH_BRIDGE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(stdout.reopen().unwrap())
+        .stderr(stderr.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the README's HTTP example did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(stderr.path()).unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    assert_eq!(
+        std::fs::read_to_string(stdout.path()).unwrap(),
+        expected,
+        "{log}"
+    );
+    assert!(dir.path().join("http.toml").exists());
 }
 
 /// Where the first complete HTTP/1.1 request in `buf` ends, if it is all there.

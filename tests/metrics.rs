@@ -1,6 +1,7 @@
 //! The metrics file of the real daemon: Prometheus text format (checked by a strict parser
-//! here), counters matching the requests sent, written on the interval, removed or kept at
-//! exit, files of dead processes swept.
+//! here), counters matching the requests sent (every outcome kind, cache hits and misses,
+//! failures passed over in a chain), written on the interval, removed or kept at exit, files
+//! of dead processes swept; the summary log line on its interval.
 
 mod common;
 
@@ -169,6 +170,26 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
         .map(|s| s.value)
 }
 
+/// The file a process kept at exit (`eb-{pid}.prom` in `dir`), as text and parsed.
+fn kept_file(dir: &Path, pid: u32) -> (String, Vec<Sample>) {
+    let text = std::fs::read_to_string(dir.join(format!("eb-{pid}.prom"))).expect("kept at exit");
+    let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    (text, samples)
+}
+
+/// `extauth_bridge_requests_total` for one command, deciding backend and outcome.
+fn requests_total(samples: &[Sample], command: &str, backend: &str, outcome: &str) -> Option<f64> {
+    value(
+        samples,
+        "extauth_bridge_requests_total",
+        &[
+            ("command", command),
+            ("backend", backend),
+            ("outcome", outcome),
+        ],
+    )
+}
+
 /// Histogram buckets cumulative, ending at +Inf = _count, for every series.
 fn check_histograms(samples: &[Sample]) {
     for count in samples
@@ -276,25 +297,13 @@ fn metrics_file_counts_match_the_requests_sent() {
         String::from_utf8_lossy(&out.stdout),
         "1\n1\n0\n0\n1\n0\n0\n1\n"
     );
-    let text =
-        std::fs::read_to_string(metrics_dir.join(format!("eb-{pid}.prom"))).expect("kept at exit");
-    let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let (text, samples) = kept_file(&metrics_dir, pid);
     let pid = pid.to_string();
     assert!(
         samples.iter().all(|s| s.labels.get("pid") == Some(&pid)),
         "{text}"
     );
-    let requests = |command, backend, outcome| {
-        value(
-            &samples,
-            "extauth_bridge_requests_total",
-            &[
-                ("command", command),
-                ("backend", backend),
-                ("outcome", outcome),
-            ],
-        )
-    };
+    let requests = |command, backend, outcome| requests_total(&samples, command, backend, outcome);
     assert_eq!(requests("auth", "local", "yes"), Some(2.0), "{text}");
     assert_eq!(requests("auth", "local", "no"), Some(1.0));
     assert_eq!(requests("auth", "none", "refused"), Some(1.0));
@@ -382,4 +391,160 @@ fn written_on_the_interval_removed_at_exit_dead_files_swept() {
     drop(stdin);
     assert!(child.wait().unwrap().success());
     assert!(!own.exists(), "the metrics file outlived its process");
+}
+
+/// The cache's hits and misses and the `cached` outcome, a timeout, backend error kinds, and
+/// a failure passed over by `on_unavailable = "next"`: one request at a time, as the servers
+/// send them, so that the cache sees the first answer before the second question.
+#[test]
+fn cache_timeouts_errors_and_passed_over_failures_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(
+        dir.path(),
+        &[
+            ("romeo@example.net", "iheartjuliet"),
+            ("romeo@fallback.example", "iheartjuliet"),
+        ],
+    );
+    let metrics_dir = dir.path().join("textfile");
+    std::fs::create_dir(&metrics_dir).unwrap();
+    // Accepts connections (the kernel's backlog does) and never answers: a hung API.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Nothing listens there: connection refused.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "timeout = \"500ms\"\n\
+             metrics_file = \"{metrics}/eb-{{pid}}.prom\"\nmetrics_on_exit = \"keep\"\n\
+             [cache]\nenabled = true\n\
+             [[backend]]\nname = \"local\"\ntype = \"file\"\npath = \"{users}\"\n\
+             [[backend]]\nname = \"gone\"\ntype = \"file\"\npath = \"{missing}\"\n\
+             [[backend]]\nname = \"hung\"\ntype = \"http\"\nurl = \"http://{hung}\"\n\
+             [[backend]]\nname = \"down\"\ntype = \"http\"\nurl = \"http://{down}\"\n\
+             [[route]]\ndomains = [\"example.net\"]\nbackends = [\"local\"]\n\
+             [[route]]\ndomains = [\"gone.example\"]\nbackends = [\"gone\"]\n\
+             [[route]]\ndomains = [\"hung.example\"]\nbackends = [\"hung\"]\n\
+             [[route]]\ndomains = [\"down.example\"]\nbackends = [\"down\"]\n\
+             [[route]]\ndomains = [\"fallback.example\"]\nbackends = [\"down\", \"local\"]\n\
+             on_unavailable = \"next\"\n",
+            metrics = metrics_dir.display(),
+            users = users.display(),
+            missing = dir.path().join("no-such-users").display(),
+            hung = hung.local_addr().unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut bridge = Live::spawn(&["--config", cfg.to_str().unwrap(), "--protocol", "line"]);
+    let pid = bridge.child.id();
+    for (query, reply) in [
+        ("auth:romeo:example.net:iheartjuliet", "1\n"), // miss, yes
+        ("auth:romeo:example.net:iheartjuliet", "1\n"), // hit, cached
+        ("auth:romeo:example.net:wrong", "0\n"),        // miss, no
+        ("isuser:romeo:example.net", "1\n"),            // not cacheable
+        ("auth:romeo:hung.example:pw", "0\n"),          // miss, timeout
+        ("isuser:romeo:down.example", "0\n"),           // unavailable
+        ("isuser:romeo:gone.example", "0\n"),           // internal
+        ("auth:romeo:fallback.example:iheartjuliet", "1\n"), // miss; down passed over
+        ("isuser:romeo:fallback.example", "1\n"),       // down passed over
+    ] {
+        assert_eq!(bridge.ask(query), reply, "{query}");
+    }
+    bridge.close_stdin();
+    let (status, _) = bridge.wait_within(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let (text, samples) = kept_file(&metrics_dir, pid);
+    let requests = |command, backend, outcome| requests_total(&samples, command, backend, outcome);
+    assert_eq!(requests("auth", "local", "yes"), Some(2.0), "{text}");
+    assert_eq!(requests("auth", "local", "cached"), Some(1.0), "{text}");
+    assert_eq!(requests("auth", "local", "no"), Some(1.0), "{text}");
+    assert_eq!(requests("isuser", "local", "yes"), Some(2.0), "{text}");
+    assert_eq!(requests("auth", "none", "timeout"), Some(1.0), "{text}");
+    assert_eq!(
+        requests("isuser", "down", "unavailable"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(requests("isuser", "gone", "internal"), Some(1.0), "{text}");
+    assert_eq!(total_requests(&samples), 9.0, "{text}");
+    check_histograms(&samples);
+    let counter = |name| value(&samples, name, &[]);
+    assert_eq!(
+        counter("extauth_bridge_cache_hits_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        counter("extauth_bridge_cache_misses_total"),
+        Some(4.0),
+        "{text}"
+    );
+    // The request is counted once, under the backend that decided; the one passed over
+    // on the way has its own series.
+    assert_eq!(
+        value(
+            &samples,
+            "extauth_bridge_backend_passed_over_total",
+            &[("backend", "down"), ("kind", "unavailable")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        samples
+            .iter()
+            .filter(|s| s.name == "extauth_bridge_backend_passed_over_total")
+            .count(),
+        1,
+        "{text}"
+    );
+    drop(hung);
+}
+
+#[test]
+fn a_summary_is_logged_on_the_interval() {
+    let (dir, users, _) = setup();
+    let cfg = config(
+        dir.path(),
+        &users,
+        "metrics_summary_interval = \"100ms\"\n[cache]\nenabled = true\n",
+    );
+    let mut bridge = Live::spawn(&["--config", cfg.to_str().unwrap(), "--protocol", "line"]);
+    assert_eq!(bridge.ask("auth:romeo:example.net:iheartjuliet"), "1\n");
+    assert_eq!(bridge.ask("auth:romeo:example.net:iheartjuliet"), "1\n");
+    assert_eq!(bridge.ask("auth:romeo:example.net:nope"), "0\n");
+    // Summaries since start keep coming while the process waits: one of them has all three.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let seen = bridge.wait_for_log("summary since start", Duration::from_secs(5));
+        let line = seen.last().cloned().unwrap_or_default();
+        if line.contains("requests=3") {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no summary with 3 requests: {line}"
+        );
+    };
+    for part in [
+        "outcomes=\"cached=1 no=1 yes=1\"",
+        "cache_hits=1",
+        "cache_misses=2",
+        "mean_latency_ms=",
+    ] {
+        assert!(line.contains(part), "{part}: {line}");
+    }
+    // A second summary follows the first on the interval, not only at exit.
+    bridge.wait_for_log("summary since start", Duration::from_secs(5));
+    bridge.close_stdin();
+    let (status, rest) = bridge.wait_within(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("summary at exit")),
+        "{rest:#?}"
+    );
 }

@@ -343,6 +343,19 @@ fn query_every_command_with_piped_passwords() {
             "-> 1 (yes)",
         ),
         (&["auth", "romeo", "example.net"], "nope", 1, "-> 0 (no)"),
+        // The why says who answered and what the answer means.
+        (
+            &["auth", "romeo", "example.net"],
+            "nope",
+            1,
+            "why      no: backend `local` answered no (wrong password or unknown user)\n",
+        ),
+        (
+            &["auth", "romeo", "example.net"],
+            "iheartjuliet",
+            0,
+            "why      yes: backend `local` answered yes (the password is right)\n",
+        ),
         // The password keeps its colons and spaces, as on the wire.
         (
             &["auth", "juliet", "example.net"],
@@ -356,7 +369,12 @@ fn query_every_command_with_piped_passwords() {
             0,
             "backend  local",
         ),
-        (&["isuser", "tybalt", "example.net"], "", 1, "why      no"),
+        (
+            &["isuser", "tybalt", "example.net"],
+            "",
+            1,
+            "why      no: backend `local` answered no (no such account)",
+        ),
         (
             &["tryregister", "tybalt", "example.net"],
             "fight",
@@ -406,10 +424,41 @@ fn query_errors_exit_2_and_refusals_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let (config, users) = setup(dir.path());
 
-    // An empty piped password is refused before any backend is asked... by the prompt.
-    let out = query(&config, &["auth", "romeo", "example.net"], "");
+    // An empty password gets the daemon's answer: 0, refused before any backend is asked,
+    // so a no (exit 1), not an error; for every command that carries a password.
+    for command in ["auth", "setpass", "tryregister", "removeuser3"] {
+        let out = query(&config, &[command, "romeo", "example.net"], "");
+        let text = stdout(&out);
+        assert_eq!(code(&out), 1, "{command}: {text}{}", stderr(&out));
+        assert!(
+            text.contains("-> 0 (no)")
+                && text.contains("why      refused: empty password (no backend asked)"),
+            "{command}: {text}"
+        );
+    }
+    let daemon = run(
+        &["--config", config.to_str().unwrap()],
+        b"auth:romeo:example.net:\n",
+    );
+    assert_eq!(stdout(&daemon), "0\n");
+    // No line at all (end of input) is no password given: an error.
+    let out = run(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "query",
+            "auth",
+            "romeo",
+            "example.net",
+        ],
+        b"",
+    );
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("empty password"));
+    assert!(
+        stderr(&out).contains("no password given"),
+        "{}",
+        stderr(&out)
+    );
 
     // Bad fields are usage errors.
     let out = query(&config, &["isuser", "ro:meo", "example.net"], "");

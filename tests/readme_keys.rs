@@ -1,5 +1,5 @@
-//! Every configuration key the code accepts is in README.md's Keys table, and every key in
-//! the table is accepted by the code.
+//! Every configuration key the code accepts is in README.md's Keys table, every key in the
+//! table is accepted by the code, and every default the table gives as a value is the code's.
 //!
 //! The list of keys is not written down here: it is asked from the configuration types
 //! themselves. Every config struct denies unknown fields, and serde's error for an unknown
@@ -138,12 +138,20 @@ fn code_keys() -> BTreeSet<String> {
 
 /// The backticked keys in the first column of the table under `### Keys`.
 fn readme_keys() -> BTreeSet<String> {
+    readme_rows()
+        .into_iter()
+        .flat_map(|(names, _)| names)
+        .collect()
+}
+
+/// The rows of the table under `### Keys` that name keys: (the keys, the default column).
+fn readme_rows() -> Vec<(Vec<String>, String)> {
     let readme = include_str!("../README.md");
     let section = readme
         .split("\n### Keys\n")
         .nth(1)
         .expect("README.md has a `### Keys` section");
-    let mut keys = BTreeSet::new();
+    let mut rows = Vec::new();
     for line in section.lines().skip_while(|l| !l.starts_with('|')) {
         if !line.starts_with('|') {
             break;
@@ -167,9 +175,105 @@ fn readme_keys() -> BTreeSet<String> {
             cells.len() >= 4 && !cells[2].is_empty(),
             "README Keys row without a default column: {line}"
         );
-        keys.extend(names.into_iter().map(str::to_owned));
+        rows.push((
+            names.into_iter().map(str::to_owned).collect(),
+            cells[2].to_owned(),
+        ));
     }
-    keys
+    rows
+}
+
+/// A README default that is one literal value (`4s`, `65536`, `false`, `["RS256", …]`), as
+/// the TOML value it stands for: TOML syntax if it parses as such, else a string. `None` for
+/// the words (`none`, `required`, `discovered`…) that say there is no default value.
+fn default_value(cell: &str) -> Option<Value> {
+    let text = cell.strip_prefix('`')?.strip_suffix('`')?;
+    if text.contains('`') {
+        return None;
+    }
+    let parsed = format!("v = {text}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"));
+    Some(parsed.unwrap_or_else(|| Value::String(text.to_owned())))
+}
+
+/// A `[[backend]]` of type `kind` with its required fields set to placeholders (found by
+/// asking serde which field is missing), so that any other key can be added to it.
+fn minimal_backend(kind: &str) -> Table {
+    let mut backend = Table::new();
+    backend.insert("type".into(), Value::String(kind.into()));
+    for _ in 0..8 {
+        let doc = table([(
+            "backend".to_owned(),
+            Value::Array(vec![Value::Table(backend.clone())]),
+        )]);
+        let Some(message) = error_of(doc) else {
+            return backend;
+        };
+        let field = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or_else(|| panic!("backend type {kind}: {message}"));
+        backend.insert(field.into(), Value::String("placeholder".into()));
+    }
+    panic!("backend type {kind}: too many required fields");
+}
+
+/// Pairs of documents, one with `key` (dotted, `backend[].x`, `route[].x`) set to `value` and
+/// one without it: one pair per backend type that has the key, one pair for other keys.
+fn documents_with(key: &str, value: &Value) -> Vec<(Value, Value)> {
+    let set = |t: &Table, field: &str| {
+        let mut with = t.clone();
+        with.insert(field.to_owned(), value.clone());
+        (Value::Table(with), Value::Table(t.clone()))
+    };
+    let wrap = |name: &str, array: bool, (with, without): (Value, Value)| {
+        let wrap = |v| match array {
+            true => table([(name.to_owned(), Value::Array(vec![v]))]),
+            false => table([(name.to_owned(), v)]),
+        };
+        (wrap(with), wrap(without))
+    };
+    if let Some(field) = key.strip_prefix("backend[].") {
+        return ["file", "http", "oauth2"]
+            .into_iter()
+            .map(|kind| wrap("backend", true, set(&minimal_backend(kind), field)))
+            .filter(|(with, _)| {
+                !error_of(with.clone()).is_some_and(|m| m.contains("unknown field"))
+            })
+            .collect();
+    }
+    if let Some(field) = key.strip_prefix("route[].") {
+        let mut route = Table::new();
+        route.insert("domains".into(), Value::Array(vec!["example.net".into()]));
+        route.insert("backends".into(), Value::Array(vec!["local".into()]));
+        return vec![wrap("route", true, set(&route, field))];
+    }
+    match key.split_once('.') {
+        Some((outer, field)) => vec![wrap(outer, false, set(&Table::new(), field))],
+        None => vec![set(&Table::new(), key)],
+    }
+}
+
+/// Whether setting `key` to `value` gives a configuration other than leaving it out, i.e.
+/// whether `value` is not the code's default. Compared through `Debug`, which shows every
+/// field; an error if the code does not accept `value` at all.
+fn differs_from_default(key: &str, value: &Value) -> Result<bool, String> {
+    let pairs = documents_with(key, value);
+    if pairs.is_empty() {
+        return Err(format!("no backend type has `{key}`"));
+    }
+    let mut differs = false;
+    for (with, without) in pairs {
+        let parse = |doc: Value| {
+            Config::deserialize(doc)
+                .map(|c| format!("{c:?}"))
+                .map_err(|e| format!("`{key}` = {value:?}: {}", e.message()))
+        };
+        differs |= parse(with)? != parse(without)?;
+    }
+    Ok(differs)
 }
 
 #[test]
@@ -208,4 +312,48 @@ fn every_config_key_is_in_the_readme_and_every_readme_key_exists() {
          removed? or the struct holding them lacks #[serde(deny_unknown_fields)], which the \
          project requires and this test relies on)"
     );
+}
+
+#[test]
+fn every_default_in_the_readme_is_the_codes() {
+    // Guards the comparison itself: a wrong default is noticed.
+    assert_eq!(differs_from_default("timeout", &"5s".into()), Ok(true));
+    assert_eq!(
+        differs_from_default("backend[].max_body", &Value::Integer(1024)),
+        Ok(true)
+    );
+    let mut compared = BTreeSet::new();
+    let mut wrong = Vec::new();
+    for (names, cell) in readme_rows() {
+        let Some(value) = default_value(&cell) else {
+            continue;
+        };
+        for key in names {
+            match differs_from_default(&key, &value) {
+                Ok(false) => {}
+                Ok(true) => wrong.push(format!("`{key}`: README says {cell}, the code differs")),
+                Err(e) => wrong.push(e),
+            }
+            compared.insert(key);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "README.md's Keys table gives defaults the code does not have: {wrong:#?}"
+    );
+    for k in [
+        "timeout",
+        "max_line",
+        "log.level",
+        "cache.ttl",
+        "backend[].request_timeout",
+        "backend[].algorithms",
+        "route[].on_unavailable",
+        "metrics_summary_interval",
+    ] {
+        assert!(
+            compared.contains(k),
+            "{k} not compared; compared {compared:?}"
+        );
+    }
 }

@@ -8,8 +8,11 @@
 //! | `register`       | POST form           | 201 (409: exists → `0`)          |
 //! | `remove_user`    | POST form           | 200, 201 or 204                  |
 //!
-//! 501 means "not supported here" and lets the chain ask the next backend. Anything else we
-//! do not expect is an error, answered `0`. One HTTP client per backend keeps connections
+//! 501 means "not supported here" and lets the chain ask the next backend. 502, 503 and 504
+//! mean the API is down (said by a proxy in front of it, or by the API itself): unavailable,
+//! exactly like a refused connection, so `on_unavailable = "next"` and `stale_if_error` apply.
+//! Anything else we do not expect is an error, answered `0`; that includes 429, on purpose
+//! (see [`unavailable_status`]). One HTTP client per backend keeps connections
 //! alive across requests; it is built on first use, because loading the system's root
 //! certificates is the most expensive thing the bridge does at start-up and a process that
 //! is only asked `check` or never asked anything should not pay for it.
@@ -421,8 +424,15 @@ impl HttpBackend {
         // The body is read even when only the status matters, so that the connection
         // can be reused; for a 501 only the status counts.
         let body = self.read_body(method, response).await;
+        // Like the 501, a proxy's error page over max_body still says "down", not "garbage".
         if status == StatusCode::NOT_IMPLEMENTED {
             return Err(BackendError::Unsupported);
+        }
+        if unavailable_status(status) {
+            return Err(BackendError::Unavailable(format!(
+                "{method}: HTTP {} (the API, or a proxy in front of it, says it is down)",
+                status.as_u16()
+            )));
         }
         Ok((status, body?))
     }
@@ -494,12 +504,28 @@ fn is_question(method: &str) -> bool {
     matches!(method, "check_password" | "user_exists")
 }
 
+/// The statuses that say the API cannot be reached rather than that it answered: 502 and 504
+/// (a proxy or load balancer whose upstream is down or too slow) and 503 (the API, or the
+/// proxy, says it is out of service).
+///
+/// 429 is not one of them: a rate limit is the API's defence against password guessing, and
+/// treating it as unavailable would let a guesser who trips it go on against the next backend
+/// of the chain (`on_unavailable = "next"`) or against the credential cache's stale answers.
+/// It stays an error, answered `0`.
+fn unavailable_status(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
 const CHANGED: [StatusCode; 3] = [StatusCode::OK, StatusCode::CREATED, StatusCode::NO_CONTENT];
 
 fn unexpected_status(method: &str, status: StatusCode) -> BackendError {
     let hint = match status.as_u16() {
         300..=399 => " (redirects are not followed; see follow_redirects)",
         401 | 403 => " (check the credentials)",
+        429 => " (rate limited; never passed on to the next backend)",
         _ => "",
     };
     BackendError::Protocol(format!(
@@ -665,6 +691,25 @@ mod tests {
         assert_eq!(HttpBackend::new(&c).err().unwrap().0, "ca_file");
         let c = config("check_account = \"nodomain\"").unwrap();
         assert_eq!(c.validate().unwrap_err().0, "check_account");
+    }
+
+    #[test]
+    fn gateway_statuses_are_unavailable_and_a_rate_limit_is_not() {
+        for code in [502, 503, 504] {
+            assert!(
+                unavailable_status(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+        for code in [429, 500, 501, 404, 200] {
+            assert!(
+                !unavailable_status(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+        let e = unexpected_status("check_password", StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.kind(), "protocol");
+        assert!(e.to_string().contains("rate limited"), "{e}");
     }
 
     #[test]

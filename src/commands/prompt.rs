@@ -18,6 +18,8 @@ use crate::secret::Secret;
 pub enum PromptError {
     #[error("cannot read the password: {0}")]
     Io(#[from] io::Error),
+    #[error("no password given (end of input)")]
+    NoInput,
     #[error("empty password")]
     Empty,
     #[error("the passwords do not match")]
@@ -89,13 +91,21 @@ pub fn stdin_is_terminal() -> bool {
     termios::isatty(rustix::stdio::stdin())
 }
 
-/// Reads one line, without its `\n` or `\r\n`. The line buffer is wiped by `Secret`.
+/// Reads one line, without its `\n` or `\r\n`; it may be empty. The line buffer is wiped by
+/// `Secret`. End of input before anything was read is an error: no password was given at all.
 fn read_line() -> Result<Secret, PromptError> {
     let mut line = String::new();
-    io::stdin().lock().read_line(&mut line)?;
+    if io::stdin().lock().read_line(&mut line)? == 0 {
+        return Err(PromptError::NoInput);
+    }
     let trimmed = line.strip_suffix('\n').unwrap_or(&line);
     let secret = Secret::new(trimmed.strip_suffix('\r').unwrap_or(trimmed));
     zeroize::Zeroize::zeroize(&mut line);
+    Ok(secret)
+}
+
+/// A password to store must not be empty: the daemon refuses every empty password.
+fn non_empty(secret: Secret) -> Result<Secret, PromptError> {
     if secret.is_empty() {
         return Err(PromptError::Empty);
     }
@@ -112,6 +122,8 @@ fn read_hidden(prompt: &str) -> Result<Secret, PromptError> {
 }
 
 /// A password for a question (`query auth`…): asked once on a terminal, else one piped line.
+/// An empty one is returned as it is: the question goes on to the daemon's handler, which
+/// answers it the way the daemon does (`0`, "empty password"), and `query` must too.
 pub fn password(prompt: &str) -> Result<Secret, PromptError> {
     if stdin_is_terminal() {
         read_hidden(prompt)
@@ -123,9 +135,9 @@ pub fn password(prompt: &str) -> Result<Secret, PromptError> {
 /// A new password (`users add`, `users passwd`): asked twice on a terminal, else one piped line.
 pub fn new_password(prompt: &str) -> Result<Secret, PromptError> {
     if !stdin_is_terminal() {
-        return read_line();
+        return read_line().and_then(non_empty);
     }
-    let first = read_hidden(prompt)?;
+    let first = read_hidden(prompt).and_then(non_empty)?;
     let again = read_hidden("Retype it: ")?;
     if first.expose() != again.expose() {
         return Err(PromptError::Mismatch);

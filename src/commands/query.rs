@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::{fail, millis, prompt, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
 use crate::app::load_config;
 use crate::cli::{Cli, QueryRequest};
-use crate::request::{Account, Outcome, Request, Status};
+use crate::request::{Account, Command, Outcome, Request, Status};
 use crate::secret::Secret;
 use crate::server::handle_request;
 
@@ -63,13 +63,43 @@ pub fn exit_status(outcome: &Outcome) -> u8 {
     }
 }
 
-fn why(status: &Status) -> String {
-    match status {
+/// What a backend's plain yes or no means for each command, in an operator's words.
+fn meaning(command: Command, yes: bool) -> &'static str {
+    match (command, yes) {
+        (Command::Auth, true) => "the password is right",
+        (Command::Auth, false) => "wrong password or unknown user",
+        (Command::IsUser, true) => "the account exists",
+        (Command::IsUser, false) => "no such account",
+        (Command::SetPass, true) => "password changed",
+        (Command::SetPass, false) => "not changed: no such account",
+        (Command::TryRegister, true) => "account created",
+        (Command::TryRegister, false) => "not created: the account exists",
+        (Command::RemoveUser | Command::RemoveUser3, true) => "account removed",
+        (Command::RemoveUser, false) => "not removed: no such account",
+        (Command::RemoveUser3, false) => "wrong password, unknown user, or not removed",
+        (Command::CertAuth, _) => "certificate authentication",
+    }
+}
+
+/// The `why` line: the outcome's word first (what the log's `outcome` says), then who said it
+/// and what it means.
+fn why(command: Command, outcome: &Outcome) -> String {
+    let backend = outcome.backend.as_deref().unwrap_or("-");
+    match &outcome.status {
+        Status::Yes | Status::No => {
+            let word = outcome.status.as_str();
+            let meaning = meaning(command, outcome.answer);
+            format!("{word}: backend `{backend}` answered {word} ({meaning})")
+        }
+        Status::Cached => format!(
+            "cached: backend `{backend}` answered yes to this password less than cache.ttl ago"
+        ),
+        Status::Stale(message) => format!("stale: {message}"),
         Status::Refused(reason) => format!("refused: {reason} (no backend asked)"),
         Status::Error(kind, message) => format!("{kind}: {message}"),
         Status::Invalid(bad) => format!("invalid: {bad}"),
         Status::Timeout => "timeout: the request deadline expired".to_owned(),
-        other => other.as_str().to_owned(),
+        Status::Panic => "panic: handling the request panicked".to_owned(),
     }
 }
 
@@ -122,7 +152,7 @@ pub fn run(cli: &Cli, what: QueryRequest, user: &str, server: &str) -> ExitCode 
         "backend  {}",
         outcome.backend.as_deref().unwrap_or("-")
     ));
-    say(format_args!("why      {}", why(&outcome.status)));
+    say(format_args!("why      {}", why(command, &outcome)));
     say(format_args!(
         "took     {} ms (deadline {})",
         millis(took),

@@ -261,6 +261,11 @@ fn run_thread(settings: &Settings, path: Option<&Path>, shared: &Shared) {
                 next_summary = Some(now + settings.summary_interval);
             }
         }
+        // Log lines are held until the request loop flushes them after its next reply; the
+        // loop may sit idle for hours, and a summary (or a warning) that only appears with the
+        // next login would be of little use. Written from here, they go to the log, never to
+        // stdout, so no reply is held up.
+        crate::logging::flush();
     }
 }
 

@@ -63,6 +63,10 @@ type Table = HashMap<(&'static str, &'static str), HashMap<String, Series>>;
 /// All counters of this process.
 pub struct Metrics {
     requests: Mutex<Table>,
+    /// (backend, error kind) → failures a chain passed over to ask its next backend. The
+    /// request itself is counted once, under the backend that decided it; without this, an
+    /// API that is down behind `on_unavailable = "next"` would not show up at all.
+    passed_over: Mutex<BTreeMap<(String, &'static str), u64>>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     started: SystemTime,
@@ -78,6 +82,11 @@ pub fn global() -> &'static Metrics {
 /// Records one answered request (called by the request loop next to its log line).
 pub fn record(command: &'static str, backend: Option<&str>, outcome: &'static str, took: Duration) {
     GLOBAL.record(command, backend.unwrap_or(NONE), outcome, took);
+}
+
+/// A backend failed and its chain asked the next one (`on_unavailable = "next"`).
+pub fn passed_over(backend: &str, kind: &'static str) {
+    GLOBAL.passed_over(backend, kind);
 }
 
 /// A request answered from the cache.
@@ -100,6 +109,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         Metrics {
             requests: Mutex::new(HashMap::new()),
+            passed_over: Mutex::new(BTreeMap::new()),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             started: SystemTime::now(),
@@ -124,6 +134,11 @@ impl Metrics {
                 by_backend.insert(backend.to_owned(), series);
             }
         }
+    }
+
+    pub fn passed_over(&self, backend: &str, kind: &'static str) {
+        let mut counts = self.passed_over.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry((backend.to_owned(), kind)).or_default() += 1;
     }
 
     /// A copy of the table sorted by labels, so output is stable.
@@ -189,6 +204,24 @@ impl Metrics {
                  extauth_bridge_request_duration_seconds_sum{{{labels}}} {}\n\
                  extauth_bridge_request_duration_seconds_count{{{labels}}} {}",
                 s.count, s.sum_seconds, s.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP extauth_bridge_backend_passed_over_total Backend failures a chain passed over to ask its next backend (on_unavailable = \"next\"), by failing backend and error kind.\n\
+             # TYPE extauth_bridge_backend_passed_over_total counter"
+        );
+        for ((backend, kind), n) in self
+            .passed_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "extauth_bridge_backend_passed_over_total{{pid=\"{pid}\",backend=\"{}\",kind=\"{}\"}} {n}",
+                escape(backend),
+                escape(kind)
             );
         }
         for (name, help, value) in [

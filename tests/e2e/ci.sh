@@ -38,8 +38,11 @@ fi
 cargo build --locked --quiet --example http_auth_server
 
 step "run.py"
-exec /usr/bin/python3 tests/e2e/run.py \
+status=0
+/usr/bin/python3 tests/e2e/run.py \
     --bridge "${E2E_BRIDGE:-target/release/extauth-bridge}" \
     --http-server target/debug/examples/http_auth_server \
     --idp-venv "$EXTAUTH_TEST_IDP_VENV" \
-    "$@"
+    "$@" || status=$?
+printf '== e2e stage: %ss wall, exit status %s\n' "$((SECONDS - t0))" "$status"
+exit "$status"

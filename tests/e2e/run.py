@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import atexit
 import concurrent.futures
+import glob
 import logging
 import os
 import re
@@ -52,12 +53,13 @@ except ImportError:
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE = os.path.join(HERE, "fake_extauth.py")
-EJABBERD_LIB = "/usr/lib/x86_64-linux-gnu"     # holds ejabberd-23.01-1/ebin (ERL_LIBS, as ejabberdctl sets it)
+EJABBERD_LIB = None          # holds ejabberd-<version>/ebin (ERL_LIBS, as ejabberdctl sets it); see find_ejabberd_lib
 ERL = shutil.which("erl") or "/usr/bin/erl"
 DOMAIN = "example.net"
 DOMAIN2 = "example.org"
 CLIENT_TIMEOUT = 5.0        # every client helper gives up after this many seconds
 CASE_TIMEOUT = 150          # last-resort alarm per case
+BUDGET = 600                # seconds for the whole run (every group's setup and cases): over it, the run fails
 
 VERBOSE = False
 
@@ -83,6 +85,26 @@ def check(cond, msg):
 def expect(actual, wanted, what):
     if actual != wanted:
         raise CaseFailure("%s: got %r, want %r" % (what, actual, wanted))
+
+
+def find_ejabberd_lib():
+    """The directory that holds ejabberd-<version>/ebin, for ERL_LIBS; None when ejabberd is not
+    installed. Debian puts it under the multiarch directory (/usr/lib/x86_64-linux-gnu on amd64,
+    /usr/lib/aarch64-linux-gnu on arm64): globbed, else asked from dpkg."""
+    apps = sorted(glob.glob("/usr/lib/*/ejabberd-*/ebin/ejabberd.app")) + \
+        sorted(glob.glob("/usr/lib/ejabberd-*/ebin/ejabberd.app"))
+    if not apps:
+        try:
+            listed = subprocess.run(["dpkg", "-L", "ejabberd"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, timeout=20).stdout.decode()
+        except (OSError, subprocess.SubprocessError):
+            listed = ""
+        apps = sorted(line for line in listed.splitlines()
+                      if re.search(r"/ejabberd-[^/]+/ebin/ejabberd\.app$", line))
+    if not apps:
+        return None
+    # the newest if several: ".../ejabberd-23.01-1/ebin/ejabberd.app" -> ".../"
+    return os.path.dirname(os.path.dirname(os.path.dirname(apps[-1])))
 
 
 def free_port():
@@ -170,6 +192,7 @@ def pid_alive(pid):
 class Bridge:
     """The real extauth-bridge binary."""
     plain_passwords = False
+    reads_config = True          # takes --config FILE; the fake only knows --users FILE
 
     def __init__(self, path):
         self.path = os.path.abspath(path)
@@ -202,6 +225,7 @@ class Bridge:
 class FakeBridge(Bridge):
     """fake_extauth.py: same users-file semantics, plain-text passwords."""
     plain_passwords = True
+    reads_config = False
 
     def __init__(self):
         self.path = FAKE
@@ -774,7 +798,7 @@ class Ctx:
 
 
 # --------------------------------------------------------------------------------------
-# Group "files": the users-file backend (`--users FILE`)
+# Group "files": the users-file backend (a `type = "file"` backend in a config file)
 
 PW_COLON = "pa:ss:w0rd:"
 PW_UTF8 = "pässwörd✓"
@@ -797,7 +821,17 @@ def setup_users_file(ctx, users):
     write_users_file(ctx.bridge, ctx.users_file, ctx.users)
     log("users file with %d accounts in %.2fs" % (len(users), time.monotonic() - t0))
     ctx.store = FileStore(ctx.users_file, ctx.bridge.plain_passwords)
-    ctx.extauth_program = ctx.bridge.command(["--users", ctx.users_file])
+    if ctx.bridge.reads_config:
+        # as an administrator configures it (and as the http/oauth2 groups do): the config
+        # file path, the file backend's own table, the config loading and validation
+        ctx.write_config("users.toml", """
+[[backend]]
+name = "local"
+type = "file"
+path = "%s"
+""" % ctx.users_file)
+    else:
+        ctx.extauth_program = ctx.bridge.command(["--users", ctx.users_file])
 
 
 def setup_files(ctx):
@@ -1841,6 +1875,9 @@ def main(argv=None):
     ap.add_argument("--idp-venv", default=os.environ.get("EXTAUTH_TEST_IDP_VENV") or os.path.join(REPO, "target", "idp-venv"),
                     help="tests/oauth2_server virtualenv for the oauth2 group (default: $EXTAUTH_TEST_IDP_VENV "
                     "or target/idp-venv)")
+    ap.add_argument("--budget", type=float, default=BUDGET,
+                    help="seconds the whole run may take, every group's setup and cases (default %d): "
+                    "a run over it fails" % BUDGET)
     ap.add_argument("--keep", action="store_true", help="keep temp dirs (configs, logs) for inspection")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -1870,10 +1907,12 @@ def main(argv=None):
     if args.fake and not all(by_name[g].fake_ok for g in wanted):
         print("run.py: --fake only runs %s" % ",".join(g.name for g in GROUPS if g.fake_ok), file=sys.stderr)
         return 2
-    if not os.path.isdir(os.path.join(EJABBERD_LIB, "ejabberd-23.01-1")) and not any(
-            n.startswith("ejabberd-") for n in os.listdir(EJABBERD_LIB)):
+    global EJABBERD_LIB
+    EJABBERD_LIB = find_ejabberd_lib()
+    if EJABBERD_LIB is None:
         print("run.py: ejabberd not installed: run tests/e2e/setup.sh", file=sys.stderr)
         return 2
+    log("ERL_LIBS=%s" % EJABBERD_LIB)
 
     global KEEP
     KEEP = args.keep
@@ -1894,7 +1933,13 @@ def main(argv=None):
         tally[1] += 1
     finally:
         _atexit()
-    print("# total %.1fs" % (time.monotonic() - t0), flush=True)
+    wall = time.monotonic() - t0
+    print("# total %.1fs (budget %.0fs)" % (wall, args.budget), flush=True)
+    # A run that creeps past its budget would, some day, push CI past its own limit with
+    # nothing failing: it fails here first, as one more case.
+    if wall > args.budget:
+        print("FAIL e2e/time_budget: the run took %.1fs, over its %.0fs budget" % (wall, args.budget), flush=True)
+        tally[1] += 1
     print("%d passed, %d failed" % (tally[0], tally[1]), flush=True)
     return 0 if tally[1] == 0 else 1
 
