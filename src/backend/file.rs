@@ -9,6 +9,9 @@
 //! - writers take an advisory lock on a sibling `.lock` file, re-read the file under the lock,
 //!   and replace it atomically (temp file in the same directory, fsync, rename, fsync of the
 //!   directory). Readers never lock: a rename is atomic, they see the old or the new file.
+//! - a writer hashes before it takes the lock, so the lock is held for file I/O only; and
+//!   it gives up waiting, and writes nothing, once its request was answered `0` at the
+//!   deadline ([`Abandoned`]).
 //!
 //! Hashing is CPU-bound (argon2id takes tens of milliseconds by design), so it runs on the
 //! blocking pool where the request deadline can still fire around it.
@@ -18,7 +21,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -275,13 +280,47 @@ pub fn lint(path: &Path) -> io::Result<(UsersFile, Vec<BadLine>)> {
     Ok(UsersFile::parse(&fs::read_to_string(path)?))
 }
 
+/// Set when the request that asked for a change has been abandoned: its deadline fired, it
+/// was answered `0` and its future dropped. The blocking worker doing the change cannot be
+/// stopped from outside, so it looks at this flag and gives up instead of writing later
+/// what the server was already told did not happen.
+#[derive(Debug, Clone, Default)]
+pub struct Abandoned(Arc<AtomicBool>);
+
+impl Abandoned {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Sets the flag when dropped: held by the request's future, which is dropped at the deadline.
+struct AbandonOnDrop(Abandoned);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// How often a writer waiting for the lock looks again. Short next to a writer's hold time
+/// (read, write, fsync, rename: hashing happens before the lock is taken).
+const LOCK_POLL: Duration = Duration::from_millis(5);
+
 /// Holds the advisory lock on `{path}.lock` until dropped.
 struct WriteLock {
     _file: File,
 }
 
 impl WriteLock {
-    fn acquire(path: &Path) -> io::Result<WriteLock> {
+    /// Waits for the lock until it is ours (`Some`) or the request is abandoned (`None`).
+    /// A blocking `flock` could not be given up at the deadline, so this polls a
+    /// non-blocking one.
+    fn acquire(path: &Path, abandoned: &Abandoned) -> io::Result<Option<WriteLock>> {
+        use rustix::fs::{flock, FlockOperation};
         let mut lock_path = path.as_os_str().to_owned();
         lock_path.push(".lock");
         let file = OpenOptions::new()
@@ -290,14 +329,25 @@ impl WriteLock {
             .write(true)
             .mode(0o600)
             .open(lock_path)?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-        Ok(WriteLock { _file: file })
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(WriteLock { _file: file })),
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {}
+                Err(e) => return Err(e.into()),
+            }
+            if abandoned.is_set() {
+                return Ok(None);
+            }
+            std::thread::sleep(LOCK_POLL);
+        }
     }
 }
 
 /// Replaces `path` with `contents` atomically: temp file in the same directory, fsync,
 /// rename over, fsync the directory. The old file's permissions are kept (0600 for a new one).
-fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
+/// The rename is the moment the change happens: it is skipped, and `false` returned, when
+/// the request has been abandoned by then.
+fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::Result<bool> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -326,25 +376,44 @@ fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
         drop(f);
+        if abandoned.is_set() {
+            return Ok(false);
+        }
         fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
+        File::open(&dir)?.sync_all()?;
+        Ok(true)
     })();
-    if result.is_err() {
+    if !matches!(result, Ok(true)) {
         let _ = fs::remove_file(&tmp);
     }
     result
 }
 
 /// Applies `change` to the file on disk under the write lock and returns its answer.
-/// Nothing is written when the change answers `false`.
+/// Nothing is written when the change answers `false`, nor once `abandoned` is set: the
+/// request was answered `0` by then, and the file must say the same.
+///
+/// `change` runs under the lock, which every writer of the file waits for: hash passwords
+/// before calling this, not inside `change`.
 pub fn modify_file(
     path: &Path,
+    abandoned: &Abandoned,
     change: impl FnOnce(&mut UsersFile) -> Result<bool, BackendError>,
 ) -> Result<bool, BackendError> {
     let io_err = |what: &str, e: io::Error| {
         BackendError::Internal(format!("users file {}: {what}: {e}", path.display()))
     };
-    let _lock = WriteLock::acquire(path).map_err(|e| io_err("cannot lock", e))?;
+    let gave_up = || {
+        tracing::warn!(
+            path = %path.display(),
+            "users file change abandoned: the request's deadline passed (it was answered 0); nothing written"
+        );
+        BackendError::Unavailable("request abandoned at its deadline".into())
+    };
+    let Some(_lock) = WriteLock::acquire(path, abandoned).map_err(|e| io_err("cannot lock", e))?
+    else {
+        return Err(gave_up());
+    };
     let mut users = match load(path) {
         Ok((users, _)) => users,
         Err(e) if e.kind() == io::ErrorKind::NotFound => UsersFile::default(),
@@ -353,7 +422,9 @@ pub fn modify_file(
     if !change(&mut users)? {
         return Ok(false);
     }
-    write_atomically(path, &users.render()).map_err(|e| io_err("cannot write", e))?;
+    if !write_atomically(path, &users.render(), abandoned).map_err(|e| io_err("cannot write", e))? {
+        return Err(gave_up());
+    }
     Ok(true)
 }
 
@@ -432,12 +503,32 @@ impl FileBackend {
         .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
     }
 
+    /// Runs a change of the file on the blocking pool, outside the hashing limit (it does
+    /// not hash). If this future is dropped at the deadline, the worker is told to give up.
     async fn modify(
         &self,
         change: impl FnOnce(&mut UsersFile) -> Result<bool, BackendError> + Send + 'static,
     ) -> BackendResult {
         let path = self.path.clone();
-        Self::blocking(move || modify_file(&path, change)).await
+        let abandoned = Abandoned::default();
+        let _on_drop = AbandonOnDrop(abandoned.clone());
+        tokio::task::spawn_blocking(move || modify_file(&path, &abandoned, change))
+            .await
+            .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
+    }
+
+    /// Hashes a new password on the blocking pool, before the write lock is taken.
+    async fn new_hash(password: &Secret) -> Result<String, BackendError> {
+        let password = password.clone();
+        Self::blocking(move || hash_password(&password)).await
+    }
+
+    /// Whether the account is in the file as last read; `None` if the file cannot be read
+    /// now (missing: a registration creates it), in which case the change under the lock
+    /// decides.
+    async fn known(&self, account: &Account) -> Option<bool> {
+        let users = self.current().await.ok()?;
+        Some(users.contains(&account.user, &account.server))
     }
 }
 
@@ -512,30 +603,27 @@ impl Backend for FileBackend {
         if password.is_empty() || !storable(account) {
             return Ok(false);
         }
-        let (account, password) = (account.clone(), password.clone());
-        self.modify(move |users| {
-            if !users.contains(&account.user, &account.server) {
-                return Ok(false);
-            }
-            let hash = hash_password(&password)?;
-            Ok(users.set_hash(&account.user, &account.server, hash))
-        })
-        .await
+        // Not worth a hash when there is no such account; asked again under the lock.
+        if self.known(account).await == Some(false) {
+            return Ok(false);
+        }
+        let hash = Self::new_hash(password).await?;
+        let account = account.clone();
+        self.modify(move |users| Ok(users.set_hash(&account.user, &account.server, hash)))
+            .await
     }
 
     async fn register(&self, account: &Account, password: &Secret) -> BackendResult {
         if password.is_empty() || !storable(account) {
             return Ok(false);
         }
-        let (account, password) = (account.clone(), password.clone());
-        self.modify(move |users| {
-            if users.contains(&account.user, &account.server) {
-                return Ok(false);
-            }
-            let hash = hash_password(&password)?;
-            Ok(users.insert(&account.user, &account.server, hash))
-        })
-        .await
+        if self.known(account).await == Some(true) {
+            return Ok(false);
+        }
+        let hash = Self::new_hash(password).await?;
+        let account = account.clone();
+        self.modify(move |users| Ok(users.insert(&account.user, &account.server, hash)))
+            .await
     }
 
     async fn remove_user(&self, account: &Account) -> BackendResult {
@@ -569,6 +657,52 @@ mod tests {
         assert!(!users.insert("d", "h", "$w".into()));
         assert!(users.set_hash("b", "h", "$new".into()));
         assert_eq!(users.render(), "b@h:$new\nc@h:$z\nd@h:$w\n");
+    }
+
+    #[test]
+    fn an_abandoned_change_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        fs::write(&path, "a@h:$x\n").unwrap();
+        // The deadline passes while the change is being made, after the lock was taken.
+        let abandoned = Abandoned::default();
+        let result = modify_file(&path, &abandoned, |users| {
+            abandoned.set();
+            Ok(users.insert("b", "h", "$y".into()))
+        });
+        assert!(
+            matches!(result, Err(BackendError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "a@h:$x\n");
+        // No temp file left behind: only the file and its lock.
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["users", "users.lock"]);
+
+        // Waiting for a lock held elsewhere: given up once abandoned.
+        let held = File::open(dir.path().join("users.lock")).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let abandoned = Abandoned::default();
+        let waiter = {
+            let (path, abandoned) = (path.clone(), abandoned.clone());
+            std::thread::spawn(move || {
+                modify_file(&path, &abandoned, |users| {
+                    Ok(users.insert("b", "h", "$y".into()))
+                })
+            })
+        };
+        abandoned.set();
+        let result = waiter.join().unwrap();
+        assert!(
+            matches!(result, Err(BackendError::Unavailable(_))),
+            "{result:?}"
+        );
+        drop(held);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "a@h:$x\n");
     }
 
     #[test]

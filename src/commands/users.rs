@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{fail, prompt, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
-use crate::backend::file::{hash_password, lint, modify_file, storable};
+use crate::backend::file::{hash_password, lint, modify_file, storable, Abandoned};
 use crate::cli::UsersAction;
 use crate::request::Account;
 
@@ -97,7 +97,8 @@ fn change(file: &Path, account_text: &str, what: Change) -> ExitCode {
     };
     let before = std::fs::metadata(file).ok();
     let (user, server) = (account.user.as_str(), account.server.as_str());
-    let done = modify_file(file, |users| {
+    // Never abandoned: an operator waiting for the lock can press Ctrl-C.
+    let done = modify_file(file, &Abandoned::default(), |users| {
         Ok(match (what, hash) {
             (Change::Add, Some(h)) => users.insert(user, server, h),
             (Change::Passwd, Some(h)) => users.set_hash(user, server, h),
