@@ -511,6 +511,63 @@ fn users_commands_round_trip_with_the_daemon() {
 }
 
 #[test]
+fn a_repeated_account_is_a_warning_and_goes_away_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, file) = setup(dir.path());
+    let cfg = config.to_str().unwrap();
+    let f = file.to_str().unwrap();
+    // Line 4 repeats line 2's account with another password.
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!("Romeo@example.net:{}\n", cheap_hash("second")));
+    std::fs::write(&file, &text).unwrap();
+
+    let out = run(&["--config", cfg, "check"], b"");
+    let report = stdout(&out);
+    assert_eq!(code(&out), 0, "{report}");
+    assert!(report.contains("warn  local (file)"), "{report}");
+    assert!(
+        report.contains("line 4 repeats the account of line 2"),
+        "{report}"
+    );
+    let out = users(&["list", f], "");
+    assert_eq!(stdout(&out), "romeo@example.net\njuliet@example.net\n");
+    assert!(stderr(&out).contains("line 4: repeats"), "{}", stderr(&out));
+
+    // The first entry is used, and the daemon says which line it ignores.
+    let out = run(
+        &["--users", f],
+        b"auth:romeo:example.net:iheartjuliet\nauth:romeo:example.net:second\n",
+    );
+    assert_eq!(stdout(&out), "1\n0\n");
+    assert!(
+        stderr(&out).contains("line=4") && stderr(&out).contains("first=2"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A removal removes both: the second entry does not take over.
+    let out = run(
+        &["--users", f],
+        b"removeuser:romeo:example.net\nisuser:romeo:example.net\nauth:romeo:example.net:second\n",
+    );
+    assert_eq!(stdout(&out), "1\n0\n0\n");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("omeo"));
+
+    // A password change rewrites the first and drops the rest.
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!("juliet@example.net:{}\n", cheap_hash("second")));
+    std::fs::write(&file, &text).unwrap();
+    let out = run(
+        &["--users", f],
+        b"setpass:juliet:example.net:new\nauth:juliet:example.net:new\n",
+    );
+    assert_eq!(stdout(&out), "1\n1\n");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.matches("juliet@").count(), 1, "{text}");
+    assert!(!text.contains(&cheap_hash("second")), "{text}");
+}
+
+#[test]
 fn users_usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("accounts");

@@ -30,7 +30,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use async_trait::async_trait;
 
-use super::{Backend, BackendError, BackendResult};
+use super::{Backend, BackendError, BackendResult, CheckReport};
 use crate::request::Account;
 use crate::secret::Secret;
 
@@ -77,6 +77,10 @@ fn decoy_hash() -> Result<&'static str, BackendError> {
     let hash = hash_password(&Secret::new(random.as_str()))?;
     Ok(DECOY.get_or_init(|| hash))
 }
+
+/// Most warnings `check` lists for one file: a file with hundreds of repeated lines needs
+/// the first few named to be understood, not all of them.
+const MAX_WARNINGS: usize = 10;
 
 /// Lower-cases both parts: the servers nodeprep/nameprep JIDs before asking, and an
 /// admin-edited file may not have.
@@ -125,15 +129,24 @@ enum Line {
         key: String,
         hash: String,
     },
+    /// A later entry for an account the file already has: never used, written back
+    /// unchanged, and dropped when that account is changed or removed, so it can never
+    /// come back to life as the account's entry.
+    Duplicate {
+        key: String,
+        raw: String,
+    },
     /// Blank, comment or malformed: written back unchanged.
     Other(String),
 }
 
-/// A line that could not be parsed, by number; its content is not kept (it may be a password).
+/// A line that could not be used, by number; its content is not kept (it may be a password).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadLine {
     pub number: usize,
     pub reason: &'static str,
+    /// For a second entry of an account: the line of the first one, which is the one used.
+    pub duplicate_of: Option<usize>,
 }
 
 impl UsersFile {
@@ -150,12 +163,18 @@ impl UsersFile {
             match parse_entry(trimmed) {
                 Ok((user, server, hash)) => {
                     let key = account_key(user, server);
-                    if file.index.contains_key(&key) {
+                    // One `Line` per line of text, so an index is a line number minus one.
+                    if let Some(&first) = file.index.get(&key) {
                         bad.push(BadLine {
                             number: i + 1,
-                            reason: "duplicate account (the first one is used)",
+                            reason: "duplicate account (the first entry is used; a password \
+                                     change or removal applies to every entry)",
+                            duplicate_of: Some(first + 1),
                         });
-                        file.lines.push(Line::Other(raw.to_owned()));
+                        file.lines.push(Line::Duplicate {
+                            key,
+                            raw: raw.to_owned(),
+                        });
                         continue;
                     }
                     file.index.insert(key.clone(), file.lines.len());
@@ -168,6 +187,7 @@ impl UsersFile {
                     bad.push(BadLine {
                         number: i + 1,
                         reason,
+                        duplicate_of: None,
                     });
                     file.lines.push(Line::Other(raw.to_owned()));
                 }
@@ -180,7 +200,7 @@ impl UsersFile {
         let i = *self.index.get(&account_key(user, server))?;
         match &self.lines[i] {
             Line::Entry { hash, .. } => Some(hash),
-            Line::Other(_) => None,
+            Line::Duplicate { .. } | Line::Other(_) => None,
         }
     }
 
@@ -188,22 +208,25 @@ impl UsersFile {
         self.index.contains_key(&account_key(user, server))
     }
 
-    /// Accounts in file order, as `user@domain`.
+    /// Accounts in file order, as `user@domain`, each once.
     pub fn accounts(&self) -> impl Iterator<Item = &str> {
         self.lines.iter().filter_map(|l| match l {
             Line::Entry { key, .. } => Some(key.as_str()),
-            Line::Other(_) => None,
+            Line::Duplicate { .. } | Line::Other(_) => None,
         })
     }
 
-    /// Sets the hash of an existing account. `false` if there is no such account.
+    /// Sets the hash of an existing account, dropping its duplicate entries.
+    /// `false` if there is no such account.
     pub fn set_hash(&mut self, user: &str, server: &str, new_hash: String) -> bool {
-        let Some(&i) = self.index.get(&account_key(user, server)) else {
+        let key = account_key(user, server);
+        let Some(&i) = self.index.get(&key) else {
             return false;
         };
         if let Line::Entry { hash, .. } = &mut self.lines[i] {
             *hash = new_hash;
         }
+        self.drop_duplicates_of(&key);
         true
     }
 
@@ -218,18 +241,31 @@ impl UsersFile {
         true
     }
 
-    /// Removes an account. `false` if there was none.
+    /// Removes an account, every entry of it. `false` if there was none.
     pub fn remove(&mut self, user: &str, server: &str) -> bool {
-        let Some(i) = self.index.remove(&account_key(user, server)) else {
+        let key = account_key(user, server);
+        if self.index.remove(&key).is_none() {
             return false;
-        };
-        self.lines.remove(i);
-        for idx in self.index.values_mut() {
-            if *idx > i {
-                *idx -= 1;
-            }
         }
+        self.lines
+            .retain(|l| !matches!(l, Line::Entry { key: k, .. } if *k == key));
+        self.drop_duplicates_of(&key);
         true
+    }
+
+    /// Drops the duplicate entries of `key` and re-indexes what remains.
+    fn drop_duplicates_of(&mut self, key: &str) {
+        self.lines
+            .retain(|l| !matches!(l, Line::Duplicate { key: k, .. } if k == key));
+        self.index = self
+            .lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| match l {
+                Line::Entry { key, .. } => Some((key.clone(), i)),
+                Line::Duplicate { .. } | Line::Other(_) => None,
+            })
+            .collect();
     }
 
     pub fn render(&self) -> String {
@@ -241,7 +277,7 @@ impl UsersFile {
                     out.push(':');
                     out.push_str(hash);
                 }
-                Line::Other(raw) => out.push_str(raw),
+                Line::Duplicate { raw, .. } | Line::Other(raw) => out.push_str(raw),
             }
             out.push('\n');
         }
@@ -270,7 +306,18 @@ fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
     let text = io::read_to_string(file)?;
     let (users, bad) = UsersFile::parse(&text);
     for b in &bad {
-        tracing::warn!(path = %path.display(), line = b.number, reason = b.reason, "users file: line ignored");
+        match b.duplicate_of {
+            Some(first) => tracing::warn!(
+                path = %path.display(),
+                line = b.number,
+                first,
+                "users file: second entry for an account ignored (the first is used; a \
+                 password change or removal applies to both)"
+            ),
+            None => {
+                tracing::warn!(path = %path.display(), line = b.number, reason = b.reason, "users file: line ignored")
+            }
+        }
     }
     Ok((users, Stamp::of(&meta)))
 }
@@ -567,18 +614,44 @@ impl Backend for FileBackend {
     }
 
     async fn check(&self) -> Result<String, BackendError> {
+        self.check_report().await.map(|r| r.detail)
+    }
+
+    async fn check_report(&self) -> Result<CheckReport, BackendError> {
         let path = self.path.clone();
         Self::blocking(move || {
             let shown = path.display().to_string();
             let (users, bad) = lint(&path)
                 .map_err(|e| BackendError::Internal(format!("users file {shown}: {e}")))?;
-            if let Some(b) = bad.first() {
+            let malformed: Vec<&BadLine> =
+                bad.iter().filter(|b| b.duplicate_of.is_none()).collect();
+            if let Some(b) = malformed.first() {
                 return Err(BackendError::Internal(format!(
                     "users file {shown} line {}: {} ({} bad line(s) in all)",
                     b.number,
                     b.reason,
-                    bad.len()
+                    malformed.len()
                 )));
+            }
+            let duplicates: Vec<(usize, usize)> = bad
+                .iter()
+                .filter_map(|b| b.duplicate_of.map(|first| (b.number, first)))
+                .collect();
+            let mut warnings: Vec<String> = duplicates
+                .iter()
+                .take(MAX_WARNINGS)
+                .map(|(line, first)| {
+                    format!(
+                        "line {line} repeats the account of line {first}: the first entry is \
+                         used, and a password change or removal applies to both; delete one"
+                    )
+                })
+                .collect();
+            if duplicates.len() > MAX_WARNINGS {
+                warnings.push(format!(
+                    "{} more repeated account line(s)",
+                    duplicates.len() - MAX_WARNINGS
+                ));
             }
             let dir = match path.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -586,15 +659,18 @@ impl Backend for FileBackend {
             };
             let writable = rustix::fs::access(&dir, rustix::fs::Access::WRITE_OK).is_ok()
                 && rustix::fs::access(&path, rustix::fs::Access::WRITE_OK).is_ok();
-            Ok(format!(
-                "{} account(s) in {shown}; {}",
-                users.accounts().count(),
-                if writable {
-                    "writable (setpass/tryregister/removeuser work)"
-                } else {
-                    "read-only (setpass/tryregister/removeuser will fail)"
-                }
-            ))
+            Ok(CheckReport {
+                detail: format!(
+                    "{} account(s) in {shown}; {}",
+                    users.accounts().count(),
+                    if writable {
+                        "writable (setpass/tryregister/removeuser work)"
+                    } else {
+                        "read-only (setpass/tryregister/removeuser will fail)"
+                    }
+                ),
+                warnings,
+            })
         })
         .await
     }
@@ -644,6 +720,8 @@ mod tests {
         assert_eq!(users.hash_of("romeo", "example.net"), Some("$argon2id$x"));
         assert_eq!(users.hash_of("Juliet", "example.NET"), Some("$2y$10$abc"));
         assert_eq!(bad.iter().map(|b| b.number).collect::<Vec<_>>(), [4, 6]);
+        assert_eq!(bad[0].duplicate_of, None);
+        assert_eq!(bad[1].duplicate_of, Some(2));
         assert_eq!(users.render(), "# accounts\nromeo@example.net:$argon2id$x\n\nbroken line\njuliet@example.net:$2y$10$abc\nromeo@example.net:$argon2id$dup\n");
     }
 
@@ -657,6 +735,32 @@ mod tests {
         assert!(!users.insert("d", "h", "$w".into()));
         assert!(users.set_hash("b", "h", "$new".into()));
         assert_eq!(users.render(), "b@h:$new\nc@h:$z\nd@h:$w\n");
+    }
+
+    #[test]
+    fn a_repeated_account_is_changed_and_removed_with_all_its_entries() {
+        let text = "a@h:$1\nb@h:$b\nA@h:$2\n# c\na@H:$3\n";
+        let (users, bad) = UsersFile::parse(text);
+        assert_eq!(users.hash_of("a", "h"), Some("$1"));
+        assert_eq!(users.accounts().collect::<Vec<_>>(), ["a@h", "b@h"]);
+        let dups: Vec<_> = bad.iter().map(|b| (b.number, b.duplicate_of)).collect();
+        assert_eq!(dups, [(3, Some(1)), (5, Some(1))]);
+        // Untouched, the repeats are written back as they were.
+        assert_eq!(users.render(), text);
+
+        let mut removed = users.clone();
+        assert!(removed.remove("a", "h"));
+        assert_eq!(removed.render(), "b@h:$b\n# c\n");
+        let (reread, bad) = UsersFile::parse(&removed.render());
+        assert!(!reread.contains("a", "h") && bad.is_empty());
+
+        let mut changed = users;
+        assert!(changed.set_hash("a", "h", "$new".into()));
+        assert_eq!(changed.render(), "a@h:$new\nb@h:$b\n# c\n");
+        assert!(changed.remove("b", "h"));
+        assert!(changed.insert("d", "h", "$d".into()));
+        assert_eq!(changed.hash_of("d", "h"), Some("$d"));
+        assert_eq!(changed.render(), "a@h:$new\n# c\nd@h:$d\n");
     }
 
     #[test]

@@ -57,11 +57,17 @@ fn list(file: &Path) -> ExitCode {
         say(format_args!("{account}"));
     }
     for b in &bad {
+        let what = match b.duplicate_of {
+            Some(first) => format!(
+                "repeats the account of line {first} (the daemon uses the first; passwd and \
+                 remove change both)"
+            ),
+            None => format!("{} (ignored by the daemon)", b.reason),
+        };
         eprintln!(
-            "extauth-bridge: {} line {}: {} (ignored by the daemon)",
+            "extauth-bridge: {} line {}: {what}",
             file.display(),
-            b.number,
-            b.reason
+            b.number
         );
     }
     ExitCode::from(EXIT_OK)
