@@ -632,30 +632,122 @@ fn generate_writes_man_pages_and_completions_from_the_cli() {
     }
 }
 
+/// Runs the bridge as `uid`/`gid` (no supplementary groups), as the XMPP server's account
+/// would; we must be root.
+fn run_as(id: u32, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .env_remove("EXTAUTH_BRIDGE_CONFIG")
+        .uid(id)
+        .gid(id)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The XMPP server's account, say: nobody/nogroup.
+const NOBODY: u32 = 65534;
+
+fn chown(path: &Path, id: u32) {
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: valid NUL-terminated path.
+    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), id, id) }, 0);
+}
+
 #[test]
 fn users_run_as_root_keep_the_files_owner() {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("skipped: needs root to hand the file to another owner");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
-    // The XMPP server's account, say: nobody/nogroup.
-    let c_path = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
-    // SAFETY: valid path.
-    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65534, 65534) }, 0);
+    chown(&file, NOBODY);
+    // The daemon writes its temp files next to the users file.
+    chown(dir.path(), NOBODY);
     let f = file.to_str().unwrap();
     let out = users(&["passwd", f, "romeo@example.net"], "new\n");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = users(&["add", f, "juliet@example.net"], "pw\n");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let meta = std::fs::metadata(&file).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    for path in [file.clone(), dir.path().join("users.txt.lock")] {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY), "{path:?}");
+    }
     assert_eq!(
         stdout(&run(&["--users", f], b"auth:romeo:example.net:new\n")),
         "1\n"
+    );
+    // The daemon, as the file's owner, can still change it, and check sees nothing wrong.
+    let out = run_as(
+        NOBODY,
+        &["--users", f],
+        b"setpass:romeo:example.net:newer\nauth:romeo:example.net:newer\n",
+    );
+    assert_eq!(stdout(&out), "1\n1\n", "{}", stderr(&out));
+    let out = run_as(NOBODY, &["--users", f, "check"], b"");
+    assert!(
+        stdout(&out).contains("ok    users (file)"),
+        "{}",
+        stdout(&out)
+    );
+    // The owner is given back inside the rewrite itself (before the rename), so the daemon
+    // run as root keeps it too, not only the `users` command.
+    let out = run(&["--users", f], b"setpass:juliet:example.net:x\n");
+    assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+}
+
+#[test]
+fn check_warns_when_the_users_file_cannot_be_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
+    let lock = dir.path().join("users.txt.lock");
+    std::fs::write(&lock, "").unwrap();
+    let f = file.to_str().unwrap();
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // As left by a `users` command run as root before the fix: a root-only lock, next to a
+    // file the server's account can read but not replace. Checked as that account.
+    mode(dir.path(), 0o755);
+    mode(&file, 0o644);
+    let out = if is_root() {
+        mode(&lock, 0o600);
+        run_as(NOBODY, &["--users", f, "check"], b"")
+    } else {
+        // Our own files: take the write bits away instead.
+        mode(dir.path(), 0o555);
+        mode(&lock, 0o400);
+        run(&["--users", f, "check"], b"")
+    };
+    mode(dir.path(), 0o755);
+    let report = stdout(&out);
+    // Logins work: warnings, not a failure.
+    assert_eq!(code(&out), 0, "{report}");
+    assert!(report.contains("warn  users (file)"), "{report}");
+    assert!(
+        report.contains("warn  read-only as this user")
+            && report.contains("setpass, tryregister and removeuser will fail"),
+        "{report}"
+    );
+    assert!(
+        report.contains("cannot open the lock") && report.contains("users.txt.lock"),
+        "{report}"
     );
 }
 

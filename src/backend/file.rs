@@ -357,6 +357,75 @@ impl Drop for AbandonOnDrop {
 /// (read, write, fsync, rename: hashing happens before the lock is taken).
 const LOCK_POLL: Duration = Duration::from_millis(5);
 
+/// The advisory lock's file: `{path}.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    PathBuf::from(lock)
+}
+
+/// The directory holding `path`, where the temp file of a rewrite goes.
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Run as root (`extauth-bridge users …`), the lock file we just created (or an older
+/// version left) is root's with mode 0600, and the daemon, running as the XMPP server's
+/// account, could never open it again: every change would fail from then on. Give it the
+/// users file's owner and group, and the group's write bit if the file has it. Not root,
+/// the lock is ours and nobody else's business: nothing to do.
+fn hand_over_lock(lock: &File, path: &Path) -> io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    // No users file yet (the command is creating it): root's too, until the admin gives
+    // both away, as the command says.
+    let Ok(users) = fs::metadata(path) else {
+        return Ok(());
+    };
+    let mine = lock.metadata()?;
+    let mode = 0o600 | (users.mode() & 0o060);
+    if (mine.uid(), mine.gid()) != (users.uid(), users.gid()) {
+        rustix::fs::fchown(
+            lock,
+            Some(rustix::fs::Uid::from_raw(users.uid())),
+            Some(rustix::fs::Gid::from_raw(users.gid())),
+        )?;
+    }
+    if mine.mode() & 0o7777 != mode {
+        lock.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Gives the temp file of a rewrite the replaced file's owner and group, before the rename:
+/// run as root on a file owned by the XMPP server's account, the new file would otherwise be
+/// root's (and unreadable by the daemon) from the rename on. Not root, only a group we are
+/// in can be kept; failing that the file becomes ours, as any rewrite by us makes it.
+fn keep_owner(tmp: &File, old: &fs::Metadata, path: &Path) -> io::Result<()> {
+    let mine = tmp.metadata()?;
+    if (mine.uid(), mine.gid()) == (old.uid(), old.gid()) {
+        return Ok(());
+    }
+    if let Err(e) = rustix::fs::fchown(
+        tmp,
+        Some(rustix::fs::Uid::from_raw(old.uid())),
+        Some(rustix::fs::Gid::from_raw(old.gid())),
+    ) {
+        tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            owner = old.uid(),
+            group = old.gid(),
+            "users file: the rewritten file cannot keep its owner and group"
+        );
+    }
+    Ok(())
+}
+
 /// Holds the advisory lock on `{path}.lock` until dropped.
 struct WriteLock {
     _file: File,
@@ -368,14 +437,18 @@ impl WriteLock {
     /// non-blocking one.
     fn acquire(path: &Path, abandoned: &Abandoned) -> io::Result<Option<WriteLock>> {
         use rustix::fs::{flock, FlockOperation};
-        let mut lock_path = path.as_os_str().to_owned();
-        lock_path.push(".lock");
+        let lock = lock_path(path);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .open(lock_path)?;
+            .open(&lock)?;
+        if let Err(e) = hand_over_lock(&file, path) {
+            // Our change can go ahead; the daemon's later ones will fail, which `check`
+            // and the `users` command report.
+            tracing::warn!(lock = %lock.display(), error = %e, "users file lock: cannot give it the users file's owner");
+        }
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => return Ok(Some(WriteLock { _file: file })),
@@ -395,19 +468,17 @@ impl WriteLock {
 /// The rename is the moment the change happens: it is skipped, and `false` returned, when
 /// the request has been abandoned by then.
 fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::Result<bool> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             "users file path has no file name",
         )
     })?;
-    let mode = fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o600);
+    let old = fs::metadata(path).ok();
+    let mode = old
+        .as_ref()
+        .map_or(0o600, |m| m.permissions().mode() & 0o7777);
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
@@ -419,6 +490,10 @@ fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::R
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
+        if let Some(old) = &old {
+            keep_owner(&f, old, path)?;
+        }
+        // After the chown, which may clear set-id bits.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
@@ -653,12 +728,33 @@ impl Backend for FileBackend {
                     duplicates.len() - MAX_WARNINGS
                 ));
             }
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
+            let dir = parent_dir(&path);
             let writable = rustix::fs::access(&dir, rustix::fs::Access::WRITE_OK).is_ok()
                 && rustix::fs::access(&path, rustix::fs::Access::WRITE_OK).is_ok();
+            if !writable {
+                // Logins work; whether changes should is the admin's decision, so a warning.
+                warnings.push(format!(
+                    "read-only as this user (cannot write {shown} or its directory {}): \
+                     setpass, tryregister and removeuser will fail",
+                    dir.display()
+                ));
+            }
+            // A lock this user cannot open makes every change fail, whatever the file's
+            // own permissions say; typically left by a `users` command run as root.
+            // Non-blocking, should the path be a FIFO nobody reads.
+            let lock = lock_path(&path);
+            match OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&lock)
+            {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => warnings.push(format!(
+                    "cannot open the lock {} for writing as this user ({e}): setpass, \
+                     tryregister and removeuser will fail; give it the users file's owner",
+                    lock.display()
+                )),
+                _ => {}
+            }
             Ok(CheckReport {
                 detail: format!(
                     "{} account(s) in {shown}; {}",
@@ -666,7 +762,7 @@ impl Backend for FileBackend {
                     if writable {
                         "writable (setpass/tryregister/removeuser work)"
                     } else {
-                        "read-only (setpass/tryregister/removeuser will fail)"
+                        "read-only"
                     }
                 ),
                 warnings,
