@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, Params, Version};
 use async_trait::async_trait;
 
 use super::{Backend, BackendError, BackendResult, CheckReport};
@@ -44,10 +44,15 @@ pub fn hash_password(password: &Secret) -> Result<String, BackendError> {
         .map_err(|e| BackendError::Internal(format!("hashing failed: {e}")))
 }
 
+/// htpasswd-style bcrypt, the one non-PHC format accepted.
+fn is_bcrypt(hash: &str) -> bool {
+    ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p))
+}
+
 /// Checks a password against a stored hash. `Ok(false)` on mismatch; an error only when the
 /// stored hash itself is unusable.
 pub fn verify_password(hash: &str, password: &Secret) -> Result<bool, BackendError> {
-    if hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$") {
+    if is_bcrypt(hash) {
         return bcrypt::verify(password.expose(), hash)
             .map_err(|e| BackendError::Internal(format!("unusable bcrypt hash: {e}")));
     }
@@ -66,16 +71,89 @@ pub fn verify_password(hash: &str, password: &Secret) -> Result<bool, BackendErr
         .is_ok())
 }
 
-/// A hash of a random password, verified against when the user does not exist, so an
-/// unknown user costs the same as a wrong password.
-fn decoy_hash() -> Result<&'static str, BackendError> {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    if let Some(h) = DECOY.get() {
-        return Ok(h);
+/// What verifying a password against a stored hash costs: its scheme and parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashCost {
+    Argon2 {
+        algorithm: Algorithm,
+        version: Version,
+        m_cost: u32,
+        t_cost: u32,
+        p_cost: u32,
+        output_len: Option<usize>,
+    },
+    Bcrypt {
+        cost: u32,
+    },
+}
+
+impl HashCost {
+    /// The cost of a stored hash; `None` for one that cannot be verified anyway.
+    pub fn of(hash: &str) -> Option<HashCost> {
+        if is_bcrypt(hash) {
+            let cost = hash.split('$').nth(2)?.parse().ok()?;
+            return Some(HashCost::Bcrypt { cost });
+        }
+        let parsed = PasswordHash::new(hash).ok()?;
+        let params = Params::try_from(&parsed).ok()?;
+        Some(HashCost::Argon2 {
+            algorithm: Algorithm::try_from(parsed.algorithm).ok()?,
+            version: parsed
+                .version
+                .map_or(Ok(Version::default()), Version::try_from)
+                .ok()?,
+            m_cost: params.m_cost(),
+            t_cost: params.t_cost(),
+            p_cost: params.p_cost(),
+            output_len: params.output_len(),
+        })
     }
-    let random = SaltString::generate(&mut OsRng);
-    let hash = hash_password(&Secret::new(random.as_str()))?;
-    Ok(DECOY.get_or_init(|| hash))
+}
+
+/// A hash of a random password, verified against when the user does not exist, so an
+/// unknown user costs the same as a wrong password. It is made with the cost of the file's
+/// own hashes (the most common one): with the defaults instead, an unknown user would cost
+/// more or less than a known one in a file of cheaper or dearer hashes, and tell them apart.
+#[derive(Debug)]
+pub struct Decoy {
+    /// What it was made for; `None`: a file with no usable hash, the defaults.
+    cost: Option<HashCost>,
+    hash: String,
+}
+
+impl Decoy {
+    /// Hashes a random password at `cost` (CPU-bound: on the blocking pool).
+    pub fn new(cost: Option<HashCost>) -> Result<Decoy, BackendError> {
+        let random = SaltString::generate(&mut OsRng);
+        let failed = |e: &dyn std::fmt::Display| BackendError::Internal(format!("decoy hash: {e}"));
+        let hash = match &cost {
+            None => hash_password(&Secret::new(random.as_str()))?,
+            Some(HashCost::Bcrypt { cost }) => {
+                bcrypt::hash(random.as_str(), *cost).map_err(|e| failed(&e))?
+            }
+            Some(HashCost::Argon2 {
+                algorithm,
+                version,
+                m_cost,
+                t_cost,
+                p_cost,
+                output_len,
+            }) => {
+                let params =
+                    Params::new(*m_cost, *t_cost, *p_cost, *output_len).map_err(|e| failed(&e))?;
+                let salt = SaltString::generate(&mut OsRng);
+                Argon2::new(*algorithm, *version, params)
+                    .hash_password(random.as_str().as_bytes(), &salt)
+                    .map_err(|e| failed(&e))?
+                    .to_string()
+            }
+        };
+        Ok(Decoy { cost, hash })
+    }
+
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
 }
 
 /// Most warnings `check` lists for one file: a file with hundreds of repeated lines needs
@@ -206,6 +284,30 @@ impl UsersFile {
 
     pub fn contains(&self, user: &str, server: &str) -> bool {
         self.index.contains_key(&account_key(user, server))
+    }
+
+    /// The most common cost among the accounts' hashes (the first seen, on a tie); `None`
+    /// when no hash is usable.
+    pub fn typical_cost(&self) -> Option<HashCost> {
+        let mut counts: Vec<(HashCost, usize)> = Vec::new();
+        for line in &self.lines {
+            let Line::Entry { hash, .. } = line else {
+                continue;
+            };
+            let Some(cost) = HashCost::of(hash) else {
+                continue;
+            };
+            match counts.iter_mut().find(|(c, _)| *c == cost) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((cost, 1)),
+            }
+        }
+        // max_by_key keeps the last of equals: look from the end for the first seen.
+        counts
+            .into_iter()
+            .rev()
+            .max_by_key(|(_, n)| *n)
+            .map(|(c, _)| c)
     }
 
     /// Accounts in file order, as `user@domain`, each once.
@@ -553,7 +655,15 @@ pub fn modify_file(
 pub struct FileBackend {
     name: String,
     path: PathBuf,
-    cached: Mutex<Option<(Arc<UsersFile>, Stamp)>>,
+    cached: Mutex<Option<Loaded>>,
+}
+
+/// The file as last read, with the decoy made for its hashes.
+#[derive(Clone)]
+struct Loaded {
+    users: Arc<UsersFile>,
+    decoy: Arc<Decoy>,
+    stamp: Stamp,
 }
 
 impl FileBackend {
@@ -569,23 +679,27 @@ impl FileBackend {
         &self.path
     }
 
-    /// The current contents, re-read if the file changed since the last look.
+    /// The current contents and decoy, re-read if the file changed since the last look.
     ///
     /// The `stat` runs inline (it does not block on a FIFO and is what every unchanged
     /// request costs); reading runs on the blocking pool, so a file that blocks (a FIFO, a
     /// hung network mount) costs one request its deadline instead of hanging the loop.
-    async fn current(&self) -> Result<Arc<UsersFile>, BackendError> {
+    ///
+    /// The decoy is made here, with the file, not by the first unknown user's request (which
+    /// would then cost more than a wrong password). It is kept across re-reads while the
+    /// file's typical cost stays the same, so a rewrite does not cost the next request a hash.
+    async fn current(&self) -> Result<(Arc<UsersFile>, Arc<Decoy>), BackendError> {
         let shown = self.path.display().to_string();
         let io_err = move |e: io::Error| BackendError::Internal(format!("users file {shown}: {e}"));
         let stamp = Stamp::of(&fs::metadata(&self.path).map_err(&io_err)?);
-        if let Some((users, seen)) = self
+        let previous = self
             .cached
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            if *seen == stamp {
-                return Ok(Arc::clone(users));
+            .clone();
+        if let Some(loaded) = &previous {
+            if loaded.stamp == stamp {
+                return Ok((Arc::clone(&loaded.users), Arc::clone(&loaded.decoy)));
             }
         }
         let path = self.path.clone();
@@ -593,9 +707,18 @@ impl FileBackend {
             .await
             .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
             .map_err(&io_err)?;
+        let cost = users.typical_cost();
+        let decoy = match previous {
+            Some(loaded) if loaded.decoy.cost == cost => loaded.decoy,
+            _ => Arc::new(Self::blocking(move || Decoy::new(cost)).await?),
+        };
         let users = Arc::new(users);
-        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((Arc::clone(&users), stamp));
-        Ok(users)
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Loaded {
+            users: Arc::clone(&users),
+            decoy: Arc::clone(&decoy),
+            stamp,
+        });
+        Ok((users, decoy))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -649,7 +772,7 @@ impl FileBackend {
     /// now (missing: a registration creates it), in which case the change under the lock
     /// decides.
     async fn known(&self, account: &Account) -> Option<bool> {
-        let users = self.current().await.ok()?;
+        let (users, _) = self.current().await.ok()?;
         Some(users.contains(&account.user, &account.server))
     }
 }
@@ -665,7 +788,7 @@ impl Backend for FileBackend {
     }
 
     async fn authenticate(&self, account: &Account, password: &Secret) -> BackendResult {
-        let users = self.current().await?;
+        let (users, decoy) = self.current().await?;
         let stored = users
             .hash_of(&account.user, &account.server)
             .map(str::to_owned);
@@ -674,7 +797,7 @@ impl Backend for FileBackend {
             Some(hash) => verify_password(&hash, &password),
             None => {
                 // Same work as a wrong password, then no.
-                let _ = verify_password(decoy_hash()?, &password);
+                let _ = verify_password(decoy.hash(), &password);
                 Ok(false)
             }
         })
@@ -682,10 +805,8 @@ impl Backend for FileBackend {
     }
 
     async fn user_exists(&self, account: &Account) -> BackendResult {
-        Ok(self
-            .current()
-            .await?
-            .contains(&account.user, &account.server))
+        let (users, _) = self.current().await?;
+        Ok(users.contains(&account.user, &account.server))
     }
 
     async fn check(&self) -> Result<String, BackendError> {
@@ -857,6 +978,85 @@ mod tests {
         assert!(changed.insert("d", "h", "$d".into()));
         assert_eq!(changed.hash_of("d", "h"), Some("$d"));
         assert_eq!(changed.render(), "a@h:$new\n# c\nd@h:$d\n");
+    }
+
+    #[test]
+    fn the_decoy_costs_what_the_files_hashes_cost() {
+        let argon = |m, t, p| {
+            let params = Params::new(m, t, p, None).unwrap();
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(b"pw", &salt)
+                .unwrap()
+                .to_string()
+        };
+        let params_of = |hash: &str| Params::try_from(&PasswordHash::new(hash).unwrap()).unwrap();
+        // Mostly cheap hashes (and one dearer, one bcrypt): the decoy is a cheap one.
+        let text = format!(
+            "a@h:{}\nb@h:{}\nc@h:{}\nd@h:{}\n",
+            argon(256, 3, 1),
+            argon(64, 1, 1),
+            bcrypt::hash("pw", 4).unwrap(),
+            argon(64, 1, 1),
+        );
+        let (users, _) = UsersFile::parse(&text);
+        let decoy = Decoy::new(users.typical_cost()).unwrap();
+        assert!(
+            decoy.hash().starts_with("$argon2id$v=19$"),
+            "{}",
+            decoy.hash()
+        );
+        assert_eq!(
+            params_of(decoy.hash()),
+            params_of(users.hash_of("b", "h").unwrap())
+        );
+        assert_eq!(HashCost::of(decoy.hash()), users.typical_cost());
+        // A tie: the first seen.
+        let (users, _) = UsersFile::parse(&format!(
+            "a@h:{}\nb@h:{}\n",
+            argon(128, 2, 1),
+            argon(64, 1, 1)
+        ));
+        assert_eq!(
+            params_of(Decoy::new(users.typical_cost()).unwrap().hash()),
+            params_of(users.hash_of("a", "h").unwrap())
+        );
+        // An htpasswd-style file: a bcrypt decoy of the same cost.
+        let (users, _) = UsersFile::parse(&format!("a@h:{}\n", bcrypt::hash("pw", 5).unwrap()));
+        let decoy = Decoy::new(users.typical_cost()).unwrap();
+        assert_eq!(
+            HashCost::of(decoy.hash()),
+            Some(HashCost::Bcrypt { cost: 5 })
+        );
+        // No usable hash: what new entries get.
+        let (users, _) = UsersFile::parse("# empty\n");
+        let decoy = Decoy::new(users.typical_cost()).unwrap();
+        let new_entry = hash_password(&Secret::new("pw")).unwrap();
+        assert_eq!(HashCost::of(decoy.hash()), HashCost::of(&new_entry));
+    }
+
+    #[tokio::test]
+    async fn the_decoy_is_made_with_the_file_and_kept_while_its_cost_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        fs::write(&path, format!("a@h:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+        let backend = FileBackend::new("users", &path);
+        // Known to the backend before any unknown user asks.
+        let (_, first) = backend.current().await.unwrap();
+        assert_eq!(first.cost, Some(HashCost::Bcrypt { cost: 4 }));
+        // Rewritten (to another size: a change the stamp sees even within one clock tick),
+        // same cost: the same decoy, no new hash.
+        fs::write(&path, format!("bb@h:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+        let (users, again) = backend.current().await.unwrap();
+        assert!(users.contains("bb", "h"));
+        assert!(Arc::ptr_eq(&first, &again));
+        // Another cost: a new decoy.
+        fs::write(&path, format!("ccc@h:{}\n", bcrypt::hash("pw", 5).unwrap())).unwrap();
+        let (_, other) = backend.current().await.unwrap();
+        assert_eq!(
+            HashCost::of(other.hash()),
+            Some(HashCost::Bcrypt { cost: 5 })
+        );
     }
 
     #[test]
