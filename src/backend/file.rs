@@ -477,8 +477,8 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// Run as root (`extauth-bridge users …`), the lock file we just created (or an older
 /// version left) is root's with mode 0600, and the daemon, running as the XMPP server's
 /// account, could never open it again: every change would fail from then on. Give it the
-/// users file's owner and group, and the group's write bit if the file has it. Not root,
-/// the lock is ours and nobody else's business: nothing to do.
+/// users file's owner and group, and the file's group permissions (a daemon that writes the
+/// file as a member of its group must open the lock too). Not root, we cannot give it away.
 fn hand_over_lock(lock: &File, path: &Path) -> io::Result<()> {
     if !rustix::process::geteuid().is_root() {
         return Ok(());
