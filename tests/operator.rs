@@ -713,6 +713,29 @@ fn users_run_as_root_keep_the_files_owner() {
 }
 
 #[test]
+fn check_with_only_command_line_backends_names_no_config_file_as_relative() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
+    let out = run(&["--users", file.to_str().unwrap(), "check"], b"");
+    let report = stdout(&out);
+    assert_eq!(code(&out), 0, "{report}");
+    assert!(report.contains("config    ok    command line"), "{report}");
+    assert!(!report.contains("paths "), "{report}");
+    // A relative users file is still worth the warning.
+    let out = std::process::Command::new(BIN)
+        .args(["--users", "users.txt", "check"])
+        .current_dir(dir.path())
+        .env_remove("EXTAUTH_BRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    let report = stdout(&out);
+    assert!(
+        report.contains("paths     warn  relative: backend[0].path = users.txt"),
+        "{report}"
+    );
+}
+
+#[test]
 fn check_warns_when_the_users_file_cannot_be_changed() {
     let dir = tempfile::tempdir().unwrap();
     let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
