@@ -632,21 +632,43 @@ fn generate_writes_man_pages_and_completions_from_the_cli() {
     }
 }
 
-/// Runs the bridge as `uid`/`gid` (no supplementary groups), as the XMPP server's account
-/// would; we must be root.
+/// Runs the bridge as `id` (user and group, no supplementary groups), as the XMPP
+/// server's account would; we must be root.
 fn run_as(id: u32, args: &[&str], input: &[u8]) -> std::process::Output {
+    run_with_ids(id, id, &[], args, input)
+}
+
+/// Runs the bridge as `uid`, with primary group `gid` and supplementary `groups`.
+fn run_with_ids(
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    args: &[&str],
+    input: &[u8],
+) -> std::process::Output {
     use std::io::Write;
     use std::os::unix::process::CommandExt;
-    let mut child = std::process::Command::new(BIN)
-        .args(args)
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args)
         .env_remove("EXTAUTH_BRIDGE_CONFIG")
-        .uid(id)
-        .gid(id)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec. (Command::uid/gid would
+    // drop every supplementary group, and `groups` is unstable.)
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -659,10 +681,10 @@ fn is_root() -> bool {
 /// The XMPP server's account, say: nobody/nogroup.
 const NOBODY: u32 = 65534;
 
-fn chown(path: &Path, id: u32) {
+fn chown(path: &Path, uid: u32, gid: u32) {
     let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: valid NUL-terminated path.
-    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), id, id) }, 0);
+    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), uid, gid) }, 0);
 }
 
 #[test]
@@ -674,9 +696,9 @@ fn users_run_as_root_keep_the_files_owner() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
-    chown(&file, NOBODY);
+    chown(&file, NOBODY, NOBODY);
     // The daemon writes its temp files next to the users file.
-    chown(dir.path(), NOBODY);
+    chown(dir.path(), NOBODY, NOBODY);
     let f = file.to_str().unwrap();
     let out = users(&["passwd", f, "romeo@example.net"], "new\n");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -710,6 +732,35 @@ fn users_run_as_root_keep_the_files_owner() {
     assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+}
+
+#[test]
+fn a_daemon_sharing_the_file_through_its_group_keeps_the_group() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("skipped: needs root to run as another account");
+        return;
+    }
+    // root:nogroup, mode 0660 in a group-writable directory: the daemon's account writes it
+    // as a member of that group (a supplementary one; its own group is another).
+    let dir = tempfile::tempdir().unwrap();
+    let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
+    for (path, mode) in [(dir.path(), 0o770), (file.as_path(), 0o660)] {
+        chown(path, 0, NOBODY);
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let f = file.to_str().unwrap();
+    let out = run_with_ids(
+        NOBODY,
+        12345,
+        &[NOBODY],
+        &["--users", f],
+        b"setpass:romeo:example.net:new\n",
+    );
+    assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
+    // The owner cannot be kept without root, the group can: the next process of the
+    // server's account, whatever its own group, still gets in.
+    assert_eq!(std::fs::metadata(&file).unwrap().gid(), NOBODY);
 }
 
 #[test]

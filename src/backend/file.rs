@@ -512,11 +512,10 @@ fn keep_owner(tmp: &File, old: &fs::Metadata, path: &Path) -> io::Result<()> {
     if (mine.uid(), mine.gid()) == (old.uid(), old.gid()) {
         return Ok(());
     }
-    if let Err(e) = rustix::fs::fchown(
-        tmp,
-        Some(rustix::fs::Uid::from_raw(old.uid())),
-        Some(rustix::fs::Gid::from_raw(old.gid())),
-    ) {
+    let group = Some(rustix::fs::Gid::from_raw(old.gid()));
+    let both = rustix::fs::fchown(tmp, Some(rustix::fs::Uid::from_raw(old.uid())), group);
+    // Not root: at least the group, which is how a server's account usually shares the file.
+    if let Err(e) = both.or_else(|_| rustix::fs::fchown(tmp, None, group)) {
         tracing::warn!(
             path = %path.display(),
             error = %e,

@@ -163,14 +163,14 @@ fn warn_if_owner_changed(file: &Path, before: Option<&std::fs::Metadata>) {
         if let Ok(after) = std::fs::metadata(&path) {
             if (after.uid(), after.gid()) != owner {
                 eprintln!(
-                    "extauth-bridge: warning: {} belongs to {}:{}, not {}:{} as {} did: the \
-                     XMPP server's account may not be able to use it (chown it back)",
+                    "extauth-bridge: warning: {} belongs to {}:{}, not {}:{} (the users file's \
+                     owner before the change): the XMPP server's account may not be able to \
+                     use it; chown it",
                     path.display(),
                     after.uid(),
                     after.gid(),
                     owner.0,
-                    owner.1,
-                    file.display()
+                    owner.1
                 );
             }
         }
