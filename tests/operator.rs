@@ -700,12 +700,22 @@ fn users_run_as_root_keep_the_files_owner() {
     // The daemon writes its temp files next to the users file.
     chown(dir.path(), NOBODY, NOBODY);
     let f = file.to_str().unwrap();
+    // A lock left by an older version run as root: check, run as root too, points at it...
+    let lock = dir.path().join("users.txt.lock");
+    std::fs::write(&lock, "").unwrap();
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let report = stdout(&run(&["--users", f, "check"], b""));
+    assert!(
+        report.contains("warn  users (file)") && report.contains("belongs to 0:0"),
+        "{report}"
+    );
+    // ...and the next command run as root hands it over, as it does the lock it creates.
     let out = users(&["passwd", f, "romeo@example.net"], "new\n");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = users(&["add", f, "juliet@example.net"], "pw\n");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
-    for path in [file.clone(), dir.path().join("users.txt.lock")] {
+    for path in [file.clone(), lock] {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY), "{path:?}");
     }

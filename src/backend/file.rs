@@ -503,6 +503,28 @@ fn hand_over_lock(lock: &File, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// For `check` run as root, which opens any lock: a lock that is not the users file's
+/// owner's may be one the XMPP server's account cannot open (left by an older `users`
+/// command run as root). Not root, opening it as this user was the test.
+fn foreign_lock(opened: &File, lock: &Path, path: &Path) -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let (mine, users) = (opened.metadata().ok()?, fs::metadata(path).ok()?);
+    ((mine.uid(), mine.gid()) != (users.uid(), users.gid())).then(|| {
+        format!(
+            "the lock {} belongs to {}:{}, the users file to {}:{}: the XMPP server's account \
+             may not be able to open it, and then setpass, tryregister and removeuser fail; \
+             any `extauth-bridge users` command run as root gives it the file's owner",
+            lock.display(),
+            mine.uid(),
+            mine.gid(),
+            users.uid(),
+            users.gid()
+        )
+    })
+}
+
 /// Gives the temp file of a rewrite the replaced file's owner and group, before the rename:
 /// run as root on a file owned by the XMPP server's account, the new file would otherwise be
 /// root's (and unreadable by the daemon) from the rename on. Not root, only a group we are
@@ -868,12 +890,13 @@ impl Backend for FileBackend {
                 .custom_flags(libc::O_NONBLOCK)
                 .open(&lock)
             {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => warnings.push(format!(
+                Ok(opened) => warnings.extend(foreign_lock(&opened, &lock, &path)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => warnings.push(format!(
                     "cannot open the lock {} for writing as this user ({e}): setpass, \
                      tryregister and removeuser will fail; give it the users file's owner",
                     lock.display()
                 )),
-                _ => {}
             }
             Ok(CheckReport {
                 detail: format!(
