@@ -268,9 +268,10 @@ fn run(cli: &Cli) -> ExitCode {
         &mut control,
     );
     let metrics = control.metrics;
-    // Dropping a runtime waits for its blocking tasks, and one may still be stuck after its
-    // request was answered `0` at the deadline (a users-file lock held by another process,
-    // a DNS lookup): exit promptly anyway, nothing is waiting for their results.
+    // Dropping a runtime waits for its blocking tasks, and one may still be busy after its
+    // request was answered `0` at the deadline (an argon2 check, a DNS lookup; a users-file
+    // change gives up on its own once abandoned): exit promptly anyway, nothing is waiting
+    // for their results.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     metrics.finish();
     let code = match result {

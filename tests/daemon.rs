@@ -387,3 +387,61 @@ fn version_prints_the_crate_version() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
     }
 }
+
+#[test]
+fn parallel_registrations_from_several_processes_are_all_kept() {
+    const PROCESSES: usize = 2;
+    const EACH: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let users = accounts(dir.path());
+    let f = users.to_str().unwrap().to_owned();
+    // Piped, each process's requests follow one another; the processes race for the file.
+    // A deadline far above the work: a refusal here must mean a lost update, not a slow box.
+    let workers: Vec<_> = (0..PROCESSES)
+        .map(|p| {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                let input: String = (0..EACH)
+                    .map(|i| format!("tryregister:user{p}x{i}:example.net:pw{p}x{i}\n"))
+                    .collect();
+                run(&["--users", &f, "--timeout", "60s"], input.as_bytes())
+            })
+        })
+        .collect();
+    for (p, worker) in workers.into_iter().enumerate() {
+        let out = worker.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "1\n".repeat(EACH),
+            "process {p}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every account is there once, and every line parses.
+    let out = run(&["users", "list", &f], b"");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let mut listed: Vec<&str> = listed.lines().collect();
+    listed.sort_unstable();
+    let mut expected: Vec<String> = (0..PROCESSES)
+        .flat_map(|p| (0..EACH).map(move |i| format!("user{p}x{i}@example.net")))
+        .chain(["romeo", "juliet", "mercutio"].map(|u| format!("{u}@example.net")))
+        .collect();
+    expected.sort_unstable();
+    let lost: Vec<&String> = expected
+        .iter()
+        .filter(|e| !listed.contains(&e.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert_eq!(listed, expected);
+    // And they log in, from a fresh process reading the final file.
+    let out = run(
+        &["--users", &f],
+        b"auth:user0x0:example.net:pw0x0\nauth:user1x49:example.net:pw1x49\nauth:romeo:example.net:iheartjuliet\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n1\n1\n");
+}

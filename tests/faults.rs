@@ -53,6 +53,18 @@ fn ask_timed(bridge: &mut Live, query: &str, expected: &str, bound: Duration) ->
     took
 }
 
+/// A bridge on a users file holding romeo (password `right`), seen to work; returns it, the
+/// file and the file's contents.
+fn start_with_users_file(dir: &Path) -> (Live, std::path::PathBuf, Vec<u8>) {
+    let users = users_file(dir, &[("romeo@example.net", "right")]);
+    let saved = fs::read(&users).unwrap();
+    let backend = format!("[[backend]]\nname = \"users\"\ntype = \"file\"\npath = {users:?}\n");
+    let config = write_config(dir, &backend);
+    let mut bridge = start(&config);
+    ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
+    (bridge, users, saved)
+}
+
 fn start(config: &Path) -> Live {
     Live::spawn(&["--config", config.to_str().unwrap()])
 }
@@ -138,12 +150,7 @@ fn tls_and_dns_failures_answer_zero_and_other_domains_still_work() {
 #[test]
 fn users_file_faults_answer_zero_and_recover() {
     let dir = tempfile::tempdir().unwrap();
-    let users = users_file(dir.path(), &[("romeo@example.net", "right")]);
-    let saved = fs::read(&users).unwrap();
-    let backend = format!("[[backend]]\nname = \"users\"\ntype = \"file\"\npath = {users:?}\n");
-    let config = write_config(dir.path(), &backend);
-    let mut bridge = start(&config);
-    ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
+    let (mut bridge, users, saved) = start_with_users_file(dir.path());
 
     // Deleted.
     fs::remove_file(&users).unwrap();
@@ -160,15 +167,7 @@ fn users_file_faults_answer_zero_and_recover() {
     ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
 
     // The write lock held by another process past the deadline.
-    let mut lock_path = users.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .unwrap();
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let lock = hold_write_lock(&users);
     let took = ask_timed(&mut bridge, "setpass:romeo:example.net:new", "0\n", BOUND);
     assert!(took >= DEADLINE, "{took:?}");
     // Reads do not need the lock.
@@ -177,4 +176,43 @@ fn users_file_faults_answer_zero_and_recover() {
     bridge.close_stdin();
     assert_eq!(bridge.wait_within(BOUND).0.code(), Some(0));
     drop(lock);
+}
+
+#[test]
+fn a_users_file_change_answered_zero_at_the_deadline_is_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bridge, users, saved) = start_with_users_file(dir.path());
+
+    // Another writer holds the lock past the deadline.
+    let lock = hold_write_lock(&users);
+    for query in [
+        "tryregister:tybalt:example.net:late",
+        "removeuser:romeo:example.net",
+    ] {
+        ask_timed(&mut bridge, query, "0\n", BOUND);
+    }
+    // The lock comes free: nothing that was answered 0 may happen now. (Unfixed, the two
+    // workers still waiting would take it, and write, before the next change's.)
+    drop(lock);
+    ask_timed(
+        &mut bridge,
+        "tryregister:benvolio:example.net:now",
+        "1\n",
+        BOUND,
+    );
+    ask_timed(&mut bridge, "isuser:tybalt:example.net", "0\n", BOUND);
+    ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
+    bridge.close_stdin();
+    let (status, log) = bridge.wait_within(BOUND);
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        log.iter()
+            .any(|l| l.contains("users file change abandoned")),
+        "{log:#?}"
+    );
+    let text = fs::read_to_string(&users).unwrap();
+    let before = String::from_utf8(saved).unwrap();
+    assert!(text.starts_with(&before), "{text}");
+    assert_eq!(text.lines().count(), before.lines().count() + 1, "{text}");
+    assert!(text.contains("benvolio@example.net:$argon2id$"), "{text}");
 }

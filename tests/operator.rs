@@ -560,6 +560,63 @@ fn users_commands_round_trip_with_the_daemon() {
 }
 
 #[test]
+fn a_repeated_account_is_a_warning_and_goes_away_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, file) = setup(dir.path());
+    let cfg = config.to_str().unwrap();
+    let f = file.to_str().unwrap();
+    // Line 4 repeats line 2's account with another password.
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!("Romeo@example.net:{}\n", cheap_hash("second")));
+    std::fs::write(&file, &text).unwrap();
+
+    let out = run(&["--config", cfg, "check"], b"");
+    let report = stdout(&out);
+    assert_eq!(code(&out), 0, "{report}");
+    assert!(report.contains("warn  local (file)"), "{report}");
+    assert!(
+        report.contains("line 4 repeats the account of line 2"),
+        "{report}"
+    );
+    let out = users(&["list", f], "");
+    assert_eq!(stdout(&out), "romeo@example.net\njuliet@example.net\n");
+    assert!(stderr(&out).contains("line 4: repeats"), "{}", stderr(&out));
+
+    // The first entry is used, and the daemon says which line it ignores.
+    let out = run(
+        &["--users", f],
+        b"auth:romeo:example.net:iheartjuliet\nauth:romeo:example.net:second\n",
+    );
+    assert_eq!(stdout(&out), "1\n0\n");
+    assert!(
+        stderr(&out).contains("line=4") && stderr(&out).contains("first=2"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A removal removes both: the second entry does not take over.
+    let out = run(
+        &["--users", f],
+        b"removeuser:romeo:example.net\nisuser:romeo:example.net\nauth:romeo:example.net:second\n",
+    );
+    assert_eq!(stdout(&out), "1\n0\n0\n");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("omeo"));
+
+    // A password change rewrites the first and drops the rest.
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!("juliet@example.net:{}\n", cheap_hash("second")));
+    std::fs::write(&file, &text).unwrap();
+    let out = run(
+        &["--users", f],
+        b"setpass:juliet:example.net:new\nauth:juliet:example.net:new\n",
+    );
+    assert_eq!(stdout(&out), "1\n1\n");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.matches("juliet@").count(), 1, "{text}");
+    assert!(!text.contains(&cheap_hash("second")), "{text}");
+}
+
+#[test]
 fn users_usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("accounts");
@@ -624,30 +681,206 @@ fn generate_writes_man_pages_and_completions_from_the_cli() {
     }
 }
 
+/// Runs the bridge as `id` (user and group, no supplementary groups), as the XMPP
+/// server's account would; we must be root.
+fn run_as(id: u32, args: &[&str], input: &[u8]) -> std::process::Output {
+    run_with_ids(id, id, &[], args, input)
+}
+
+/// Runs the bridge as `uid`, with primary group `gid` and supplementary `groups`.
+fn run_with_ids(
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    args: &[&str],
+    input: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args)
+        .env_remove("EXTAUTH_BRIDGE_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec. (Command::uid/gid would
+    // drop every supplementary group, and `groups` is unstable.)
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The XMPP server's account, say: nobody/nogroup.
+const NOBODY: u32 = 65534;
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: valid NUL-terminated path.
+    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), uid, gid) }, 0);
+}
+
 #[test]
 fn users_run_as_root_keep_the_files_owner() {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("skipped: needs root to hand the file to another owner");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
-    // The XMPP server's account, say: nobody/nogroup.
-    let c_path = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
-    // SAFETY: valid path.
-    assert_eq!(unsafe { libc::chown(c_path.as_ptr(), 65534, 65534) }, 0);
+    chown(&file, NOBODY, NOBODY);
+    // The daemon writes its temp files next to the users file.
+    chown(dir.path(), NOBODY, NOBODY);
     let f = file.to_str().unwrap();
+    // A lock left by an older version run as root: check, run as root too, points at it...
+    let lock = dir.path().join("users.txt.lock");
+    std::fs::write(&lock, "").unwrap();
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let report = stdout(&run(&["--users", f, "check"], b""));
+    assert!(
+        report.contains("warn  users (file)") && report.contains("belongs to 0:0"),
+        "{report}"
+    );
+    // ...and the next command run as root hands it over, as it does the lock it creates.
     let out = users(&["passwd", f, "romeo@example.net"], "new\n");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = users(&["add", f, "juliet@example.net"], "pw\n");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let meta = std::fs::metadata(&file).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    for path in [file.clone(), lock] {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY), "{path:?}");
+    }
     assert_eq!(
         stdout(&run(&["--users", f], b"auth:romeo:example.net:new\n")),
         "1\n"
+    );
+    // The daemon, as the file's owner, can still change it, and check sees nothing wrong.
+    let out = run_as(
+        NOBODY,
+        &["--users", f],
+        b"setpass:romeo:example.net:newer\nauth:romeo:example.net:newer\n",
+    );
+    assert_eq!(stdout(&out), "1\n1\n", "{}", stderr(&out));
+    let out = run_as(NOBODY, &["--users", f, "check"], b"");
+    assert!(
+        stdout(&out).contains("ok    users (file)"),
+        "{}",
+        stdout(&out)
+    );
+    // The owner is given back inside the rewrite itself (before the rename), so the daemon
+    // run as root keeps it too, not only the `users` command.
+    let out = run(&["--users", f], b"setpass:juliet:example.net:x\n");
+    assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+}
+
+#[test]
+fn a_daemon_sharing_the_file_through_its_group_keeps_the_group() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("skipped: needs root to run as another account");
+        return;
+    }
+    // root:nogroup, mode 0660 in a group-writable directory: the daemon's account writes it
+    // as a member of that group (a supplementary one; its own group is another).
+    let dir = tempfile::tempdir().unwrap();
+    let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
+    for (path, mode) in [(dir.path(), 0o770), (file.as_path(), 0o660)] {
+        chown(path, 0, NOBODY);
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let f = file.to_str().unwrap();
+    let out = run_with_ids(
+        NOBODY,
+        12345,
+        &[NOBODY],
+        &["--users", f],
+        b"setpass:romeo:example.net:new\n",
+    );
+    assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
+    // The owner cannot be kept without root, the group can: the next process of the
+    // server's account, whatever its own group, still gets in.
+    assert_eq!(std::fs::metadata(&file).unwrap().gid(), NOBODY);
+}
+
+#[test]
+fn check_with_only_command_line_backends_names_no_config_file_as_relative() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
+    let out = run(&["--users", file.to_str().unwrap(), "check"], b"");
+    let report = stdout(&out);
+    assert_eq!(code(&out), 0, "{report}");
+    assert!(report.contains("config    ok    command line"), "{report}");
+    assert!(!report.contains("paths "), "{report}");
+    // A relative users file is still worth the warning.
+    let out = std::process::Command::new(BIN)
+        .args(["--users", "users.txt", "check"])
+        .current_dir(dir.path())
+        .env_remove("EXTAUTH_BRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    let report = stdout(&out);
+    assert!(
+        report.contains("paths     warn  relative: backend[0].path = users.txt"),
+        "{report}"
+    );
+}
+
+#[test]
+fn check_warns_when_the_users_file_cannot_be_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = users_file(dir.path(), &[("romeo@example.net", "x")]);
+    let lock = dir.path().join("users.txt.lock");
+    std::fs::write(&lock, "").unwrap();
+    let f = file.to_str().unwrap();
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // As left by a `users` command run as root before the fix: a root-only lock, next to a
+    // file the server's account can read but not replace. Checked as that account.
+    mode(dir.path(), 0o755);
+    mode(&file, 0o644);
+    let out = if is_root() {
+        mode(&lock, 0o600);
+        run_as(NOBODY, &["--users", f, "check"], b"")
+    } else {
+        // Our own files: take the write bits away instead.
+        mode(dir.path(), 0o555);
+        mode(&lock, 0o400);
+        run(&["--users", f, "check"], b"")
+    };
+    mode(dir.path(), 0o755);
+    let report = stdout(&out);
+    // Logins work: warnings, not a failure.
+    assert_eq!(code(&out), 0, "{report}");
+    assert!(report.contains("warn  users (file)"), "{report}");
+    assert!(
+        report.contains("warn  read-only as this user")
+            && report.contains("setpass, tryregister and removeuser will fail"),
+        "{report}"
+    );
+    assert!(
+        report.contains("cannot open the lock") && report.contains("users.txt.lock"),
+        "{report}"
     );
 }
 

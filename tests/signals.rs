@@ -34,21 +34,6 @@ fn write_config_with(path: &Path, users: &Path, timeout: &str, level: &str) {
     fs::rename(&tmp, path).unwrap();
 }
 
-/// Holds the users file's write lock, as another bridge process rewriting it would: a
-/// `setpass` then waits, which makes a request that is in hand for as long as we like.
-fn hold_write_lock(users: &Path) -> fs::File {
-    let mut lock = users.as_os_str().to_owned();
-    lock.push(".lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock)
-        .unwrap();
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).unwrap();
-    file
-}
-
 #[test]
 fn stop_signals_finish_the_request_in_hand_then_exit_zero() {
     for signal in [libc::SIGTERM, libc::SIGINT] {

@@ -9,6 +9,9 @@
 //! - writers take an advisory lock on a sibling `.lock` file, re-read the file under the lock,
 //!   and replace it atomically (temp file in the same directory, fsync, rename, fsync of the
 //!   directory). Readers never lock: a rename is atomic, they see the old or the new file.
+//! - a writer hashes before it takes the lock, so the lock is held for file I/O only; and
+//!   it gives up waiting, and writes nothing, once its request was answered `0` at the
+//!   deadline ([`Abandoned`]).
 //!
 //! Hashing is CPU-bound (argon2id takes tens of milliseconds by design), so it runs on the
 //! blocking pool where the request deadline can still fire around it.
@@ -18,14 +21,16 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, Params, Version};
 use async_trait::async_trait;
 
-use super::{Backend, BackendError, BackendResult};
+use super::{Backend, BackendError, BackendResult, CheckReport};
 use crate::request::Account;
 use crate::secret::Secret;
 
@@ -39,10 +44,15 @@ pub fn hash_password(password: &Secret) -> Result<String, BackendError> {
         .map_err(|e| BackendError::Internal(format!("hashing failed: {e}")))
 }
 
+/// htpasswd-style bcrypt, the one non-PHC format accepted.
+fn is_bcrypt(hash: &str) -> bool {
+    ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p))
+}
+
 /// Checks a password against a stored hash. `Ok(false)` on mismatch; an error only when the
 /// stored hash itself is unusable.
 pub fn verify_password(hash: &str, password: &Secret) -> Result<bool, BackendError> {
-    if hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$") {
+    if is_bcrypt(hash) {
         return bcrypt::verify(password.expose(), hash)
             .map_err(|e| BackendError::Internal(format!("unusable bcrypt hash: {e}")));
     }
@@ -61,17 +71,94 @@ pub fn verify_password(hash: &str, password: &Secret) -> Result<bool, BackendErr
         .is_ok())
 }
 
-/// A hash of a random password, verified against when the user does not exist, so an
-/// unknown user costs the same as a wrong password.
-fn decoy_hash() -> Result<&'static str, BackendError> {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    if let Some(h) = DECOY.get() {
-        return Ok(h);
-    }
-    let random = SaltString::generate(&mut OsRng);
-    let hash = hash_password(&Secret::new(random.as_str()))?;
-    Ok(DECOY.get_or_init(|| hash))
+/// What verifying a password against a stored hash costs: its scheme and parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashCost {
+    Argon2 {
+        algorithm: Algorithm,
+        version: Version,
+        m_cost: u32,
+        t_cost: u32,
+        p_cost: u32,
+        output_len: Option<usize>,
+    },
+    Bcrypt {
+        cost: u32,
+    },
 }
+
+impl HashCost {
+    /// The cost of a stored hash; `None` for one that cannot be verified anyway.
+    pub fn of(hash: &str) -> Option<HashCost> {
+        if is_bcrypt(hash) {
+            let cost = hash.split('$').nth(2)?.parse().ok()?;
+            return Some(HashCost::Bcrypt { cost });
+        }
+        let parsed = PasswordHash::new(hash).ok()?;
+        let params = Params::try_from(&parsed).ok()?;
+        Some(HashCost::Argon2 {
+            algorithm: Algorithm::try_from(parsed.algorithm).ok()?,
+            version: parsed
+                .version
+                .map_or(Ok(Version::default()), Version::try_from)
+                .ok()?,
+            m_cost: params.m_cost(),
+            t_cost: params.t_cost(),
+            p_cost: params.p_cost(),
+            output_len: params.output_len(),
+        })
+    }
+}
+
+/// A hash of a random password, verified against when the user does not exist, so an
+/// unknown user costs the same as a wrong password. It is made with the cost of the file's
+/// own hashes (the most common one): with the defaults instead, an unknown user would cost
+/// more or less than a known one in a file of cheaper or dearer hashes, and tell them apart.
+#[derive(Debug)]
+pub struct Decoy {
+    /// What it was made for; `None`: a file with no usable hash, the defaults.
+    cost: Option<HashCost>,
+    hash: String,
+}
+
+impl Decoy {
+    /// Hashes a random password at `cost` (CPU-bound: on the blocking pool).
+    pub fn new(cost: Option<HashCost>) -> Result<Decoy, BackendError> {
+        let random = SaltString::generate(&mut OsRng);
+        let failed = |e: &dyn std::fmt::Display| BackendError::Internal(format!("decoy hash: {e}"));
+        let hash = match &cost {
+            None => hash_password(&Secret::new(random.as_str()))?,
+            Some(HashCost::Bcrypt { cost }) => {
+                bcrypt::hash(random.as_str(), *cost).map_err(|e| failed(&e))?
+            }
+            Some(HashCost::Argon2 {
+                algorithm,
+                version,
+                m_cost,
+                t_cost,
+                p_cost,
+                output_len,
+            }) => {
+                let params =
+                    Params::new(*m_cost, *t_cost, *p_cost, *output_len).map_err(|e| failed(&e))?;
+                let salt = SaltString::generate(&mut OsRng);
+                Argon2::new(*algorithm, *version, params)
+                    .hash_password(random.as_str().as_bytes(), &salt)
+                    .map_err(|e| failed(&e))?
+                    .to_string()
+            }
+        };
+        Ok(Decoy { cost, hash })
+    }
+
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+/// Most warnings `check` lists for one file: a file with hundreds of repeated lines needs
+/// the first few named to be understood, not all of them.
+const MAX_WARNINGS: usize = 10;
 
 /// Lower-cases both parts: the servers nodeprep/nameprep JIDs before asking, and an
 /// admin-edited file may not have.
@@ -120,15 +207,24 @@ enum Line {
         key: String,
         hash: String,
     },
+    /// A later entry for an account the file already has: never used, written back
+    /// unchanged, and dropped when that account is changed or removed, so it can never
+    /// come back to life as the account's entry.
+    Duplicate {
+        key: String,
+        raw: String,
+    },
     /// Blank, comment or malformed: written back unchanged.
     Other(String),
 }
 
-/// A line that could not be parsed, by number; its content is not kept (it may be a password).
+/// A line that could not be used, by number; its content is not kept (it may be a password).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadLine {
     pub number: usize,
     pub reason: &'static str,
+    /// For a second entry of an account: the line of the first one, which is the one used.
+    pub duplicate_of: Option<usize>,
 }
 
 impl UsersFile {
@@ -145,12 +241,18 @@ impl UsersFile {
             match parse_entry(trimmed) {
                 Ok((user, server, hash)) => {
                     let key = account_key(user, server);
-                    if file.index.contains_key(&key) {
+                    // One `Line` per line of text, so an index is a line number minus one.
+                    if let Some(&first) = file.index.get(&key) {
                         bad.push(BadLine {
                             number: i + 1,
-                            reason: "duplicate account (the first one is used)",
+                            reason: "duplicate account (the first entry is used; a password \
+                                     change or removal applies to every entry)",
+                            duplicate_of: Some(first + 1),
                         });
-                        file.lines.push(Line::Other(raw.to_owned()));
+                        file.lines.push(Line::Duplicate {
+                            key,
+                            raw: raw.to_owned(),
+                        });
                         continue;
                     }
                     file.index.insert(key.clone(), file.lines.len());
@@ -163,6 +265,7 @@ impl UsersFile {
                     bad.push(BadLine {
                         number: i + 1,
                         reason,
+                        duplicate_of: None,
                     });
                     file.lines.push(Line::Other(raw.to_owned()));
                 }
@@ -175,7 +278,7 @@ impl UsersFile {
         let i = *self.index.get(&account_key(user, server))?;
         match &self.lines[i] {
             Line::Entry { hash, .. } => Some(hash),
-            Line::Other(_) => None,
+            Line::Duplicate { .. } | Line::Other(_) => None,
         }
     }
 
@@ -183,22 +286,49 @@ impl UsersFile {
         self.index.contains_key(&account_key(user, server))
     }
 
-    /// Accounts in file order, as `user@domain`.
+    /// The most common cost among the accounts' hashes (the first seen, on a tie); `None`
+    /// when no hash is usable.
+    pub fn typical_cost(&self) -> Option<HashCost> {
+        let mut counts: Vec<(HashCost, usize)> = Vec::new();
+        for line in &self.lines {
+            let Line::Entry { hash, .. } = line else {
+                continue;
+            };
+            let Some(cost) = HashCost::of(hash) else {
+                continue;
+            };
+            match counts.iter_mut().find(|(c, _)| *c == cost) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((cost, 1)),
+            }
+        }
+        // max_by_key keeps the last of equals: look from the end for the first seen.
+        counts
+            .into_iter()
+            .rev()
+            .max_by_key(|(_, n)| *n)
+            .map(|(c, _)| c)
+    }
+
+    /// Accounts in file order, as `user@domain`, each once.
     pub fn accounts(&self) -> impl Iterator<Item = &str> {
         self.lines.iter().filter_map(|l| match l {
             Line::Entry { key, .. } => Some(key.as_str()),
-            Line::Other(_) => None,
+            Line::Duplicate { .. } | Line::Other(_) => None,
         })
     }
 
-    /// Sets the hash of an existing account. `false` if there is no such account.
+    /// Sets the hash of an existing account, dropping its duplicate entries.
+    /// `false` if there is no such account.
     pub fn set_hash(&mut self, user: &str, server: &str, new_hash: String) -> bool {
-        let Some(&i) = self.index.get(&account_key(user, server)) else {
+        let key = account_key(user, server);
+        let Some(&i) = self.index.get(&key) else {
             return false;
         };
         if let Line::Entry { hash, .. } = &mut self.lines[i] {
             *hash = new_hash;
         }
+        self.drop_duplicates_of(&key);
         true
     }
 
@@ -213,18 +343,31 @@ impl UsersFile {
         true
     }
 
-    /// Removes an account. `false` if there was none.
+    /// Removes an account, every entry of it. `false` if there was none.
     pub fn remove(&mut self, user: &str, server: &str) -> bool {
-        let Some(i) = self.index.remove(&account_key(user, server)) else {
+        let key = account_key(user, server);
+        if self.index.remove(&key).is_none() {
             return false;
-        };
-        self.lines.remove(i);
-        for idx in self.index.values_mut() {
-            if *idx > i {
-                *idx -= 1;
-            }
         }
+        self.lines
+            .retain(|l| !matches!(l, Line::Entry { key: k, .. } if *k == key));
+        self.drop_duplicates_of(&key);
         true
+    }
+
+    /// Drops the duplicate entries of `key` and re-indexes what remains.
+    fn drop_duplicates_of(&mut self, key: &str) {
+        self.lines
+            .retain(|l| !matches!(l, Line::Duplicate { key: k, .. } if k == key));
+        self.index = self
+            .lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| match l {
+                Line::Entry { key, .. } => Some((key.clone(), i)),
+                Line::Duplicate { .. } | Line::Other(_) => None,
+            })
+            .collect();
     }
 
     pub fn render(&self) -> String {
@@ -236,7 +379,7 @@ impl UsersFile {
                     out.push(':');
                     out.push_str(hash);
                 }
-                Line::Other(raw) => out.push_str(raw),
+                Line::Duplicate { raw, .. } | Line::Other(raw) => out.push_str(raw),
             }
             out.push('\n');
         }
@@ -265,7 +408,18 @@ fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
     let text = io::read_to_string(file)?;
     let (users, bad) = UsersFile::parse(&text);
     for b in &bad {
-        tracing::warn!(path = %path.display(), line = b.number, reason = b.reason, "users file: line ignored");
+        match b.duplicate_of {
+            Some(first) => tracing::warn!(
+                path = %path.display(),
+                line = b.number,
+                first,
+                "users file: second entry for an account ignored (the first is used; a \
+                 password change or removal applies to both)"
+            ),
+            None => {
+                tracing::warn!(path = %path.display(), line = b.number, reason = b.reason, "users file: line ignored")
+            }
+        }
     }
     Ok((users, Stamp::of(&meta)))
 }
@@ -275,42 +429,179 @@ pub fn lint(path: &Path) -> io::Result<(UsersFile, Vec<BadLine>)> {
     Ok(UsersFile::parse(&fs::read_to_string(path)?))
 }
 
+/// Set when the request that asked for a change has been abandoned: its deadline fired, it
+/// was answered `0` and its future dropped. The blocking worker doing the change cannot be
+/// stopped from outside, so it looks at this flag and gives up instead of writing later
+/// what the server was already told did not happen.
+#[derive(Debug, Clone, Default)]
+pub struct Abandoned(Arc<AtomicBool>);
+
+impl Abandoned {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Sets the flag when dropped: held by the request's future, which is dropped at the deadline.
+struct AbandonOnDrop(Abandoned);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// How often a writer waiting for the lock looks again. Short next to a writer's hold time
+/// (read, write, fsync, rename: hashing happens before the lock is taken).
+const LOCK_POLL: Duration = Duration::from_millis(5);
+
+/// The advisory lock's file: `{path}.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    PathBuf::from(lock)
+}
+
+/// The directory holding `path`, where the temp file of a rewrite goes.
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Run as root (`extauth-bridge users …`), the lock file we just created (or an older
+/// version left) is root's with mode 0600, and the daemon, running as the XMPP server's
+/// account, could never open it again: every change would fail from then on. Give it the
+/// users file's owner and group, and the file's group permissions (a daemon that writes the
+/// file as a member of its group must open the lock too). Not root, we cannot give it away.
+fn hand_over_lock(lock: &File, path: &Path) -> io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    // No users file yet (the command is creating it): root's too, until the admin gives
+    // both away, as the command says.
+    let Ok(users) = fs::metadata(path) else {
+        return Ok(());
+    };
+    let mine = lock.metadata()?;
+    let mode = 0o600 | (users.mode() & 0o060);
+    if (mine.uid(), mine.gid()) != (users.uid(), users.gid()) {
+        rustix::fs::fchown(
+            lock,
+            Some(rustix::fs::Uid::from_raw(users.uid())),
+            Some(rustix::fs::Gid::from_raw(users.gid())),
+        )?;
+    }
+    if mine.mode() & 0o7777 != mode {
+        lock.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// For `check` run as root, which opens any lock: a lock that is not the users file's
+/// owner's may be one the XMPP server's account cannot open (left by an older `users`
+/// command run as root). Not root, opening it as this user was the test.
+fn foreign_lock(opened: &File, lock: &Path, path: &Path) -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let (mine, users) = (opened.metadata().ok()?, fs::metadata(path).ok()?);
+    ((mine.uid(), mine.gid()) != (users.uid(), users.gid())).then(|| {
+        format!(
+            "the lock {} belongs to {}:{}, the users file to {}:{}: the XMPP server's account \
+             may not be able to open it, and then setpass, tryregister and removeuser fail; \
+             any `extauth-bridge users` command run as root gives it the file's owner",
+            lock.display(),
+            mine.uid(),
+            mine.gid(),
+            users.uid(),
+            users.gid()
+        )
+    })
+}
+
+/// Gives the temp file of a rewrite the replaced file's owner and group, before the rename:
+/// run as root on a file owned by the XMPP server's account, the new file would otherwise be
+/// root's (and unreadable by the daemon) from the rename on. Not root, only a group we are
+/// in can be kept; failing that the file becomes ours, as any rewrite by us makes it.
+fn keep_owner(tmp: &File, old: &fs::Metadata, path: &Path) -> io::Result<()> {
+    let mine = tmp.metadata()?;
+    if (mine.uid(), mine.gid()) == (old.uid(), old.gid()) {
+        return Ok(());
+    }
+    let group = Some(rustix::fs::Gid::from_raw(old.gid()));
+    let both = rustix::fs::fchown(tmp, Some(rustix::fs::Uid::from_raw(old.uid())), group);
+    // Not root: at least the group, which is how a server's account usually shares the file.
+    if let Err(e) = both.or_else(|_| rustix::fs::fchown(tmp, None, group)) {
+        tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            owner = old.uid(),
+            group = old.gid(),
+            "users file: the rewritten file cannot keep its owner and group"
+        );
+    }
+    Ok(())
+}
+
 /// Holds the advisory lock on `{path}.lock` until dropped.
 struct WriteLock {
     _file: File,
 }
 
 impl WriteLock {
-    fn acquire(path: &Path) -> io::Result<WriteLock> {
-        let mut lock_path = path.as_os_str().to_owned();
-        lock_path.push(".lock");
+    /// Waits for the lock until it is ours (`Some`) or the request is abandoned (`None`).
+    /// A blocking `flock` could not be given up at the deadline, so this polls a
+    /// non-blocking one.
+    fn acquire(path: &Path, abandoned: &Abandoned) -> io::Result<Option<WriteLock>> {
+        use rustix::fs::{flock, FlockOperation};
+        let lock = lock_path(path);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .open(lock_path)?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-        Ok(WriteLock { _file: file })
+            .open(&lock)?;
+        if let Err(e) = hand_over_lock(&file, path) {
+            // Our change can go ahead; the daemon's later ones will fail, which `check`
+            // and the `users` command report.
+            tracing::warn!(lock = %lock.display(), error = %e, "users file lock: cannot give it the users file's owner");
+        }
+        loop {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(WriteLock { _file: file })),
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {}
+                Err(e) => return Err(e.into()),
+            }
+            if abandoned.is_set() {
+                return Ok(None);
+            }
+            std::thread::sleep(LOCK_POLL);
+        }
     }
 }
 
 /// Replaces `path` with `contents` atomically: temp file in the same directory, fsync,
 /// rename over, fsync the directory. The old file's permissions are kept (0600 for a new one).
-fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+/// The rename is the moment the change happens: it is skipped, and `false` returned, when
+/// the request has been abandoned by then.
+fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::Result<bool> {
+    let dir = parent_dir(path);
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             "users file path has no file name",
         )
     })?;
-    let mode = fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o600);
+    let old = fs::metadata(path).ok();
+    let mode = old
+        .as_ref()
+        .map_or(0o600, |m| m.permissions().mode() & 0o7777);
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
@@ -322,29 +613,52 @@ fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
+        if let Some(old) = &old {
+            keep_owner(&f, old, path)?;
+        }
+        // After the chown, which may clear set-id bits.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
         drop(f);
+        if abandoned.is_set() {
+            return Ok(false);
+        }
         fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
+        File::open(&dir)?.sync_all()?;
+        Ok(true)
     })();
-    if result.is_err() {
+    if !matches!(result, Ok(true)) {
         let _ = fs::remove_file(&tmp);
     }
     result
 }
 
 /// Applies `change` to the file on disk under the write lock and returns its answer.
-/// Nothing is written when the change answers `false`.
+/// Nothing is written when the change answers `false`, nor once `abandoned` is set: the
+/// request was answered `0` by then, and the file must say the same.
+///
+/// `change` runs under the lock, which every writer of the file waits for: hash passwords
+/// before calling this, not inside `change`.
 pub fn modify_file(
     path: &Path,
+    abandoned: &Abandoned,
     change: impl FnOnce(&mut UsersFile) -> Result<bool, BackendError>,
 ) -> Result<bool, BackendError> {
     let io_err = |what: &str, e: io::Error| {
         BackendError::Internal(format!("users file {}: {what}: {e}", path.display()))
     };
-    let _lock = WriteLock::acquire(path).map_err(|e| io_err("cannot lock", e))?;
+    let gave_up = || {
+        tracing::warn!(
+            path = %path.display(),
+            "users file change abandoned: the request's deadline passed (it was answered 0); nothing written"
+        );
+        BackendError::Unavailable("request abandoned at its deadline".into())
+    };
+    let Some(_lock) = WriteLock::acquire(path, abandoned).map_err(|e| io_err("cannot lock", e))?
+    else {
+        return Err(gave_up());
+    };
     let mut users = match load(path) {
         Ok((users, _)) => users,
         Err(e) if e.kind() == io::ErrorKind::NotFound => UsersFile::default(),
@@ -353,14 +667,24 @@ pub fn modify_file(
     if !change(&mut users)? {
         return Ok(false);
     }
-    write_atomically(path, &users.render()).map_err(|e| io_err("cannot write", e))?;
+    if !write_atomically(path, &users.render(), abandoned).map_err(|e| io_err("cannot write", e))? {
+        return Err(gave_up());
+    }
     Ok(true)
 }
 
 pub struct FileBackend {
     name: String,
     path: PathBuf,
-    cached: Mutex<Option<(Arc<UsersFile>, Stamp)>>,
+    cached: Mutex<Option<Loaded>>,
+}
+
+/// The file as last read, with the decoy made for its hashes.
+#[derive(Clone)]
+struct Loaded {
+    users: Arc<UsersFile>,
+    decoy: Arc<Decoy>,
+    stamp: Stamp,
 }
 
 impl FileBackend {
@@ -376,23 +700,27 @@ impl FileBackend {
         &self.path
     }
 
-    /// The current contents, re-read if the file changed since the last look.
+    /// The current contents and decoy, re-read if the file changed since the last look.
     ///
     /// The `stat` runs inline (it does not block on a FIFO and is what every unchanged
     /// request costs); reading runs on the blocking pool, so a file that blocks (a FIFO, a
     /// hung network mount) costs one request its deadline instead of hanging the loop.
-    async fn current(&self) -> Result<Arc<UsersFile>, BackendError> {
+    ///
+    /// The decoy is made here, with the file, not by the first unknown user's request (which
+    /// would then cost more than a wrong password). It is kept across re-reads while the
+    /// file's typical cost stays the same, so a rewrite does not cost the next request a hash.
+    async fn current(&self) -> Result<(Arc<UsersFile>, Arc<Decoy>), BackendError> {
         let shown = self.path.display().to_string();
         let io_err = move |e: io::Error| BackendError::Internal(format!("users file {shown}: {e}"));
         let stamp = Stamp::of(&fs::metadata(&self.path).map_err(&io_err)?);
-        if let Some((users, seen)) = self
+        let previous = self
             .cached
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            if *seen == stamp {
-                return Ok(Arc::clone(users));
+            .clone();
+        if let Some(loaded) = &previous {
+            if loaded.stamp == stamp {
+                return Ok((Arc::clone(&loaded.users), Arc::clone(&loaded.decoy)));
             }
         }
         let path = self.path.clone();
@@ -400,9 +728,18 @@ impl FileBackend {
             .await
             .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
             .map_err(&io_err)?;
+        let cost = users.typical_cost();
+        let decoy = match previous {
+            Some(loaded) if loaded.decoy.cost == cost => loaded.decoy,
+            _ => Arc::new(Self::blocking(move || Decoy::new(cost)).await?),
+        };
         let users = Arc::new(users);
-        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some((Arc::clone(&users), stamp));
-        Ok(users)
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Loaded {
+            users: Arc::clone(&users),
+            decoy: Arc::clone(&decoy),
+            stamp,
+        });
+        Ok((users, decoy))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -432,12 +769,32 @@ impl FileBackend {
         .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
     }
 
+    /// Runs a change of the file on the blocking pool, outside the hashing limit (it does
+    /// not hash). If this future is dropped at the deadline, the worker is told to give up.
     async fn modify(
         &self,
         change: impl FnOnce(&mut UsersFile) -> Result<bool, BackendError> + Send + 'static,
     ) -> BackendResult {
         let path = self.path.clone();
-        Self::blocking(move || modify_file(&path, change)).await
+        let abandoned = Abandoned::default();
+        let _on_drop = AbandonOnDrop(abandoned.clone());
+        tokio::task::spawn_blocking(move || modify_file(&path, &abandoned, change))
+            .await
+            .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
+    }
+
+    /// Hashes a new password on the blocking pool, before the write lock is taken.
+    async fn new_hash(password: &Secret) -> Result<String, BackendError> {
+        let password = password.clone();
+        Self::blocking(move || hash_password(&password)).await
+    }
+
+    /// Whether the account is in the file as last read; `None` if the file cannot be read
+    /// now (missing: a registration creates it), in which case the change under the lock
+    /// decides.
+    async fn known(&self, account: &Account) -> Option<bool> {
+        let (users, _) = self.current().await.ok()?;
+        Some(users.contains(&account.user, &account.server))
     }
 }
 
@@ -452,7 +809,7 @@ impl Backend for FileBackend {
     }
 
     async fn authenticate(&self, account: &Account, password: &Secret) -> BackendResult {
-        let users = self.current().await?;
+        let (users, decoy) = self.current().await?;
         let stored = users
             .hash_of(&account.user, &account.server)
             .map(str::to_owned);
@@ -461,7 +818,7 @@ impl Backend for FileBackend {
             Some(hash) => verify_password(&hash, &password),
             None => {
                 // Same work as a wrong password, then no.
-                let _ = verify_password(decoy_hash()?, &password);
+                let _ = verify_password(decoy.hash(), &password);
                 Ok(false)
             }
         })
@@ -469,41 +826,90 @@ impl Backend for FileBackend {
     }
 
     async fn user_exists(&self, account: &Account) -> BackendResult {
-        Ok(self
-            .current()
-            .await?
-            .contains(&account.user, &account.server))
+        let (users, _) = self.current().await?;
+        Ok(users.contains(&account.user, &account.server))
     }
 
     async fn check(&self) -> Result<String, BackendError> {
+        self.check_report().await.map(|r| r.detail)
+    }
+
+    async fn check_report(&self) -> Result<CheckReport, BackendError> {
         let path = self.path.clone();
         Self::blocking(move || {
             let shown = path.display().to_string();
             let (users, bad) = lint(&path)
                 .map_err(|e| BackendError::Internal(format!("users file {shown}: {e}")))?;
-            if let Some(b) = bad.first() {
+            let malformed: Vec<&BadLine> =
+                bad.iter().filter(|b| b.duplicate_of.is_none()).collect();
+            if let Some(b) = malformed.first() {
                 return Err(BackendError::Internal(format!(
                     "users file {shown} line {}: {} ({} bad line(s) in all)",
                     b.number,
                     b.reason,
-                    bad.len()
+                    malformed.len()
                 )));
             }
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
+            let duplicates: Vec<(usize, usize)> = bad
+                .iter()
+                .filter_map(|b| b.duplicate_of.map(|first| (b.number, first)))
+                .collect();
+            let mut warnings: Vec<String> = duplicates
+                .iter()
+                .take(MAX_WARNINGS)
+                .map(|(line, first)| {
+                    format!(
+                        "line {line} repeats the account of line {first}: the first entry is \
+                         used, and a password change or removal applies to both; delete one"
+                    )
+                })
+                .collect();
+            if duplicates.len() > MAX_WARNINGS {
+                warnings.push(format!(
+                    "{} more repeated account line(s)",
+                    duplicates.len() - MAX_WARNINGS
+                ));
+            }
+            let dir = parent_dir(&path);
             let writable = rustix::fs::access(&dir, rustix::fs::Access::WRITE_OK).is_ok()
                 && rustix::fs::access(&path, rustix::fs::Access::WRITE_OK).is_ok();
-            Ok(format!(
-                "{} account(s) in {shown}; {}",
-                users.accounts().count(),
-                if writable {
-                    "writable (setpass/tryregister/removeuser work)"
-                } else {
-                    "read-only (setpass/tryregister/removeuser will fail)"
-                }
-            ))
+            if !writable {
+                // Logins work; whether changes should is the admin's decision, so a warning.
+                warnings.push(format!(
+                    "read-only as this user (cannot write {shown} or its directory {}): \
+                     setpass, tryregister and removeuser will fail",
+                    dir.display()
+                ));
+            }
+            // A lock this user cannot open makes every change fail, whatever the file's
+            // own permissions say; typically left by a `users` command run as root.
+            // Non-blocking, should the path be a FIFO nobody reads.
+            let lock = lock_path(&path);
+            match OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&lock)
+            {
+                Ok(opened) => warnings.extend(foreign_lock(&opened, &lock, &path)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => warnings.push(format!(
+                    "cannot open the lock {} for writing as this user ({e}): setpass, \
+                     tryregister and removeuser will fail; give it the users file's owner",
+                    lock.display()
+                )),
+            }
+            Ok(CheckReport {
+                detail: format!(
+                    "{} account(s) in {shown}; {}",
+                    users.accounts().count(),
+                    if writable {
+                        "writable (setpass/tryregister/removeuser work)"
+                    } else {
+                        "read-only"
+                    }
+                ),
+                warnings,
+            })
         })
         .await
     }
@@ -512,30 +918,27 @@ impl Backend for FileBackend {
         if password.is_empty() || !storable(account) {
             return Ok(false);
         }
-        let (account, password) = (account.clone(), password.clone());
-        self.modify(move |users| {
-            if !users.contains(&account.user, &account.server) {
-                return Ok(false);
-            }
-            let hash = hash_password(&password)?;
-            Ok(users.set_hash(&account.user, &account.server, hash))
-        })
-        .await
+        // Not worth a hash when there is no such account; asked again under the lock.
+        if self.known(account).await == Some(false) {
+            return Ok(false);
+        }
+        let hash = Self::new_hash(password).await?;
+        let account = account.clone();
+        self.modify(move |users| Ok(users.set_hash(&account.user, &account.server, hash)))
+            .await
     }
 
     async fn register(&self, account: &Account, password: &Secret) -> BackendResult {
         if password.is_empty() || !storable(account) {
             return Ok(false);
         }
-        let (account, password) = (account.clone(), password.clone());
-        self.modify(move |users| {
-            if users.contains(&account.user, &account.server) {
-                return Ok(false);
-            }
-            let hash = hash_password(&password)?;
-            Ok(users.insert(&account.user, &account.server, hash))
-        })
-        .await
+        if self.known(account).await == Some(true) {
+            return Ok(false);
+        }
+        let hash = Self::new_hash(password).await?;
+        let account = account.clone();
+        self.modify(move |users| Ok(users.insert(&account.user, &account.server, hash)))
+            .await
     }
 
     async fn remove_user(&self, account: &Account) -> BackendResult {
@@ -556,6 +959,8 @@ mod tests {
         assert_eq!(users.hash_of("romeo", "example.net"), Some("$argon2id$x"));
         assert_eq!(users.hash_of("Juliet", "example.NET"), Some("$2y$10$abc"));
         assert_eq!(bad.iter().map(|b| b.number).collect::<Vec<_>>(), [4, 6]);
+        assert_eq!(bad[0].duplicate_of, None);
+        assert_eq!(bad[1].duplicate_of, Some(2));
         assert_eq!(users.render(), "# accounts\nromeo@example.net:$argon2id$x\n\nbroken line\njuliet@example.net:$2y$10$abc\nromeo@example.net:$argon2id$dup\n");
     }
 
@@ -569,6 +974,157 @@ mod tests {
         assert!(!users.insert("d", "h", "$w".into()));
         assert!(users.set_hash("b", "h", "$new".into()));
         assert_eq!(users.render(), "b@h:$new\nc@h:$z\nd@h:$w\n");
+    }
+
+    #[test]
+    fn a_repeated_account_is_changed_and_removed_with_all_its_entries() {
+        let text = "a@h:$1\nb@h:$b\nA@h:$2\n# c\na@H:$3\n";
+        let (users, bad) = UsersFile::parse(text);
+        assert_eq!(users.hash_of("a", "h"), Some("$1"));
+        assert_eq!(users.accounts().collect::<Vec<_>>(), ["a@h", "b@h"]);
+        let dups: Vec<_> = bad.iter().map(|b| (b.number, b.duplicate_of)).collect();
+        assert_eq!(dups, [(3, Some(1)), (5, Some(1))]);
+        // Untouched, the repeats are written back as they were.
+        assert_eq!(users.render(), text);
+
+        let mut removed = users.clone();
+        assert!(removed.remove("a", "h"));
+        assert_eq!(removed.render(), "b@h:$b\n# c\n");
+        let (reread, bad) = UsersFile::parse(&removed.render());
+        assert!(!reread.contains("a", "h") && bad.is_empty());
+
+        let mut changed = users;
+        assert!(changed.set_hash("a", "h", "$new".into()));
+        assert_eq!(changed.render(), "a@h:$new\nb@h:$b\n# c\n");
+        assert!(changed.remove("b", "h"));
+        assert!(changed.insert("d", "h", "$d".into()));
+        assert_eq!(changed.hash_of("d", "h"), Some("$d"));
+        assert_eq!(changed.render(), "a@h:$new\n# c\nd@h:$d\n");
+    }
+
+    #[test]
+    fn the_decoy_costs_what_the_files_hashes_cost() {
+        let argon = |m, t, p| {
+            let params = Params::new(m, t, p, None).unwrap();
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(b"pw", &salt)
+                .unwrap()
+                .to_string()
+        };
+        let params_of = |hash: &str| Params::try_from(&PasswordHash::new(hash).unwrap()).unwrap();
+        // Mostly cheap hashes (and one dearer, one bcrypt): the decoy is a cheap one.
+        let text = format!(
+            "a@h:{}\nb@h:{}\nc@h:{}\nd@h:{}\n",
+            argon(256, 3, 1),
+            argon(64, 1, 1),
+            bcrypt::hash("pw", 4).unwrap(),
+            argon(64, 1, 1),
+        );
+        let (users, _) = UsersFile::parse(&text);
+        let decoy = Decoy::new(users.typical_cost()).unwrap();
+        assert!(
+            decoy.hash().starts_with("$argon2id$v=19$"),
+            "{}",
+            decoy.hash()
+        );
+        assert_eq!(
+            params_of(decoy.hash()),
+            params_of(users.hash_of("b", "h").unwrap())
+        );
+        assert_eq!(HashCost::of(decoy.hash()), users.typical_cost());
+        // A tie: the first seen.
+        let (users, _) = UsersFile::parse(&format!(
+            "a@h:{}\nb@h:{}\n",
+            argon(128, 2, 1),
+            argon(64, 1, 1)
+        ));
+        assert_eq!(
+            params_of(Decoy::new(users.typical_cost()).unwrap().hash()),
+            params_of(users.hash_of("a", "h").unwrap())
+        );
+        // An htpasswd-style file: a bcrypt decoy of the same cost.
+        let (users, _) = UsersFile::parse(&format!("a@h:{}\n", bcrypt::hash("pw", 5).unwrap()));
+        let decoy = Decoy::new(users.typical_cost()).unwrap();
+        assert_eq!(
+            HashCost::of(decoy.hash()),
+            Some(HashCost::Bcrypt { cost: 5 })
+        );
+        // No usable hash: what new entries get.
+        let (users, _) = UsersFile::parse("# empty\n");
+        let decoy = Decoy::new(users.typical_cost()).unwrap();
+        let new_entry = hash_password(&Secret::new("pw")).unwrap();
+        assert_eq!(HashCost::of(decoy.hash()), HashCost::of(&new_entry));
+    }
+
+    #[tokio::test]
+    async fn the_decoy_is_made_with_the_file_and_kept_while_its_cost_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        fs::write(&path, format!("a@h:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+        let backend = FileBackend::new("users", &path);
+        // Known to the backend before any unknown user asks.
+        let (_, first) = backend.current().await.unwrap();
+        assert_eq!(first.cost, Some(HashCost::Bcrypt { cost: 4 }));
+        // Rewritten (to another size: a change the stamp sees even within one clock tick),
+        // same cost: the same decoy, no new hash.
+        fs::write(&path, format!("bb@h:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+        let (users, again) = backend.current().await.unwrap();
+        assert!(users.contains("bb", "h"));
+        assert!(Arc::ptr_eq(&first, &again));
+        // Another cost: a new decoy.
+        fs::write(&path, format!("ccc@h:{}\n", bcrypt::hash("pw", 5).unwrap())).unwrap();
+        let (_, other) = backend.current().await.unwrap();
+        assert_eq!(
+            HashCost::of(other.hash()),
+            Some(HashCost::Bcrypt { cost: 5 })
+        );
+    }
+
+    #[test]
+    fn an_abandoned_change_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        fs::write(&path, "a@h:$x\n").unwrap();
+        // The deadline passes while the change is being made, after the lock was taken.
+        let abandoned = Abandoned::default();
+        let result = modify_file(&path, &abandoned, |users| {
+            abandoned.set();
+            Ok(users.insert("b", "h", "$y".into()))
+        });
+        assert!(
+            matches!(result, Err(BackendError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "a@h:$x\n");
+        // No temp file left behind: only the file and its lock.
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["users", "users.lock"]);
+
+        // Waiting for a lock held elsewhere: given up once abandoned.
+        let held = File::open(dir.path().join("users.lock")).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let abandoned = Abandoned::default();
+        let waiter = {
+            let (path, abandoned) = (path.clone(), abandoned.clone());
+            std::thread::spawn(move || {
+                modify_file(&path, &abandoned, |users| {
+                    Ok(users.insert("b", "h", "$y".into()))
+                })
+            })
+        };
+        abandoned.set();
+        let result = waiter.join().unwrap();
+        assert!(
+            matches!(result, Err(BackendError::Unavailable(_))),
+            "{result:?}"
+        );
+        drop(held);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "a@h:$x\n");
     }
 
     #[test]

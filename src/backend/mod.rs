@@ -47,6 +47,16 @@ impl BackendError {
 
 pub type BackendResult = Result<bool, BackendError>;
 
+/// What [`Backend::check_report`] found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// What was verified, as [`Backend::check`] says it.
+    pub detail: String,
+    /// What works but will make some requests fail or surprise (a read-only users file, an
+    /// account listed twice): the backend is usable, the operator should still look.
+    pub warnings: Vec<String>,
+}
+
 /// One identity store. Every operation answers `Ok(true)`/`Ok(false)` or says why it could not.
 ///
 /// The request loop puts a deadline around every call, so an implementation need not
@@ -68,6 +78,15 @@ pub trait Backend: Send + Sync {
     /// request would (read the file, connect, fetch discovery…) without needing a real
     /// user's password. Returns a short human description of what was verified.
     async fn check(&self) -> Result<String, BackendError>;
+
+    /// [`Backend::check`] with warnings, for `extauth-bridge check`. Backends with nothing
+    /// to warn about keep this default.
+    async fn check_report(&self) -> Result<CheckReport, BackendError> {
+        Ok(CheckReport {
+            detail: self.check().await?,
+            warnings: Vec::new(),
+        })
+    }
 
     async fn set_password(&self, _account: &Account, _password: &Secret) -> BackendResult {
         Err(BackendError::Unsupported)

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{fail, prompt, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
-use crate::backend::file::{hash_password, lint, modify_file, storable};
+use crate::backend::file::{hash_password, lint, lock_path, modify_file, storable, Abandoned};
 use crate::cli::UsersAction;
 use crate::request::Account;
 
@@ -57,11 +57,17 @@ fn list(file: &Path) -> ExitCode {
         say(format_args!("{account}"));
     }
     for b in &bad {
+        let what = match b.duplicate_of {
+            Some(first) => format!(
+                "repeats the account of line {first} (the daemon uses the first; passwd and \
+                 remove change both)"
+            ),
+            None => format!("{} (ignored by the daemon)", b.reason),
+        };
         eprintln!(
-            "extauth-bridge: {} line {}: {} (ignored by the daemon)",
+            "extauth-bridge: {} line {}: {what}",
             file.display(),
-            b.number,
-            b.reason
+            b.number
         );
     }
     ExitCode::from(EXIT_OK)
@@ -97,7 +103,8 @@ fn change(file: &Path, account_text: &str, what: Change) -> ExitCode {
     };
     let before = std::fs::metadata(file).ok();
     let (user, server) = (account.user.as_str(), account.server.as_str());
-    let done = modify_file(file, |users| {
+    // Never abandoned: an operator waiting for the lock can press Ctrl-C.
+    let done = modify_file(file, &Abandoned::default(), |users| {
         Ok(match (what, hash) {
             (Change::Add, Some(h)) => users.insert(user, server, h),
             (Change::Passwd, Some(h)) => users.set_hash(user, server, h),
@@ -107,7 +114,7 @@ fn change(file: &Path, account_text: &str, what: Change) -> ExitCode {
     });
     match done {
         Ok(true) => {
-            keep_owner(file, before.as_ref());
+            warn_if_owner_changed(file, before.as_ref());
             let verb = match what {
                 Change::Add => "added",
                 Change::Passwd => "password changed for",
@@ -119,9 +126,10 @@ fn change(file: &Path, account_text: &str, what: Change) -> ExitCode {
             );
             if before.is_none() {
                 eprintln!(
-                    "extauth-bridge: created {} with mode 0600: make it readable by the XMPP \
-                     server's account (chown/chgrp)",
-                    file.display()
+                    "extauth-bridge: created {} with mode 0600: give it and {} to the XMPP \
+                     server's account (chown)",
+                    file.display(),
+                    lock_path(file).display()
                 );
             }
             ExitCode::from(EXIT_OK)
@@ -144,25 +152,27 @@ fn refusal(what: Change, exists: bool, account: &str) -> Option<ExitCode> {
     }
 }
 
-/// The rewrite replaces the file with a new one owned by whoever ran the command. Run as
-/// root on a file owned by the XMPP server's account, that would lock the server out; give
-/// the new file the old owner and group back.
-fn keep_owner(file: &Path, before: Option<&std::fs::Metadata>) {
-    let (Some(before), Ok(after)) = (before, std::fs::metadata(file)) else {
+/// The rewrite gives the new file, and the lock, the old file's owner and group (so that a
+/// command run as root does not lock the XMPP server's account out); say so if that failed.
+fn warn_if_owner_changed(file: &Path, before: Option<&std::fs::Metadata>) {
+    let Some(before) = before else {
         return;
     };
-    if (before.uid(), before.gid()) == (after.uid(), after.gid()) {
-        return;
-    }
-    let owner = rustix::fs::Uid::from_raw(before.uid());
-    let group = rustix::fs::Gid::from_raw(before.gid());
-    if let Err(e) = rustix::fs::chown(file, Some(owner), Some(group)) {
-        eprintln!(
-            "extauth-bridge: warning: {} now belongs to uid {} (was {}:{}): {e}",
-            file.display(),
-            after.uid(),
-            before.uid(),
-            before.gid()
-        );
+    let owner = (before.uid(), before.gid());
+    for path in [file.to_path_buf(), lock_path(file)] {
+        if let Ok(after) = std::fs::metadata(&path) {
+            if (after.uid(), after.gid()) != owner {
+                eprintln!(
+                    "extauth-bridge: warning: {} belongs to {}:{}, not {}:{} (the users file's \
+                     owner before the change): the XMPP server's account may not be able to \
+                     use it; chown it",
+                    path.display(),
+                    after.uid(),
+                    after.gid(),
+                    owner.0,
+                    owner.1
+                );
+            }
+        }
     }
 }

@@ -37,6 +37,21 @@ pub fn users_file(dir: &Path, accounts: &[(&str, &str)]) -> PathBuf {
     path
 }
 
+/// Holds the users file's write lock, as another bridge process rewriting it would, until
+/// the returned file is dropped.
+pub fn hold_write_lock(users: &Path) -> std::fs::File {
+    let mut lock = users.as_os_str().to_owned();
+    lock.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .unwrap();
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    file
+}
+
 /// Runs the bridge with `args`, feeds it `input`, closes stdin and waits.
 pub fn run(args: &[&str], input: &[u8]) -> Output {
     run_env(args, input, &[])

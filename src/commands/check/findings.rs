@@ -195,7 +195,10 @@ pub(super) fn relative_paths(source: &str, config: &Config) -> Option<Finding> {
             found.push(format!("{what} = {}", path.display()));
         }
     };
-    note("config file".into(), Path::new(source));
+    // With --users/--http-url alone the source is "command line", not a path.
+    if Path::new(source).is_file() {
+        note("config file".into(), Path::new(source));
+    }
     if let Some(f) = &config.log.file {
         note("log.file".into(), f);
     }

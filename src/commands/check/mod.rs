@@ -57,8 +57,12 @@ pub struct Finding {
 pub struct BackendReport {
     pub name: String,
     pub kind: &'static str,
+    /// `false` only for `fail`: a backend with warnings works.
     pub ok: bool,
+    pub level: Level,
     pub detail: String,
+    /// What works but will make some requests fail (a read-only users file…).
+    pub warnings: Vec<String>,
     pub millis: f64,
     /// What to try, for a failure whose cause is recognisable.
     pub hint: Option<&'static str>,
@@ -218,10 +222,17 @@ fn print_human(report: &Report) {
         say(format_args!(
             "{:<9} {:<4}  {label:<width$}  {:>8.1} ms  {}",
             "backend",
-            if b.ok { Level::Ok } else { Level::Fail }.word(),
+            b.level.word(),
             b.millis,
             b.detail
         ));
+        for warning in &b.warnings {
+            say(format_args!(
+                "{:<9} {:<4}  {warning}",
+                "",
+                Level::Warn.word()
+            ));
+        }
         if let Some(hint) = b.hint {
             say(format_args!("{:<9} {:<4}  {hint}", "", "hint"));
         }
@@ -257,7 +268,9 @@ fn check_backends(config: &Config, source: &str) -> Vec<BackendReport> {
                 name: "-".into(),
                 kind: "-",
                 ok: false,
+                level: Level::Fail,
                 detail: format!("cannot start the async runtime: {e}"),
+                warnings: Vec::new(),
                 millis: 0.0,
                 hint: None,
             }]
@@ -274,31 +287,41 @@ fn check_backends(config: &Config, source: &str) -> Vec<BackendReport> {
                     name,
                     kind: "-",
                     ok: false,
+                    level: Level::Fail,
                     detail: e.to_string(),
+                    warnings: Vec::new(),
                     millis: 0.0,
                     hint: None,
                 }
             }
         };
-        let result = tokio::time::timeout(timeout, backend.check()).await;
+        let result = tokio::time::timeout(timeout, backend.check_report()).await;
         let took = millis(started.elapsed());
-        let (ok, detail) = match result {
-            Ok(Ok(detail)) => (true, detail),
-            Ok(Err(e)) => (false, e.to_string()),
+        let (ok, detail, warnings) = match result {
+            Ok(Ok(report)) => (true, report.detail, report.warnings),
+            Ok(Err(e)) => (false, e.to_string(), Vec::new()),
             Err(_) => (
                 false,
                 format!(
                     "no answer within the request timeout ({})",
                     humantime::format_duration(timeout)
                 ),
+                Vec::new(),
             ),
+        };
+        let level = match (ok, warnings.is_empty()) {
+            (false, _) => Level::Fail,
+            (true, false) => Level::Warn,
+            (true, true) => Level::Ok,
         };
         BackendReport {
             hint: if ok { None } else { backend_hint(&detail) },
             name,
             kind: backend.kind(),
             ok,
+            level,
             detail,
+            warnings,
             millis: took,
         }
     });
