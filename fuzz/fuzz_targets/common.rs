@@ -1,13 +1,84 @@
-//! Shared by the codec targets: decode a whole input fed in pieces of one size.
+//! The properties the fuzz targets check, one function per target, each taking the raw fuzz
+//! input. They live here rather than in the targets so that `tests/fuzz_corpus.rs` can replay
+//! the committed corpora through exactly the same checks with plain `cargo test` on stable,
+//! where libFuzzer is not available. Whoever includes this file must also declare
+//! `mod oracle` (tests/common/oracle.rs) at its crate root: the counts come from there.
 
 use bytes::BytesMut;
-use extauth_bridge::request::Incoming;
+use extauth_bridge::protocol::{EjabberdCodec, LineCodec};
+use extauth_bridge::request::{Incoming, Request};
 use tokio_util::codec::Decoder;
+
+use crate::oracle;
+
+/// The line limit the line codec is fuzzed with: small, so that over-long lines (and the
+/// codec's discard-until-newline path) are cheap for the fuzzer to reach.
+const MAX_LINE: usize = 64;
+
+/// The line codec on arbitrary bytes, fed in arbitrary pieces (the first byte picks the
+/// piece size). Checks what the request loop relies on: exactly one item per `\n`-terminated
+/// line plus one for a non-empty unterminated tail at EOF, the same items however the input
+/// is split, and a bounded buffer.
+pub fn line_codec(data: &[u8]) {
+    let Some((&split, input)) = data.split_first() else {
+        return;
+    };
+    let decode = |piece| decode_in_pieces(LineCodec::new(MAX_LINE), input, piece, MAX_LINE + 1);
+    let whole = decode(input.len().max(1));
+    let pieces = decode(usize::from(split % 17) + 1);
+    assert_eq!(whole.len(), oracle::line_requests(input));
+    assert_eq!(whole, pieces);
+}
+
+/// The ejabberd codec on arbitrary bytes, fed in arbitrary pieces (the first byte picks the
+/// piece size): one item per complete frame, the same items however the input is split, a
+/// truncated last frame dropped at EOF.
+pub fn ejabberd_codec(data: &[u8]) {
+    let Some((&split, input)) = data.split_first() else {
+        return;
+    };
+    let decode = |piece| decode_in_pieces(EjabberdCodec, input, piece, 2 + 65_535);
+    let whole = decode(input.len().max(1));
+    let pieces = decode(usize::from(split % 17) + 1);
+    assert_eq!(whole.len(), oracle::complete_frames(input));
+    assert_eq!(whole, pieces);
+}
+
+/// `Request::parse` on arbitrary bytes: never panics, and what it accepts is what the SPEC
+/// says: a known command, non-empty user and server without control characters or `:`, the
+/// password (when there is one) being everything after the third `:`.
+pub fn request_parse(data: &[u8]) {
+    let Ok(request) = Request::parse(data) else {
+        return;
+    };
+    let text = std::str::from_utf8(data).expect("accepted input is UTF-8");
+    assert!(!text.contains('\0'));
+    let mut fields = text.splitn(4, ':');
+    assert_eq!(fields.next(), Some(request.command().as_str()));
+    let account = request.account();
+    assert_eq!(fields.next(), Some(account.user.as_str()));
+    assert_eq!(fields.next(), Some(account.server.as_str()));
+    assert!(!account.user.is_empty() && !account.server.is_empty());
+    assert!(!account
+        .user
+        .chars()
+        .chain(account.server.chars())
+        .any(char::is_control));
+    let password = match &request {
+        Request::Auth(_, p)
+        | Request::SetPass(_, p)
+        | Request::TryRegister(_, p)
+        | Request::RemoveUser3(_, p) => Some(p.expose()),
+        Request::IsUser(_) | Request::RemoveUser(_) => None,
+        Request::CertAuth(_) => return,
+    };
+    assert_eq!(fields.next(), password);
+}
 
 /// Every item decoded from `input` fed `piece` bytes at a time, then EOF, as `Debug` text
 /// (comparable; secrets print redacted). Checks the buffer never holds more than `bound`
 /// plus one piece, and that EOF leaves nothing behind.
-pub fn decode_in_pieces<D>(mut codec: D, input: &[u8], piece: usize, bound: usize) -> Vec<String>
+fn decode_in_pieces<D>(mut codec: D, input: &[u8], piece: usize, bound: usize) -> Vec<String>
 where
     D: Decoder<Item = Incoming, Error = std::io::Error>,
 {
