@@ -208,7 +208,10 @@ fn refused_connections_then_the_idp_comes_back() {
         let dir = tempfile::tempdir().unwrap();
         let mut bridge = start(&config(dir.path(), &login.settings));
         auth_timed(&mut bridge, wire, &login.right, false);
-        bridge.wait_for_log("outcome=\"unavailable\"", BOUND);
+        let seen = bridge.wait_for_log("outcome=\"unavailable\"", BOUND);
+        // The cause, not just reqwest's "error sending request": what an operator needs.
+        let line = seen.last().unwrap();
+        assert!(line.contains("Connection refused"), "{line}");
         let _idp = FakeIdp::start_on(addr);
         auth_timed(&mut bridge, wire, &login.right, true);
         auth_timed(&mut bridge, wire, &login.wrong, false);

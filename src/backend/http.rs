@@ -564,15 +564,7 @@ fn transport_error(e: reqwest::Error) -> BackendError {
     } else {
         "request failed"
     };
-    let mut message = what.to_owned();
-    let e = e.without_url();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    BackendError::Unavailable(message)
+    BackendError::Unavailable(format!("{what}: {}", super::transport_failure(e)))
 }
 
 #[async_trait]

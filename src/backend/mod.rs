@@ -33,6 +33,22 @@ pub enum BackendError {
     Internal(String),
 }
 
+/// A reqwest failure as one line for logs: its message and every underlying cause ("error
+/// sending request: client error (Connect): tcp connect error: Connection refused"), without
+/// the URL: for a GET `check_password` its query string carries the password, and the top
+/// message alone ("error sending request") leaves an operator guessing.
+pub(crate) fn transport_failure(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 impl BackendError {
     /// A short stable name for logs and metrics.
     pub fn kind(&self) -> &'static str {

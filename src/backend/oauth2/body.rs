@@ -7,7 +7,7 @@
 //! declared `Content-Length` over the cap is refused before reading anything. Going over is
 //! a protocol error: the login is answered `0` and the reason logged.
 
-use crate::backend::BackendError;
+use crate::backend::{transport_failure, BackendError};
 
 /// Token, introspection and userinfo responses: a token or a handful of claims, a few KiB
 /// at most. 64 KiB is the HTTP backend's default `max_body` too.
@@ -33,7 +33,7 @@ pub async fn read_capped(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| BackendError::Unavailable(format!("{what}: {}", e.without_url())))?
+        .map_err(|e| BackendError::Unavailable(format!("{what}: {}", transport_failure(e))))?
     {
         if body.len() + chunk.len() > limit {
             return Err(too_big());

@@ -5,7 +5,7 @@
 //! that is refused as a protocol error rather than trusted unverified.
 
 use super::identity::{Claims, Verdict};
-use crate::backend::BackendError;
+use crate::backend::{transport_failure, BackendError};
 use crate::secret::Secret;
 
 pub async fn fetch(
@@ -19,7 +19,7 @@ pub async fn fetch(
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| BackendError::Unavailable(format!("userinfo: {}", e.without_url())))?;
+        .map_err(|e| BackendError::Unavailable(format!("userinfo: {}", transport_failure(e))))?;
     let status = response.status();
     match status.as_u16() {
         200 => {}
