@@ -25,7 +25,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PtyMode {
-    /// Pty mode when stdin is a terminal that is not our controlling terminal ([`detect`]).
+    /// Pty mode when stdin is a terminal that is not our controlling terminal (see `detect`).
     #[default]
     Auto,
     On,

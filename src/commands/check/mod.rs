@@ -238,7 +238,24 @@ fn print_human(report: &Report) {
         }
     }
     let verdict = match report.exit {
-        EXIT_OK => "all is well".to_owned(),
+        EXIT_OK => {
+            // Warnings do not fail the check (the daemon runs), but "all is well" above a
+            // warning would tell the operator to stop reading.
+            let warnings = report
+                .findings
+                .iter()
+                .filter(|f| f.level == Level::Warn)
+                .count()
+                + report
+                    .backends
+                    .iter()
+                    .map(|b| b.warnings.len() + usize::from(b.level == Level::Warn))
+                    .sum::<usize>();
+            match warnings {
+                0 => "all is well".to_owned(),
+                n => format!("usable, with {n} warning(s) above"),
+            }
+        }
         EXIT_ERROR => "configuration error: the daemon would exit with status 2".to_owned(),
         _ => {
             let failed = report.backends.iter().filter(|b| !b.ok).count();
