@@ -176,7 +176,13 @@ fn sighup_starts_the_metrics_file_named_by_the_new_configuration() {
     let with_metrics = format!("metrics_file = {metrics:?}\nmetrics_interval = \"100ms\"\n{text}");
     fs::write(&config, with_metrics).unwrap();
     bridge.signal(libc::SIGHUP);
-    bridge.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    let seen = bridge.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    // The replaced exporter's last summary: the process carries on, so not "at exit".
+    assert!(
+        seen.iter().any(|l| l.contains("summary before a reload"))
+            && !seen.iter().any(|l| l.contains("summary at exit")),
+        "{seen:?}"
+    );
     assert_eq!(bridge.ask("auth:romeo:example.net:pw"), "1\n");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !fs::read_to_string(&metrics).is_ok_and(|m| m.contains("outcome=\"yes\"")) {

@@ -190,13 +190,23 @@ impl Exporter {
     }
 
     /// Stops the thread, logs the final summary, and writes or removes the file.
-    pub fn finish(mut self) {
+    pub fn finish(self) {
+        self.stop("at exit");
+    }
+
+    /// [`finish`](Self::finish) for an exporter that a SIGHUP replaces with one for the new
+    /// settings: the process carries on, and its summary must not say "at exit".
+    pub fn replace_for_reload(self) {
+        self.stop("before a reload");
+    }
+
+    fn stop(mut self, when: &'static str) {
         *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        global().summary().log("at exit");
+        global().summary().log(when);
         let Some(path) = &self.path else { return };
         let _guard = self
             .shared
