@@ -323,8 +323,8 @@ fn limit_allocator_retention() {
 /// Stop on SIGTERM/SIGINT, reload the configuration on SIGHUP.
 ///
 /// A reload applies what can change between two requests: backends, routes, the cache
-/// (which starts empty), `timeout`, `max_in_flight` and the metrics settings (the exporter
-/// is restarted). The rest is fixed at start-up (see [`restart_only_changes`]) and a change
+/// (which starts empty), `timeout`, `max_in_flight`, `log.level` and the metrics settings
+/// (the exporter is restarted). The rest is fixed at start-up (see [`restart_only_changes`]) and a change
 /// to it is logged as needing a restart.
 struct SignalControl<'a> {
     signals: &'a Signals,
@@ -361,6 +361,13 @@ impl Control for SignalControl<'_> {
                 "changed in the configuration but needs a restart: the running values stay"
             );
         }
+        if config.log.level != self.running.log.level {
+            // Said under the old level: "configuration reloaded" below comes under the new.
+            tracing::info!(from = ?self.running.log.level, to = ?config.log.level, "log level");
+            if crate::logging::set_level(config.log.level) {
+                self.running.log.level = config.log.level;
+            }
+        }
         let metrics_settings = crate::metrics::Settings::from_config(&config);
         if !same_metrics_settings(&self.metrics_settings, &metrics_settings) {
             // The old exporter ends as at exit (its file removed or kept as configured), the
@@ -373,7 +380,7 @@ impl Control for SignalControl<'_> {
             timeout_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
             max_in_flight = config.max_in_flight,
             "configuration reloaded (backends, routes, cache, which starts empty, timeout, \
-             max_in_flight, metrics)"
+             max_in_flight, log level, metrics)"
         );
         Some(Reloaded {
             handler,
@@ -387,15 +394,14 @@ impl Control for SignalControl<'_> {
 
 /// The keys whose new value a reload cannot apply, among those that differ. The wire
 /// protocol and `max_line` live in the codec, which may already have committed to a framing;
-/// pty mode was set up before the configuration was read; the log settings belong to the
-/// global subscriber, which has no reload layer.
+/// pty mode was set up before the configuration was read; where and how logs are written
+/// belongs to the global subscriber, installed once (only its level filter reloads).
 fn restart_only_changes(running: &Config, loaded: &Config) -> Vec<&'static str> {
     let (a, b) = (&running.log, &loaded.log);
     [
         ("protocol", running.protocol != loaded.protocol),
         ("max_line", running.max_line != loaded.max_line),
         ("pty", running.pty != loaded.pty),
-        ("log.level", a.level != b.level),
         ("log.format", a.format != b.format),
         ("log.target", a.target != b.target),
         ("log.file", a.file != b.file),
@@ -474,7 +480,7 @@ mod tests {
         loaded.log.file = Some("/tmp/x.log".into());
         assert_eq!(
             restart_only_changes(&running, &loaded),
-            ["protocol", "pty", "log.level", "log.file"]
+            ["protocol", "pty", "log.file"]
         );
     }
 

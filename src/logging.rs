@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, Layer, Registry};
 
 use crate::config::{ConfigError, Facility, LogConfig, LogFormat, LogLevel, LogTarget};
 
@@ -127,23 +128,20 @@ pub fn init(config: &LogConfig, under_pty: bool) -> Result<(), InitError> {
     }
     let dest = destination(config, under_pty);
     let filter = level(config.level);
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(filter)
-        .with_target(false);
-    // try_init: a second init (tests, reload) keeps the first subscriber.
+    let text = || tracing_subscriber::fmt::layer().with_target(false);
     match (dest, config.format) {
         (Destination::Nowhere, _) => return Ok(()),
         (Destination::Stderr, LogFormat::Text) => {
             let ansi = rustix::termios::isatty(rustix::stdio::stderr());
             let writer = deferred(Sink::Stream(Box::new(io::stderr())));
-            let _ = builder.with_ansi(ansi).with_writer(writer).try_init();
+            install(filter, text().with_ansi(ansi).with_writer(writer));
         }
         (Destination::Stderr, LogFormat::Json) => {
-            let _ = builder
-                .json()
-                .flatten_event(true)
-                .with_writer(deferred(Sink::Stream(Box::new(io::stderr()))))
-                .try_init();
+            let writer = deferred(Sink::Stream(Box::new(io::stderr())));
+            install(
+                filter,
+                text().json().flatten_event(true).with_writer(writer),
+            );
         }
         (Destination::File(path), format) => {
             let file = OpenOptions::new()
@@ -153,14 +151,13 @@ pub fn init(config: &LogConfig, under_pty: bool) -> Result<(), InitError> {
                 .open(&path)
                 .map_err(|error| InitError::OpenFile { path, error })?;
             let writer = deferred(Sink::Stream(Box::new(file)));
-            let _ = match format {
-                LogFormat::Text => builder.with_ansi(false).with_writer(writer).try_init(),
-                LogFormat::Json => builder
-                    .json()
-                    .flatten_event(true)
-                    .with_writer(writer)
-                    .try_init(),
-            };
+            match format {
+                LogFormat::Text => install(filter, text().with_ansi(false).with_writer(writer)),
+                LogFormat::Json => install(
+                    filter,
+                    text().json().flatten_event(true).with_writer(writer),
+                ),
+            }
         }
         // `format` does not apply: the receiver stamps time, level and process itself, and
         // a human reads MESSAGE (`journalctl`, /var/log/auth.log). The journal also gets
@@ -174,6 +171,35 @@ pub fn init(config: &LogConfig, under_pty: bool) -> Result<(), InitError> {
     }
     LOGGING_READY.store(true, Ordering::SeqCst);
     Ok(())
+}
+
+/// The level filter of the installed subscriber, changeable while it runs: a SIGHUP that
+/// changes `log.level` takes effect at once (an operator raising it to `debug` to watch a
+/// problem should not have to restart the XMPP server's pool for it).
+static LEVEL: OnceLock<reload::Handle<LevelFilter, Registry>> = OnceLock::new();
+
+type Filtered = Layered<reload::Layer<LevelFilter, Registry>, Registry>;
+
+/// Installs `output` as the global subscriber behind a reloadable level filter. A second
+/// install (tests, other subcommands) keeps the first subscriber, and its filter.
+fn install(filter: LevelFilter, output: impl Layer<Filtered> + Send + Sync + 'static) {
+    let (filter, handle) = reload::Layer::new(filter);
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .is_ok()
+    {
+        let _ = LEVEL.set(handle);
+    }
+}
+
+/// Applies a new `log.level` to the running subscriber. Returns `false` when there is none
+/// to change (logging goes nowhere, or was installed by someone else).
+pub fn set_level(new: LogLevel) -> bool {
+    LEVEL
+        .get()
+        .is_some_and(|handle| handle.modify(|filter| *filter = level(new)).is_ok())
 }
 
 /// Sets up the journal or syslog: events are encoded as datagrams when they happen, held
@@ -192,10 +218,7 @@ fn datagrams(wire: Wire, path: PathBuf, filter: LevelFilter) -> Result<(), InitE
         wire,
         unreported: 0,
     })));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(DatagramLayer { wire })
-        .try_init();
+    install(filter, DatagramLayer { wire });
     Ok(())
 }
 

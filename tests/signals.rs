@@ -21,12 +21,17 @@ fn write_config(path: &Path, users: &Path) {
 }
 
 fn write_config_with(path: &Path, users: &Path, timeout: &str, level: &str) {
+    write_config_full(path, users, timeout, level, "");
+}
+
+/// `top` goes first, among the top-level keys.
+fn write_config_full(path: &Path, users: &Path, timeout: &str, level: &str, top: &str) {
     // Written next to the target and renamed: the bridge never reads a half-written file.
     let tmp = path.with_extension("tmp");
     fs::write(
         &tmp,
         format!(
-            "timeout = {timeout:?}\n[log]\nformat = \"json\"\nlevel = {level:?}\n\
+            "{top}timeout = {timeout:?}\n[log]\nformat = \"json\"\nlevel = {level:?}\n\
              [[backend]]\nname = \"users\"\ntype = \"file\"\npath = {users:?}\n"
         ),
     )
@@ -131,13 +136,14 @@ fn sighup_applies_a_new_timeout_and_names_what_needs_a_restart() {
     drop(lock);
     assert_eq!(bridge.read_exact_within(2, Duration::from_secs(10)), b"1\n");
 
-    // 1 s from the reload on. The log level changed too: that needs a restart.
-    write_config_with(&config, &users, "1s", "trace");
+    // 1 s from the reload on. The protocol changed too: that needs a restart (the codec
+    // may have committed to a framing); the log level does not.
+    write_config_full(&config, &users, "1s", "trace", "protocol = \"line\"\n");
     bridge.signal(libc::SIGHUP);
     let seen = bridge.wait_for_log("configuration reloaded", Duration::from_secs(10));
     let restart = seen.iter().find(|l| l.contains("needs a restart"));
     assert!(
-        restart.is_some_and(|l| l.contains("log.level")),
+        restart.is_some_and(|l| l.contains("protocol") && !l.contains("log.level")),
         "{seen:#?}"
     );
     let lock = hold_write_lock(&users);
@@ -211,4 +217,36 @@ fn closed_stdout_exits_zero_quietly() {
         let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
         assert!(parsed.is_ok(), "not a log line: {line}");
     }
+}
+
+#[test]
+fn sighup_applies_a_new_log_level_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "pw")]);
+    let config = dir.path().join("config.toml");
+    write_config_with(&config, &users, "20s", "warn");
+    let mut bridge = Live::spawn(&["--config", config.to_str().unwrap()]);
+    // At `warn` a login's line (info) is not written.
+    assert_eq!(bridge.ask("auth:romeo:example.net:pw"), "1\n");
+    assert_eq!(bridge.ask("auth:romeo:example.net:pw"), "1\n");
+
+    write_config_with(&config, &users, "20s", "info");
+    bridge.signal(libc::SIGHUP);
+    // Logged under the new level: the reload line is the first thing to appear at all.
+    let seen = bridge.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    assert!(
+        !seen.iter().any(|l| l.contains("\"outcome\":\"yes\"")),
+        "logged at warn: {seen:#?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("needs a restart")),
+        "{seen:#?}"
+    );
+    assert_eq!(bridge.ask("auth:romeo:example.net:pw"), "1\n");
+    let seen = bridge.wait_for_log("\"outcome\":\"yes\"", Duration::from_secs(10));
+    assert!(seen.last().unwrap().contains("romeo"), "{seen:#?}");
+
+    bridge.close_stdin();
+    let (status, _) = bridge.wait_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
 }
