@@ -373,7 +373,8 @@ impl Control for SignalControl<'_> {
             // The old exporter ends as at exit (its file removed or kept as configured), the
             // new one starts like at start-up; the counters are the process's and go on.
             let new = crate::metrics::Exporter::start(metrics_settings.clone());
-            std::mem::replace(&mut self.metrics, new).replace_for_reload();
+            let old = std::mem::replace(&mut self.metrics, new);
+            old.replace_for_reload(&self.metrics);
             self.metrics_settings = metrics_settings;
         }
         tracing::info!(

@@ -147,12 +147,19 @@ impl Idp {
             )
         }
         // `/half/{case}`: an issuer with one good metadata document and one that fails
-        // as `case` says: `{rfc8414|oidc}-{401|403|html|302|500|wrong-issuer}`.
+        // as `case` says: `{rfc8414|oidc}-{401|403|html|302|500|wrong-issuer}`, with
+        // `-partial` the good one lacking `jwks_uri`.
         async fn half(s: &IdpState, document: &str, case: &str) -> axum::response::Response {
             use axum::response::IntoResponse;
             let base = s.base.lock().unwrap().clone();
             let issuer = format!("{base}/half/{case}");
-            let good = json!({"issuer": issuer, "jwks_uri": format!("{base}/jwks")});
+            let (case, good) = match case.strip_suffix("-partial") {
+                Some(case) => (case, json!({ "issuer": issuer })),
+                None => (
+                    case,
+                    json!({"issuer": issuer, "jwks_uri": format!("{base}/jwks")}),
+                ),
+            };
             let Some(fault) = case
                 .strip_prefix(document)
                 .and_then(|c| c.strip_prefix('-'))
@@ -566,7 +573,7 @@ fn an_explicit_jwks_uri_switches_discovery_off() {
 }
 
 /// One metadata document failing (401, 403, an HTML page, a redirect, a 500) while the
-/// other is valid: the valid one is used. One naming another issuer: discovery fails, the
+/// other is valid: the valid one is used, if it has every endpoint needed. One naming another issuer: discovery fails, the
 /// valid other document notwithstanding.
 #[test]
 fn discovery_uses_the_valid_document_when_the_other_fails() {
@@ -583,6 +590,9 @@ fn discovery_uses_the_valid_document_when_the_other_fails() {
         ("oidc-500", true),
         ("rfc8414-wrong-issuer", false),
         ("oidc-wrong-issuer", false),
+        // The endpoint we need may be in the failed document: a failure then, not a
+        // discovery without a JWKS cached until the next refresh.
+        ("oidc-500-partial", false),
     ];
     for (case, works) in cases {
         let path = format!("/half/{case}");
@@ -602,6 +612,8 @@ fn discovery_uses_the_valid_document_when_the_other_fails() {
         let log = bridge.finish();
         let logged = if works {
             "one discovery document failed"
+        } else if case.ends_with("-partial") {
+            "discovery failed"
         } else {
             "is not the configured"
         };

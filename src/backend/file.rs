@@ -489,6 +489,14 @@ fn hand_over_lock(lock: &File, path: &Path) -> io::Result<()> {
         return Ok(());
     };
     let mine = lock.metadata()?;
+    // The directory is writable by the XMPP server's account, so "the lock" may be a hard
+    // link to a file that account wants (`/etc/shadow`): give away nothing but a plain file
+    // of our own making. (A symbolic link never gets here: it is opened with O_NOFOLLOW.)
+    if !mine.file_type().is_file() || mine.nlink() != 1 {
+        return Err(io::Error::other(
+            "not a plain file with a single link: left as it is",
+        ));
+    }
     let mode = 0o600 | (users.mode() & 0o060);
     if (mine.uid(), mine.gid()) != (users.uid(), users.gid()) {
         rustix::fs::fchown(
@@ -561,12 +569,22 @@ impl WriteLock {
     fn acquire(path: &Path, abandoned: &Abandoned) -> io::Result<Option<WriteLock>> {
         use rustix::fs::{flock, FlockOperation};
         let lock = lock_path(path);
+        // O_NOFOLLOW: the directory is writable by the XMPP server's account, which could
+        // put a symbolic link here, and run as root we would then hand its target over
+        // (`hand_over_lock`). O_NONBLOCK: a FIFO here would block the open forever.
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&lock)?;
+        if !file.metadata()?.file_type().is_file() {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                lock.display()
+            )));
+        }
         if let Err(e) = hand_over_lock(&file, path) {
             // Our change can go ahead; the daemon's later ones will fail, which `check`
             // and the `users` command report.
@@ -606,11 +624,18 @@ fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::R
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
+    // A stale temp file (a crash mid-write) or anything else under that name is removed,
+    // then the file is created anew (O_EXCL): following a symbolic link planted there by
+    // whoever can write the directory would truncate, and run as root chown, its target.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(mode)
             .open(&tmp)?;
         if let Some(old) = &old {
@@ -731,7 +756,17 @@ impl FileBackend {
         let cost = users.typical_cost();
         let decoy = match previous {
             Some(loaded) if loaded.decoy.cost == cost => loaded.decoy,
-            _ => Arc::new(Self::blocking(move || Decoy::new(cost)).await?),
+            // A cost the file's hashes use but that cannot be hashed with again (bcrypt
+            // below 4, an odd argon2 parameter): the default decoy, rather than no backend.
+            _ => Arc::new(
+                Self::blocking(move || {
+                    Decoy::new(cost).or_else(|e| {
+                        tracing::warn!(error = %e, "users file: the decoy hash falls back to the default parameters");
+                        Decoy::new(None)
+                    })
+                })
+                .await?,
+            ),
         };
         let users = Arc::new(users);
         *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Loaded {
@@ -887,7 +922,7 @@ impl Backend for FileBackend {
             let lock = lock_path(&path);
             match OpenOptions::new()
                 .write(true)
-                .custom_flags(libc::O_NONBLOCK)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
                 .open(&lock)
             {
                 Ok(opened) => warnings.extend(foreign_lock(&opened, &lock, &path)),
@@ -1079,6 +1114,81 @@ mod tests {
             HashCost::of(other.hash()),
             Some(HashCost::Bcrypt { cost: 5 })
         );
+    }
+
+    #[tokio::test]
+    async fn a_cost_that_cannot_be_hashed_again_falls_back_to_the_default_decoy() {
+        // bcrypt cost 3 parses, but the bcrypt crate will not make such a hash: the backend
+        // must go on with a default decoy, not answer every request with an error.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        let odd = "$2b$03$abcdefghijklmnopqrstuuVu4t4bIMnt8gyaUFhJ2Flkrf0gkO9Dq";
+        let good = hash_password(&Secret::new("pw")).unwrap();
+        let text = format!("a@h:{odd}\nb@h:{odd}\nc@h:{good}\n");
+        let typical = UsersFile::parse(&text).0.typical_cost();
+        assert_eq!(typical, Some(HashCost::Bcrypt { cost: 3 }));
+        fs::write(&path, text).unwrap();
+        let backend = FileBackend::new("users", &path);
+        let (_, decoy) = backend.current().await.unwrap();
+        assert_eq!(decoy.cost, None);
+        let account = |user: &str| Account {
+            user: user.into(),
+            server: "h".into(),
+        };
+        assert!(matches!(
+            backend
+                .authenticate(&account("c"), &Secret::new("pw"))
+                .await,
+            Ok(true)
+        ));
+        assert!(matches!(
+            backend
+                .authenticate(&account("nobody"), &Secret::new("pw"))
+                .await,
+            Ok(false)
+        ));
+    }
+
+    #[test]
+    fn links_planted_where_the_lock_and_temp_file_go_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        fs::write(&path, "a@h:$x\n").unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        let pid = std::process::id();
+        let tmp = dir.path().join(format!(".users.{pid}.tmp"));
+
+        // A symbolic link at the temp file's name: removed, not written through.
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let abandoned = Abandoned::default();
+        let added = modify_file(&path, &abandoned, |u| Ok(u.insert("b", "h", "$y".into())));
+        assert!(matches!(added, Ok(true)), "{added:?}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(fs::read_to_string(&path).unwrap().contains("b@h:$y"));
+        assert!(!tmp.exists());
+
+        // A symbolic link as the lock: the change fails, the target is untouched.
+        let lock = dir.path().join("users.lock");
+        fs::remove_file(&lock).unwrap();
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        let before = fs::metadata(&victim).unwrap();
+        let refused = modify_file(&path, &abandoned, |u| Ok(u.insert("c", "h", "$z".into())));
+        assert!(refused.is_err(), "{refused:?}");
+        let after = fs::metadata(&victim).unwrap();
+        assert_eq!(
+            (after.uid(), after.gid(), after.mode()),
+            (before.uid(), before.gid(), before.mode())
+        );
+        assert!(!fs::read_to_string(&path).unwrap().contains("c@h"));
+
+        // A hard link as the lock: used for locking, never handed over (root only).
+        fs::remove_file(&lock).unwrap();
+        fs::hard_link(&victim, &lock).unwrap();
+        let lock_file = File::options().write(true).open(&lock).unwrap();
+        if rustix::process::geteuid().is_root() {
+            assert!(hand_over_lock(&lock_file, &path).is_err());
+        }
     }
 
     #[test]

@@ -191,23 +191,28 @@ impl Exporter {
 
     /// Stops the thread, logs the final summary, and writes or removes the file.
     pub fn finish(self) {
-        self.stop("at exit");
+        self.stop("at exit", false);
     }
 
-    /// [`finish`](Self::finish) for an exporter that a SIGHUP replaces with one for the new
-    /// settings: the process carries on, and its summary must not say "at exit".
-    pub fn replace_for_reload(self) {
-        self.stop("before a reload");
+    /// [`finish`](Self::finish) for an exporter that a SIGHUP replaces with `next`: the
+    /// process carries on, so its summary does not say "at exit", and a file that `next`
+    /// writes too is left to it (removing it would leave the new exporter's file missing
+    /// until its first interval).
+    pub fn replace_for_reload(self, next: &Exporter) {
+        let shared_file = self.path.is_some() && self.path == next.path;
+        self.stop("before a reload", shared_file);
     }
 
-    fn stop(mut self, when: &'static str) {
+    fn stop(mut self, when: &'static str, leave_file: bool) {
         *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         global().summary().log(when);
-        let Some(path) = &self.path else { return };
+        let Some(path) = self.path.as_ref().filter(|_| !leave_file) else {
+            return;
+        };
         let _guard = self
             .shared
             .writing
@@ -282,6 +287,30 @@ fn run_thread(settings: &Settings, path: Option<&Path>, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_with_the_same_file_leaves_it_to_the_new_exporter() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.prom");
+        let settings = |interval_ms| Settings {
+            file: Some(file.clone()),
+            interval: Duration::from_millis(interval_ms),
+            on_exit: OnExit::Remove,
+            summary_interval: Duration::ZERO,
+        };
+        let old = Exporter::start(settings(20));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !file.exists() {
+            assert!(Instant::now() < deadline, "never written");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Only the interval changed: same file, which the old one must not remove.
+        let new = Exporter::start(settings(3_600_000));
+        old.replace_for_reload(&new);
+        assert!(file.exists());
+        new.finish();
+        assert!(!file.exists(), "removed at exit, as configured");
+    }
 
     #[test]
     fn paths_resolve_per_process() {

@@ -119,6 +119,7 @@ pub struct Discovery {
     /// some issuers publish no metadata at all).
     issuer: Option<String>,
     explicit: Endpoints,
+    needed: Needed,
     refresh: Duration,
     /// Held across a fetch, so concurrent requests wait for one fetch instead of each
     /// starting their own.
@@ -135,6 +136,7 @@ impl Discovery {
         Discovery {
             issuer: issuer.filter(|_| !explicit.covers(needed)),
             explicit,
+            needed,
             refresh,
             cache: Mutex::new(None),
         }
@@ -205,9 +207,17 @@ impl Discovery {
             // Many servers answer the well-known URL they do not implement with a login
             // page, a 401/403 or a redirect instead of a 404: the valid document (whose
             // issuer matched) is used, and the other one's failure logged.
+            // Unless an endpoint we need is missing from it: it may be in the failed one
+            // (django-oauth-toolkit lists introspection only in RFC 8414 metadata), and a
+            // failure that passes (a timeout, a 503) must not be cached as "no such
+            // endpoint" until the next refresh.
             (Ok(a), Err(DocError::Failed(e))) | (Err(DocError::Failed(e)), Ok(a)) => {
+                let merged = self.explicit.clone().or(a);
+                if !merged.covers(self.needed) {
+                    return Err(e);
+                }
                 tracing::warn!(issuer, error = %e, "one discovery document failed, using the other");
-                a
+                return Ok(merged);
             }
             (Err(DocError::NotFound), Err(DocError::NotFound)) => {
                 return Err(BackendError::Protocol(format!(
