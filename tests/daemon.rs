@@ -445,3 +445,19 @@ fn parallel_registrations_from_several_processes_are_all_kept() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n1\n1\n");
 }
+
+/// HTTPS goes through rustls: the binary must not depend on the system's TLS libraries,
+/// whose versions differ between the distributions it is copied to.
+#[test]
+fn the_binary_links_no_system_tls_library() {
+    let out = std::process::Command::new("ldd")
+        .arg(BIN)
+        .output()
+        .expect("ldd (libc-bin)");
+    assert!(out.status.success(), "{out:?}");
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(libs.contains("libc.so"), "{libs}");
+    for tls in ["libssl", "libcrypto", "libgnutls", "libnss3"] {
+        assert!(!libs.contains(tls), "{tls}: {libs}");
+    }
+}

@@ -265,3 +265,96 @@ fn config_debug_redacts_secrets() {
     assert!(dump.contains("redacted"), "{dump}");
     assert_clean("Debug of Config", &dump, &forbidden(&[]));
 }
+
+/// The operator commands handle the same secrets: typed (here piped) passwords for `users`
+/// and `query`, inline credentials for `check`. None of them may print one, at any log
+/// level, in text or JSON.
+#[test]
+fn operator_commands_never_show_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let u = users.to_str().unwrap();
+    let line = |pw: &str| format!("{pw}\n");
+    let mut outputs = Vec::new();
+    let mut check = |what: &str, out: std::process::Output| {
+        outputs.push((
+            what.to_owned(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        ));
+        out
+    };
+    let out = check(
+        "users add",
+        run(
+            &["users", "add", u, "romeo@example.net"],
+            line(PASSWORDS[0]).as_bytes(),
+        ),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = check(
+        "users passwd",
+        run(
+            &["users", "passwd", u, "romeo@example.net"],
+            line(PASSWORDS[1]).as_bytes(),
+        ),
+    );
+    assert!(out.status.success(), "{out:?}");
+    check("users list", run(&["users", "list", u], b""));
+    for (pw, answer) in [(PASSWORDS[1], Some(0)), (PASSWORDS[2], Some(1))] {
+        let out = check(
+            "query auth",
+            run(
+                &[
+                    "--users",
+                    u,
+                    "--log-level",
+                    "trace",
+                    "query",
+                    "auth",
+                    "romeo",
+                    "example.net",
+                ],
+                line(pw).as_bytes(),
+            ),
+        );
+        assert_eq!(out.status.code(), answer, "{out:?}");
+    }
+    let config = dir.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "timeout = \"1s\"\n\
+             [[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1\"\n\
+             credentials = \"{CREDENTIALS}\"\n\
+             [[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n\
+             token_endpoint = \"http://127.0.0.1:1/token\"\n\
+             userinfo_endpoint = \"http://127.0.0.1:1/userinfo\"\n\
+             client_id = \"bridge\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
+             [[backend]]\nname = \"idp2\"\ntype = \"oauth2\"\n\
+             introspection_endpoint = \"http://127.0.0.1:1/i\"\n\
+             introspection_bearer = \"{BEARER}\"\nmode = \"token\"\n"
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    for json in [false, true] {
+        let mut args = vec!["--config", c, "--log-level", "trace", "check"];
+        if json {
+            args.push("--json");
+        }
+        let out = check("check", run(&args, b""));
+        // Every backend unreachable: a failed check, and so a report that says why.
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+    }
+    let hashes: Vec<String> = fs::read_to_string(&users)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(_, h)| h.to_owned()))
+        .collect();
+    assert_eq!(hashes.len(), 1);
+    let forbidden = forbidden(&hashes);
+    for (what, text) in &outputs {
+        assert_clean(what, text, &forbidden);
+    }
+}
