@@ -18,7 +18,7 @@ mod oauth2_common;
 
 use std::time::{Duration, Instant};
 
-use oauth2_common::idp::Idp;
+use oauth2_common::idp::{venv_python, Idp};
 use oauth2_common::{write_config, Bridge, Wire};
 
 const USER: &str = "romeo";
@@ -133,18 +133,11 @@ fn main() {
 /// keep-alive connection (an optimised client: the example itself is usually built without
 /// optimisation, which would understate the IdP).
 fn python_ceiling(issuer: &str, calls: &str, n: usize, token: &str) -> f64 {
-    let venv = std::env::var("EXTAUTH_TEST_IDP_VENV").unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/oauth2_ceiling.py");
-    let out = std::process::Command::new(format!("{venv}/bin/python"))
-        .args([script, issuer, calls, &n.to_string(), token])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    venv_python(&[script, issuer, calls, &n.to_string(), token])
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// `median (best)` of per-round rates.
