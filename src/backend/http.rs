@@ -25,6 +25,7 @@ use reqwest::{Client, Method, StatusCode, Url};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
+use super::body::BodyError;
 use super::{Backend, BackendError, BackendResult};
 use crate::request::Account;
 use crate::secret::Secret;
@@ -455,24 +456,22 @@ impl HttpBackend {
         Ok((status, body?))
     }
 
-    /// Reads the body in chunks, stopping as soon as it exceeds `max_body`.
+    /// Reads the body, stopping as soon as it exceeds `max_body`.
     async fn read_body(
         &self,
         method: &str,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
     ) -> Result<bytes::Bytes, BackendError> {
-        let mut body = bytes::BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > self.max_body {
-                return Err(BackendError::Protocol(format!(
-                    "{method}: HTTP {} with a body over max_body ({} bytes)",
-                    response.status().as_u16(),
+        let status = response.status().as_u16();
+        super::body::read_capped(response, self.max_body)
+            .await
+            .map_err(|e| match e {
+                BodyError::OverLimit => BackendError::Protocol(format!(
+                    "{method}: HTTP {status} with a body over max_body ({} bytes)",
                     self.max_body
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
+                )),
+                BodyError::Transport(e) => transport_error(e),
+            })
     }
 
     /// `check_password` and `user_exists`: 200 with `true` or `false`.

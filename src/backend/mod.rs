@@ -1,6 +1,7 @@
 //! Identity backends. Each one answers the five account operations for some domains; the
 //! [`crate::router`] chains them and turns every error into a `0`.
 
+pub mod body;
 pub mod file;
 pub mod http;
 pub mod oauth2;

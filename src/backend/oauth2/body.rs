@@ -1,12 +1,8 @@
-//! Size-capped reading of IdP responses.
-//!
-//! Every body the backend reads comes through here: an IdP (or whatever answers in its
-//! place: a captive portal, a misrouted proxy, an attacker on a plain-http link) could
-//! otherwise make one login buffer an unbounded body. The body is read in chunks and the
-//! read stops as soon as the cap is passed, so at most the cap plus one chunk is held; a
-//! declared `Content-Length` over the cap is refused before reading anything. Going over is
-//! a protocol error: the login is answered `0` and the reason logged.
+//! The caps on IdP responses. Every body the backend reads comes through here, read by
+//! the shared [`crate::backend::body::read_capped`]; going over is a protocol error: the
+//! login is answered `0` and the reason logged.
 
+use crate::backend::body::BodyError;
 use crate::backend::{transport_failure, BackendError};
 
 /// Token, introspection and userinfo responses: a token or a handful of claims, a few KiB
@@ -21,24 +17,18 @@ pub const MAX_DOCUMENT: usize = 256 * 1024;
 /// Reads the whole body of `response`, failing once it is over `limit` bytes. `what`
 /// names the request in the error (never a URL with a credential: none of ours has one).
 pub async fn read_capped(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     limit: usize,
     what: &str,
 ) -> Result<bytes::Bytes, BackendError> {
-    let too_big = || BackendError::Protocol(format!("{what}: response body over {limit} bytes"));
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_big());
-    }
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
+    crate::backend::body::read_capped(response, limit)
         .await
-        .map_err(|e| BackendError::Unavailable(format!("{what}: {}", transport_failure(e))))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        .map_err(|e| match e {
+            BodyError::OverLimit => {
+                BackendError::Protocol(format!("{what}: response body over {limit} bytes"))
+            }
+            BodyError::Transport(e) => {
+                BackendError::Unavailable(format!("{what}: {}", transport_failure(e)))
+            }
+        })
 }
