@@ -490,11 +490,12 @@ fn hand_over_lock(lock: &File, path: &Path) -> io::Result<()> {
     };
     let mine = lock.metadata()?;
     // The directory is writable by the XMPP server's account, so "the lock" may be a hard
-    // link to a file that account wants (`/etc/shadow`): give away nothing but a plain file
-    // of our own making. (A symbolic link never gets here: it is opened with O_NOFOLLOW.)
-    if !mine.file_type().is_file() || mine.nlink() != 1 {
+    // link to a file that account wants (`/etc/shadow`): give away nothing but a file of
+    // our own making. (`WriteLock::acquire` has already refused a symbolic link, through
+    // O_NOFOLLOW, and anything but a regular file.)
+    if mine.nlink() != 1 {
         return Err(io::Error::other(
-            "not a plain file with a single link: left as it is",
+            "a file with more than one link: left as it is",
         ));
     }
     let mode = 0o600 | (users.mode() & 0o060);
