@@ -128,48 +128,36 @@ pub fn init(config: &LogConfig, under_pty: bool) -> Result<(), InitError> {
     }
     let dest = destination(config, under_pty);
     let filter = level(config.level);
-    let text = || tracing_subscriber::fmt::layer().with_target(false);
-    match (dest, config.format) {
-        (Destination::Nowhere, _) => return Ok(()),
-        (Destination::Stderr, LogFormat::Text) => {
-            let ansi = rustix::termios::isatty(rustix::stdio::stderr());
-            let writer = deferred(Sink::Stream(Box::new(io::stderr())));
-            install(filter, text().with_ansi(ansi).with_writer(writer));
-        }
-        (Destination::Stderr, LogFormat::Json) => {
-            let writer = deferred(Sink::Stream(Box::new(io::stderr())));
-            install(
-                filter,
-                text().json().flatten_event(true).with_writer(writer),
-            );
-        }
-        (Destination::File(path), format) => {
+    // Text and JSON lines go to a stream: stderr (colours only on a terminal) or a file.
+    let (stream, ansi): (Box<dyn io::Write + Send>, bool) = match dest {
+        Destination::Nowhere => return Ok(()),
+        Destination::Stderr => (
+            Box::new(io::stderr()),
+            rustix::termios::isatty(rustix::stdio::stderr()),
+        ),
+        Destination::File(path) => {
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o640)
                 .open(&path)
                 .map_err(|error| InitError::OpenFile { path, error })?;
-            let writer = deferred(Sink::Stream(Box::new(file)));
-            match format {
-                LogFormat::Text => install(filter, text().with_ansi(false).with_writer(writer)),
-                LogFormat::Json => install(
-                    filter,
-                    text().json().flatten_event(true).with_writer(writer),
-                ),
-            }
+            (Box::new(file), false)
         }
         // `format` does not apply: the receiver stamps time, level and process itself, and
         // a human reads MESSAGE (`journalctl`, /var/log/auth.log). The journal also gets
         // every field on its own, which is the structured form there.
-        (Destination::Journald(path), _) => {
-            datagrams(Wire::Journal(config.facility), path, filter)?;
+        Destination::Journald(path) => {
+            return datagrams(Wire::Journal(config.facility), path, filter)
         }
-        (Destination::Syslog(path), _) => {
-            datagrams(Wire::Syslog(config.facility), path, filter)?;
-        }
+        Destination::Syslog(path) => return datagrams(Wire::Syslog(config.facility), path, filter),
+    };
+    let writer = deferred(Sink::Stream(stream));
+    let lines = tracing_subscriber::fmt::layer().with_target(false);
+    match config.format {
+        LogFormat::Text => install(filter, lines.with_ansi(ansi).with_writer(writer)),
+        LogFormat::Json => install(filter, lines.json().flatten_event(true).with_writer(writer)),
     }
-    LOGGING_READY.store(true, Ordering::SeqCst);
     Ok(())
 }
 
@@ -192,6 +180,7 @@ fn install(filter: LevelFilter, output: impl Layer<Filtered> + Send + Sync + 'st
     {
         let _ = LEVEL.set(handle);
     }
+    LOGGING_READY.store(true, Ordering::SeqCst);
 }
 
 /// Applies a new `log.level` to the running subscriber. Returns `false` when there is none
