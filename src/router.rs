@@ -1,9 +1,12 @@
 //! Which backends answer for which domains, and how a chain of them decides.
 //!
 //! A request goes to the chain of the first `[[route]]` whose domain matches; without any
-//! route, every domain uses every backend in file order. In a chain, `Unsupported` asks the
-//! next backend; `Unavailable` answers `0` unless the route says `on_unavailable = "next"`;
-//! a yes or a no is final.
+//! route, every domain uses every backend in file order. In a chain, a question (`auth`,
+//! `isuser`) asks the next backend on `Unsupported`, and on `Unavailable` when the route says
+//! `on_unavailable = "next"`; a yes or a no is final. A change (`setpass`, `tryregister`,
+//! `removeuser`) is never made below a backend that holds or may hold the account: an outage
+//! never passes it down, and `Unsupported` passes it only past a backend that says it does not
+//! hold the account (SPEC §10: a chain never creates below what it cannot see).
 
 use std::sync::Arc;
 
@@ -200,34 +203,118 @@ impl Op<'_> {
     }
 }
 
+/// What a chain's question came to: the outcome, the backend that decided (if one did), and
+/// whether a backend before it was unavailable and passed over.
+struct Answer {
+    by: Option<usize>,
+    outcome: Outcome,
+    passed_unavailable: bool,
+}
+
 impl Chain {
-    /// Asks the backends in order until one gives a final answer. Returns the index of the
-    /// backend that answered, with the outcome.
-    async fn ask(&self, op: Op<'_>, account: &Account, from: usize) -> (Option<usize>, Outcome) {
+    /// Asks a question (`auth`, `isuser`) of the backends in order until one gives a final
+    /// answer. `Unsupported` asks the next one; `Unavailable` too when the route says
+    /// `on_unavailable = "next"`.
+    ///
+    /// A *no* below a backend that was unavailable is not a no: the backend that may hold the
+    /// account never answered. It is reported as that backend's outage (still `0`), so that
+    /// logs, metrics and the throttle never count an outage as a wrong password or a missing
+    /// account. A *yes* below it stands: that backend holds the credential itself.
+    async fn ask(&self, op: Op<'_>, account: &Account) -> Answer {
         let mut last_error: Option<(usize, BackendError)> = None;
-        for (i, backend) in self.backends.iter().enumerate().skip(from) {
+        let mut unavailable: Option<(usize, BackendError)> = None;
+        for (i, backend) in self.backends.iter().enumerate() {
             // Counted only once the next backend is really asked: a failure that ends the
             // chain is the request's own outcome, and counted as such.
             if let Some((j, e @ BackendError::Unavailable(_))) = &last_error {
                 crate::metrics::passed_over(self.backends[*j].name(), e.kind());
             }
             match op.run(backend.as_ref(), account).await {
-                Ok(answer) => return (Some(i), Outcome::answered(backend.name(), answer)),
+                Ok(false) if unavailable.is_some() => break,
+                Ok(answer) => {
+                    return Answer {
+                        by: Some(i),
+                        outcome: Outcome::answered(backend.name(), answer),
+                        passed_unavailable: unavailable.is_some(),
+                    }
+                }
                 Err(BackendError::Unsupported) => {
                     last_error = Some((i, BackendError::Unsupported));
                 }
-                Err(e @ BackendError::Unavailable(_))
+                Err(BackendError::Unavailable(why))
                     if self.on_unavailable == OnUnavailable::Next =>
                 {
-                    tracing::debug!(backend = backend.name(), error = %e, "backend unavailable, asking the next one");
-                    last_error = Some((i, e));
+                    tracing::debug!(backend = backend.name(), error = %why, "backend unavailable, asking the next one");
+                    last_error = Some((i, BackendError::Unavailable(why.clone())));
+                    unavailable.get_or_insert((i, BackendError::Unavailable(why)));
                 }
-                Err(e) => return (None, Outcome::error(backend.name(), e)),
+                Err(e) => {
+                    return Answer {
+                        by: None,
+                        outcome: Outcome::error(backend.name(), e),
+                        passed_unavailable: unavailable.is_some(),
+                    }
+                }
             }
         }
-        match last_error {
-            Some((i, e)) => (None, Outcome::error(self.backends[i].name(), e)),
-            None => (None, Outcome::refused("no backend in the route")),
+        let outcome = match unavailable.or(last_error) {
+            Some((i, e)) => Outcome::error(self.backends[i].name(), e),
+            None => Outcome::refused("no backend in the route"),
+        };
+        Answer {
+            by: None,
+            outcome,
+            passed_unavailable: false,
+        }
+    }
+
+    /// Runs a change (`setpass`, `tryregister`, `removeuser`) on the first backend that
+    /// supports it, under two rules that keep a chain from creating or changing, below, an
+    /// account that a backend above it holds:
+    ///
+    /// - *unavailable* never passes a change down, whatever `on_unavailable` says: during an
+    ///   API outage, `tryregister:alice` must not create `alice` in the users file behind it
+    ///   (and so hand whoever registered her the API's alice at every later outage), and a
+    ///   `setpass` must not land in a file the API never reads;
+    /// - `Unsupported` passes it down only when that backend proves it does not hold the
+    ///   account: it can list its accounts ([`Backend::knows_its_accounts`]) and its
+    ///   `user_exists` says no. An IdP, which may hold any name, stops the change there.
+    async fn change(&self, op: Op<'_>, account: &Account) -> Outcome {
+        for (i, backend) in self.backends.iter().enumerate() {
+            match op.run(backend.as_ref(), account).await {
+                Ok(answer) => return Outcome::answered(backend.name(), answer),
+                Err(BackendError::Unsupported) if i + 1 < self.backends.len() => {
+                    if let Err(refusal) = self.does_not_hold(i, account).await {
+                        return refusal;
+                    }
+                }
+                Err(e) => return Outcome::error(backend.name(), e),
+            }
+        }
+        match self.backends.last() {
+            Some(b) => Outcome::error(b.name(), BackendError::Unsupported),
+            None => Outcome::refused("no backend in the route"),
+        }
+    }
+
+    /// `Ok` when backend `i` provably does not hold the account, so that a change may be
+    /// made below it; otherwise the outcome to answer (always `0`).
+    async fn does_not_hold(&self, i: usize, account: &Account) -> Result<(), Outcome> {
+        let backend = &self.backends[i];
+        if !backend.knows_its_accounts() {
+            return Err(Outcome::refused(
+                "a backend above may hold the account and cannot change it: not passed down",
+            ));
+        }
+        match backend.user_exists(account).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(Outcome::refused(
+                "the account is held by a backend that cannot change it: not passed down",
+            )),
+            Err(BackendError::Unsupported) => Err(Outcome::refused(
+                "a backend above cannot tell whether it holds the account: not passed down",
+            )),
+            Err(e) => Err(Outcome::error(backend.name(), e)),
         }
     }
 }
@@ -239,34 +326,46 @@ impl Handler for Router {
         let Some(chain) = self.chain_for(&account.server) else {
             return Outcome::refused("no route for this domain");
         };
-        let op = match request {
-            Request::Auth(_, p) if p.is_empty() => return Outcome::refused("empty password"),
-            Request::SetPass(_, p) | Request::TryRegister(_, p) if p.is_empty() => {
-                return Outcome::refused("empty password")
+        match request {
+            Request::Auth(_, p)
+            | Request::SetPass(_, p)
+            | Request::TryRegister(_, p)
+            | Request::RemoveUser3(_, p)
+                if p.is_empty() =>
+            {
+                Outcome::refused("empty password")
             }
-            Request::CertAuth(_) => return Outcome::refused("certauth is not supported"),
-            Request::Auth(_, p) => Op::Authenticate(p),
-            Request::IsUser(_) => Op::UserExists,
-            Request::SetPass(_, p) => Op::SetPassword(p),
-            Request::TryRegister(_, p) => Op::Register(p),
-            Request::RemoveUser(_) => Op::RemoveUser,
+            Request::CertAuth(_) => Outcome::refused("certauth is not supported"),
+            Request::Auth(_, p) => chain.ask(Op::Authenticate(p), account).await.outcome,
+            Request::IsUser(_) => chain.ask(Op::UserExists, account).await.outcome,
+            Request::SetPass(_, p) => chain.change(Op::SetPassword(p), account).await,
+            Request::TryRegister(_, p) => chain.change(Op::Register(p), account).await,
+            Request::RemoveUser(_) => chain.change(Op::RemoveUser, account).await,
             Request::RemoveUser3(_, p) => {
-                if p.is_empty() {
-                    return Outcome::refused("empty password");
+                // Remove from the backend that vouched for the password, nowhere else, and
+                // only under the rules of `change`: not below an outage, and not below a
+                // backend that may hold the account too.
+                let auth = chain.ask(Op::Authenticate(p), account).await;
+                let Some(i) = auth.by.filter(|_| auth.outcome.answer) else {
+                    return auth.outcome;
+                };
+                if auth.passed_unavailable {
+                    return Outcome::refused(
+                        "a backend above was unavailable: a removal is not passed down",
+                    );
                 }
-                // Remove from the backend that vouched for the password, nowhere else.
-                let (who, auth) = chain.ask(Op::Authenticate(p), account, 0).await;
-                let Some(i) = who.filter(|_| auth.answer) else {
-                    return auth;
-                };
-                let single = Chain {
-                    backends: vec![Arc::clone(&chain.backends[i])],
-                    on_unavailable: OnUnavailable::Fail,
-                };
-                return single.ask(Op::RemoveUser, account, 0).await.1;
+                for j in 0..i {
+                    if let Err(refusal) = chain.does_not_hold(j, account).await {
+                        return refusal;
+                    }
+                }
+                let backend = &chain.backends[i];
+                match Op::RemoveUser.run(backend.as_ref(), account).await {
+                    Ok(answer) => Outcome::answered(backend.name(), answer),
+                    Err(e) => Outcome::error(backend.name(), e),
+                }
             }
-        };
-        chain.ask(op, account, 0).await.1
+        }
     }
 }
 
@@ -343,6 +442,173 @@ mod tests {
 
         let r = Router::single_chain(vec![unsupported], OnUnavailable::Fail);
         assert!(!run(&r, &auth()).answer);
+    }
+
+    /// A backend whose every operation gives one answer, that counts its calls, and that
+    /// says whether it knows its accounts.
+    struct Scripted {
+        name: &'static str,
+        answer: fn() -> BackendResult,
+        exists: fn() -> BackendResult,
+        knows: bool,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Scripted {
+        fn new(name: &'static str, answer: fn() -> BackendResult) -> Scripted {
+            Scripted {
+                name,
+                answer,
+                exists: answer,
+                knows: true,
+                calls: Default::default(),
+            }
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn reply(&self, f: fn() -> BackendResult) -> BackendResult {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            f()
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Scripted {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn knows_its_accounts(&self) -> bool {
+            self.knows
+        }
+        async fn authenticate(&self, _: &Account, _: &Secret) -> BackendResult {
+            self.reply(self.answer)
+        }
+        async fn user_exists(&self, _: &Account) -> BackendResult {
+            self.reply(self.exists)
+        }
+        async fn check(&self) -> Result<String, BackendError> {
+            Ok("scripted".into())
+        }
+        async fn set_password(&self, _: &Account, _: &Secret) -> BackendResult {
+            self.reply(self.answer)
+        }
+        async fn register(&self, _: &Account, _: &Secret) -> BackendResult {
+            self.reply(self.answer)
+        }
+        async fn remove_user(&self, _: &Account) -> BackendResult {
+            self.reply(self.answer)
+        }
+    }
+
+    fn down() -> BackendResult {
+        Err(BackendError::Unavailable("connection refused".into()))
+    }
+    fn unsupported() -> BackendResult {
+        Err(BackendError::Unsupported)
+    }
+    fn yes() -> BackendResult {
+        Ok(true)
+    }
+    fn no() -> BackendResult {
+        Ok(false)
+    }
+
+    const CHANGES: [&[u8]; 4] = [
+        b"tryregister:alice:example.net:attacker-pw",
+        b"setpass:alice:example.net:attacker-pw",
+        b"removeuser:alice:example.net",
+        b"removeuser3:alice:example.net:pw",
+    ];
+
+    #[test]
+    fn an_outage_never_passes_a_change_down() {
+        for frame in CHANGES {
+            let api = Arc::new(Scripted::new("api", down));
+            let file = Arc::new(Scripted::new("file", yes));
+            let r = Router::single_chain(vec![api, file.clone()], OnUnavailable::Next);
+            let o = run(&r, &Request::parse(frame).unwrap());
+            assert!(!o.answer, "{}", String::from_utf8_lossy(frame));
+            let asked = if frame.starts_with(b"removeuser3") {
+                1 // the password check may fall through; the removal must not
+            } else {
+                0
+            };
+            assert_eq!(file.calls(), asked, "{}", String::from_utf8_lossy(frame));
+        }
+    }
+
+    #[test]
+    fn a_change_is_never_made_below_a_backend_that_may_hold_the_account() {
+        for frame in CHANGES {
+            let name = String::from_utf8_lossy(frame).into_owned();
+            // An IdP: cannot change accounts, answers isuser by policy (here: "no").
+            let mut idp = Scripted::new("idp", unsupported);
+            idp.exists = no;
+            idp.knows = false;
+            if frame.starts_with(b"removeuser3") {
+                idp.answer = unsupported;
+            }
+            let file = Arc::new(Scripted::new("file", yes));
+            let r = Router::single_chain(vec![Arc::new(idp), file.clone()], OnUnavailable::Next);
+            let o = run(&r, &Request::parse(frame).unwrap());
+            assert!(!o.answer, "{name}");
+            assert!(
+                matches!(o.status, Status::Refused(_)),
+                "{name}: {:?}",
+                o.status
+            );
+
+            // An API that holds the account but cannot change it (501).
+            let mut api = Scripted::new("api", unsupported);
+            api.exists = yes;
+            let file = Arc::new(Scripted::new("file", yes));
+            let r = Router::single_chain(vec![Arc::new(api), file.clone()], OnUnavailable::Next);
+            assert!(!run(&r, &Request::parse(frame).unwrap()).answer, "{name}");
+
+            // An API that cannot say whether it holds the account (isuser 501 too).
+            let api = Arc::new(Scripted::new("api", unsupported));
+            let r = Router::single_chain(vec![api, file.clone()], OnUnavailable::Next);
+            assert!(!run(&r, &Request::parse(frame).unwrap()).answer, "{name}");
+
+            // An API that says it does not hold the account: the file below may change it.
+            let mut api = Scripted::new("api", unsupported);
+            api.exists = no;
+            let file = Arc::new(Scripted::new("file", yes));
+            let r = Router::single_chain(vec![Arc::new(api), file.clone()], OnUnavailable::Fail);
+            let o = run(&r, &Request::parse(frame).unwrap());
+            assert!(o.answer, "{name}: {:?}", o.status);
+            assert_eq!(o.backend.as_deref(), Some("file"));
+        }
+    }
+
+    #[test]
+    fn a_no_below_an_outage_is_reported_as_the_outage() {
+        for frame in [
+            &b"isuser:alice:example.net"[..],
+            b"auth:alice:example.net:pw",
+        ] {
+            let api = Arc::new(Scripted::new("api", down));
+            let file = Arc::new(Scripted::new("file", no));
+            let r = Router::single_chain(vec![api, file.clone()], OnUnavailable::Next);
+            let o = run(&r, &Request::parse(frame).unwrap());
+            assert!(!o.answer);
+            assert_eq!(file.calls(), 1);
+            assert_eq!(o.backend.as_deref(), Some("api"));
+            assert!(
+                matches!(o.status, Status::Error("unavailable", _)),
+                "{:?}",
+                o.status
+            );
+            // A yes below the outage stands: the file holds that credential itself.
+            let api = Arc::new(Scripted::new("api", down));
+            let file = Arc::new(Scripted::new("file", yes));
+            let r = Router::single_chain(vec![api, file], OnUnavailable::Next);
+            assert!(run(&r, &Request::parse(frame).unwrap()).answer);
+        }
     }
 
     #[test]

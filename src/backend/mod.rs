@@ -91,6 +91,14 @@ pub trait Backend: Send + Sync {
 
     async fn user_exists(&self, account: &Account) -> BackendResult;
 
+    /// Whether [`Backend::user_exists`] tells which accounts this backend holds. A router
+    /// passes a change (`tryregister`, `setpass`, `removeuser`) that this backend does not
+    /// support down the chain only when this is true and `user_exists` says no. An IdP, which
+    /// answers `isuser` by policy and may hold any name, returns false.
+    fn knows_its_accounts(&self) -> bool {
+        true
+    }
+
     /// Verifies that the backend is usable, for `extauth-bridge check`: reach it the way a
     /// request would (read the file, connect, fetch discovery…) without needing a real
     /// user's password. Returns a short human description of what was verified.

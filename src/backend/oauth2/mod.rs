@@ -686,6 +686,12 @@ impl Backend for OAuth2Backend {
         }
     }
 
+    /// `isuser` is answered by policy: the IdP may hold any name, so no change is ever
+    /// passed below it (an account it holds must not be created in a users file behind it).
+    fn knows_its_accounts(&self) -> bool {
+        false
+    }
+
     async fn user_exists(&self, _account: &Account) -> BackendResult {
         match self.settings.isuser {
             IsUserPolicy::Allow => Ok(true),
