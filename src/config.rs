@@ -296,9 +296,9 @@ impl Config {
         let config: Config = match toml::from_str(text) {
             Ok(c) => c,
             Err(e) => {
-                return Err(
-                    locate_in_arrays(text, file).unwrap_or_else(|| toml_error(text, file, &e))
-                )
+                let err =
+                    locate_in_arrays(text, file).unwrap_or_else(|| toml_error(text, file, &e));
+                return Err(without_secret_values(err, text));
             }
         };
         config.validate(file)?;
@@ -403,6 +403,85 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether a configuration key holds a secret when its value is written inline:
+/// `client_secret`, `password`, `bearer_token`, `credentials`… (not `client_secret_file` or
+/// `password_env`, which name where the secret is).
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.rsplit('.').next().unwrap_or(key);
+    [
+        "secret",
+        "password",
+        "token",
+        "credentials",
+        "basic_auth",
+        "api_key",
+        "bearer",
+    ]
+    .iter()
+    .any(|s| key.ends_with(s))
+}
+
+/// Shown instead of a serde message that would quote a secret's value.
+const SECRET_VALUE_HIDDEN: &str = "invalid value (the value of a secret key is never shown)";
+
+/// A parse error never quotes a secret: serde's messages quote the offending value
+/// ("invalid type: integer `98127346519283`, expected a string"), whatever its type, and the
+/// error reaches the terminal, `check --json` and the log of a failed reload. An error on a
+/// secret key keeps only what was expected; and any secret value that appears in a message
+/// about some other key (a culprit not found, a key named wrongly) is cut out too.
+fn without_secret_values(mut err: ConfigError, text: &str) -> ConfigError {
+    let about_the_value =
+        !err.message.starts_with("missing field") && !err.message.starts_with("unknown field");
+    if is_secret_key(&err.key) && about_the_value {
+        err.message = match err.message.split_once(", expected ") {
+            Some((_, expected)) => format!("{SECRET_VALUE_HIDDEN}; expected {expected}"),
+            None => SECRET_VALUE_HIDDEN.to_owned(),
+        };
+    }
+    for value in secret_values(text) {
+        // Very short values would cut ordinary words; the key rule above covers those.
+        if value.len() >= 4 && err.message.contains(&value) {
+            err.message = err.message.replace(&value, "<secret>");
+        }
+    }
+    err
+}
+
+/// The values of every secret key in `text`, as the TOML reader sees it (any type), as text.
+fn secret_values(text: &str) -> Vec<String> {
+    fn render(value: &toml::Value, out: &mut Vec<String>) {
+        match value {
+            toml::Value::String(s) => out.push(s.clone()),
+            toml::Value::Array(items) => items.iter().for_each(|v| render(v, out)),
+            toml::Value::Table(t) => t.values().for_each(|v| render(v, out)),
+            toml::Value::Integer(i) => out.push(i.to_string()),
+            toml::Value::Float(f) => out.push(f.to_string()),
+            toml::Value::Boolean(b) => out.push(b.to_string()),
+            toml::Value::Datetime(d) => out.push(d.to_string()),
+        }
+    }
+    fn walk(value: &toml::Value, out: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    if is_secret_key(k) {
+                        render(v, out);
+                    } else {
+                        walk(v, out);
+                    }
+                }
+            }
+            toml::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        walk(&toml::Value::Table(table), &mut out);
+    }
+    out
 }
 
 /// Turns a TOML error into one line that names the key, found from the error's span.

@@ -358,3 +358,62 @@ fn operator_commands_never_show_secrets() {
         assert_clean(what, text, &forbidden);
     }
 }
+
+/// A secret written as a bare number (or a boolean, an array…) is a type error, and serde's
+/// message quotes the value: no config error may show it, wherever it goes (the terminal at
+/// start-up, `check` in text and JSON, the log of a failed reload).
+#[test]
+fn config_errors_never_quote_a_secret_of_any_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = common::users_file(dir.path(), &[("romeo@example.net", "pw")]);
+    let config = dir.path().join("config.toml");
+    let good = format!(
+        "[[backend]]\nname = \"local\"\ntype = \"file\"\npath = \"{}\"\n",
+        users.display()
+    );
+    let bad = [
+        (
+            "98127346519283",
+            "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"https://idp.example\"\n\
+             client_id = \"bridge\"\nclient_secret = 98127346519283\nmode = \"password_grant\"\n",
+        ),
+        (
+            "7741952213",
+            "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"https://api.example\"\n\
+             credentials = 7741952213\n",
+        ),
+        (
+            "hunter2-in-an-array",
+            "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"https://api.example\"\n\
+             credentials = [\"hunter2-in-an-array\"]\n",
+        ),
+    ];
+    for (secret, text) in bad {
+        std::fs::write(&config, text).unwrap();
+        let c = config.to_str().unwrap();
+        let daemon = run(&["--config", c], b"");
+        assert_eq!(daemon.status.code(), Some(2));
+        let text_check = run(&["check", "--config", c], b"");
+        let json_check = run(&["check", "--json", "--config", c], b"");
+        for (what, out) in [
+            ("start-up", &daemon),
+            ("check", &text_check),
+            ("check --json", &json_check),
+        ] {
+            let all = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(all.contains("config"), "{what}: {all}");
+            assert!(!all.contains(secret), "{what} shows the secret: {all}");
+        }
+
+        std::fs::write(&config, &good).unwrap();
+        let mut bridge = common::Live::spawn(&["--config", c]);
+        assert_eq!(bridge.ask("auth:romeo:example.net:pw"), "1\n");
+        std::fs::write(&config, text).unwrap();
+        bridge.signal(libc::SIGHUP);
+        let seen = bridge.wait_for_log("reload failed", std::time::Duration::from_secs(10));
+        let log = seen.join("\n");
+        assert!(!log.contains(secret), "reload log shows the secret: {log}");
+        assert_eq!(bridge.ask("auth:romeo:example.net:pw"), "1\n");
+    }
+}

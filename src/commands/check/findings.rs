@@ -74,21 +74,6 @@ pub(super) fn routes(config: &Config) -> Finding {
     }
 }
 
-/// Keys whose values are secrets when written inline: `client_secret`, `password`, `bearer_token`…
-fn is_secret_key(key: &str) -> bool {
-    [
-        "secret",
-        "password",
-        "token",
-        "credentials",
-        "basic_auth",
-        "api_key",
-        "bearer",
-    ]
-    .iter()
-    .any(|s| key.ends_with(s))
-}
-
 /// The dotted keys of inline secrets in a TOML file (not their values).
 pub fn inline_secrets(text: &str) -> Vec<String> {
     fn walk(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
@@ -100,7 +85,10 @@ pub fn inline_secrets(text: &str) -> Vec<String> {
                     } else {
                         format!("{prefix}.{k}")
                     };
-                    if matches!(v, toml::Value::String(s) if !s.is_empty()) && is_secret_key(k) {
+                    if crate::config::is_secret_key(k)
+                        && !v.is_table()
+                        && !matches!(v, toml::Value::String(s) if s.is_empty())
+                    {
                         out.push(key);
                     } else {
                         walk(&key, v, out);
