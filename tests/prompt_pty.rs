@@ -111,3 +111,92 @@ fn ctrl_c_at_the_prompt_restores_echo() {
     assert!(echo_on(&slave), "echo not restored after ^C");
     assert!(!file.exists());
 }
+
+/// A job-control parent, as a shell is: a session leader with the pty as its controlling
+/// terminal, which runs the bridge in its own foreground process group (so that ^Z from the
+/// terminal driver really stops it: the kernel ignores SIGTSTP in an orphaned group), says on
+/// fd 3 when the bridge stopped, continues it when told on fd 4, and reports its exit code.
+const JOB_SHELL: &str = r#"
+import os, sys, signal, termios, fcntl
+report = os.fdopen(3, "w", buffering=1)
+os.setsid()
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    os.read(go_r, 1)
+    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+    os.execv(sys.argv[1], sys.argv[1:])
+os.setpgid(pid, pid)
+os.tcsetpgrp(0, pid)
+os.write(go_w, b"x")
+_, status = os.waitpid(pid, os.WUNTRACED)
+report.write("stopped\n" if os.WIFSTOPPED(status) else "exited\n")
+os.read(4, 1)
+os.kill(pid, signal.SIGCONT)
+_, status = os.waitpid(pid, 0)
+report.write("exit %d\n" % os.waitstatus_to_exitcode(status))
+"#;
+
+#[test]
+fn ctrl_z_at_the_prompt_restores_echo_and_fg_takes_it_away_again() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("accounts");
+    let (master, slave) = common::pty::openpty();
+    let mut master = File::from(master);
+    let (report_r, report_w) = rustix::pipe::pipe().unwrap();
+    let (go_r, go_w) = rustix::pipe::pipe().unwrap();
+    let (report_w_fd, go_r_fd) = (report_w.as_raw_fd(), go_r.as_raw_fd());
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-c",
+        JOB_SHELL,
+        BIN,
+        "users",
+        "add",
+        file.to_str().unwrap(),
+        "romeo@example.net",
+    ])
+    .env_remove("EXTAUTH_BRIDGE_CONFIG")
+    .stdin(Stdio::from(slave.try_clone().unwrap()))
+    .stdout(Stdio::from(slave.try_clone().unwrap()))
+    .stderr(Stdio::from(slave.try_clone().unwrap()));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(report_w_fd, 3) < 0 || libc::dup2(go_r_fd, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop((report_w, go_r));
+    let mut report = std::io::BufReader::new(File::from(report_r));
+    let mut go = File::from(go_w);
+
+    read_until(&mut master, "New password for romeo@example.net: ");
+    wait_echo_off(&slave);
+    master.write_all(&[0x1a]).unwrap(); // ^Z: SIGTSTP from the terminal driver
+    let mut line = String::new();
+    report.read_line(&mut line).unwrap();
+    assert_eq!(line, "stopped\n");
+    assert!(echo_on(&slave), "echo left off while the job is stopped");
+
+    go.write_all(b"c").unwrap(); // fg
+    wait_echo_off(&slave);
+    master.write_all(b"n3w-pass\n").unwrap();
+    read_until(&mut master, "Retype it: ");
+    master.write_all(b"n3w-pass\n").unwrap();
+    line.clear();
+    report.read_line(&mut line).unwrap();
+    assert_eq!(line, "exit 0\n");
+    assert!(child.wait().unwrap().success());
+    assert!(echo_on(&slave), "echo not restored at the end");
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .starts_with("romeo@example.net:$argon2id$"));
+}

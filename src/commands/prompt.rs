@@ -4,7 +4,10 @@
 //! Echo is switched off on the terminal itself (termios on fd 0) and switched back on when
 //! the read ends, on every path: the guard restores it on return or unwind, and a handler for
 //! SIGINT/SIGTERM/SIGHUP/SIGQUIT restores it before the signal's default action runs, so a
-//! Ctrl-C at the prompt does not leave the admin's shell without echo.
+//! Ctrl-C at the prompt does not leave the admin's shell without echo. A Ctrl-Z (SIGTSTP)
+//! gives the terminal its echo back before the process stops, and takes it away again when
+//! the process is continued (SIGCONT, `fg`) and the prompt still waits: not every shell saves
+//! and restores a stopped job's terminal modes.
 
 use std::io::{self, BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +31,43 @@ pub enum PromptError {
 
 /// The terminal settings before echo was switched off; written once, read by the handler.
 static SAVED: OnceLock<Termios> = OnceLock::new();
+/// The settings while the prompt reads: `SAVED` without echo. Written once.
+static QUIET: OnceLock<Termios> = OnceLock::new();
 /// Whether echo is off right now, i.e. whether the signal handler must restore.
 static ECHO_OFF: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn restore_and_stop(_signal: libc::c_int) {
+    // Async-signal-safe only: atomics, tcsetattr, signal(2), sigprocmask(2) and raise(3).
+    let was_off = ECHO_OFF.swap(false, Ordering::SeqCst);
+    if was_off {
+        if let Some(saved) = SAVED.get() {
+            let _ = termios::tcsetattr(rustix::stdio::stdin(), OptionalActions::Now, saved);
+        }
+    }
+    // SAFETY: stop the way the default action would: SIGTSTP is blocked while its handler
+    // runs, so unblock it, and raise it with the default action. raise returns once the
+    // process is continued; then the handler is put back.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTSTP);
+        libc::signal(libc::SIGTSTP, libc::SIG_DFL);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(libc::SIGTSTP);
+        libc::signal(
+            libc::SIGTSTP,
+            restore_and_stop as *const () as libc::sighandler_t,
+        );
+    }
+    // Continued: the prompt still reads, so its echo goes off again.
+    if was_off {
+        if let Some(quiet) = QUIET.get() {
+            if termios::tcsetattr(rustix::stdio::stdin(), OptionalActions::Now, quiet).is_ok() {
+                ECHO_OFF.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
 
 extern "C" fn restore_and_reraise(signal: libc::c_int) {
     // Async-signal-safe only: an atomic, an ioctl (tcsetattr), signal(2) and raise(3).
@@ -54,6 +92,13 @@ impl EchoOff {
         let stdin = rustix::stdio::stdin();
         let current = termios::tcgetattr(stdin)?;
         let saved = SAVED.get_or_init(|| current.clone());
+        let quiet = QUIET.get_or_init(|| {
+            let mut quiet = saved.clone();
+            quiet.local_modes.remove(LocalModes::ECHO);
+            // Keep ECHONL so the newline typed after the password still moves the cursor.
+            quiet.local_modes.insert(LocalModes::ECHONL);
+            quiet
+        });
         for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
             // SAFETY: installing a handler that only does async-signal-safe work.
             unsafe {
@@ -63,12 +108,15 @@ impl EchoOff {
                 );
             }
         }
-        let mut quiet = saved.clone();
-        quiet.local_modes.remove(LocalModes::ECHO);
-        // Keep ECHONL so the newline typed after the password still moves the cursor.
-        quiet.local_modes.insert(LocalModes::ECHONL);
+        // SAFETY: as above.
+        unsafe {
+            libc::signal(
+                libc::SIGTSTP,
+                restore_and_stop as *const () as libc::sighandler_t,
+            );
+        }
         ECHO_OFF.store(true, Ordering::SeqCst);
-        if let Err(e) = termios::tcsetattr(stdin, OptionalActions::Now, &quiet) {
+        if let Err(e) = termios::tcsetattr(stdin, OptionalActions::Now, quiet) {
             ECHO_OFF.store(false, Ordering::SeqCst);
             return Err(e.into());
         }
