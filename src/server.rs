@@ -24,7 +24,7 @@ use futures_util::FutureExt;
 use tokio::runtime::Runtime;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::request::{Incoming, Outcome, Request, Status};
+use crate::request::{Command, Incoming, Outcome, Request, Status};
 use crate::router::Handler;
 
 /// How much to read at once. Large reads keep piped files fast; memory stays bounded by this
@@ -508,6 +508,11 @@ fn log_outcome(id: u64, request: &Request, outcome: &Outcome, took: Duration) {
         };
     }
     match outcome.status {
+        // ejabberd takes any reply to setpass as done, so the user is told the password
+        // changed: an operator must see every refusal (README: ejabberd, setpass).
+        _ if request.command() == Command::SetPass && !outcome.answer => {
+            event!(tracing::Level::WARN)
+        }
         Status::Yes | Status::No | Status::Cached | Status::Refused(_) => {
             event!(tracing::Level::INFO)
         }

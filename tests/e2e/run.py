@@ -7,7 +7,7 @@ file, an HTTP account API (examples/http_auth_server) and a real OAuth2 IdP
     tests/e2e/setup.sh                                   # once: ejabberd + slixmpp
     /usr/bin/python3 tests/e2e/run.py --bridge target/release/extauth-bridge
     /usr/bin/python3 tests/e2e/run.py --fake             # against fake_extauth.py
-    ... [--group files,kill,load,http,oauth2] [--keep] [-v]
+    ... [--group files,nochange,kill,load,http,oauth2] [--keep] [-v]
     tests/e2e/ci.sh                                      # CI: install, build, run all groups
 
 Every group starts its own ejabberd (plain `erl`, never the system service or
@@ -299,8 +299,10 @@ PENDING = []   # Ejabberd and Ctx objects not cleaned up yet: _atexit finishes t
 
 
 class Ejabberd:
-    def __init__(self, name, auth="external", extauth_program=None, pool_size=2, hosts=(DOMAIN, DOMAIN2)):
+    def __init__(self, name, auth="external", extauth_program=None, pool_size=2, hosts=(DOMAIN, DOMAIN2),
+                 register=True):
         self.name = name
+        self.register = register   # False: no mod_register, so no in-band registration or password change
         self.hosts = list(hosts)
         self.auth = auth
         self.extauth_program = extauth_program
@@ -369,14 +371,19 @@ class Ejabberd:
             "  max_user_sessions: 1000000",
             "  c2s_shaper: none",
             "  s2s_shaper: none",
-            "modules:",
-            "  mod_register:",
-            "    ip_access: all",
-            "    access: register",
-            "    access_remove: all",
-            "    password_strength: 0",
-            "",
         ]
+        if self.register:
+            lines += [
+                "modules:",
+                "  mod_register:",
+                "    ip_access: all",
+                "    access: register",
+                "    access_remove: all",
+                "    password_strength: 0",
+            ]
+        else:
+            lines += ["modules: {}"]
+        lines += [""]
         return "\n".join(lines)
 
     def erl_argv(self):
@@ -735,6 +742,21 @@ async def aunregister(addr, jid, password, timeout=CLIENT_TIMEOUT):
         iq["to"] = c.boundjid.domain
         return await _iq(c, iq, timeout)
     return await _xmpp(addr, jid, password, on_session=unreg, timeout=timeout)
+
+
+def case_no_in_band_password_change(ctx):
+    """The README's advice for backends that cannot change passwords, on ejabberd 23.01: with
+    mod_register left out of `modules`, a client's password change is refused by ejabberd
+    itself, and no setpass reaches the bridge."""
+    jid = "mercutio@%s" % DOMAIN
+    before = ctx.store.entry(jid)
+    r = ctx.change_password(jid, "queenmab", "a plague o' both")
+    check(r != "ok", "in-band password change succeeded without mod_register")
+    info("password change answered %r" % r)
+    check(ctx.store.entry(jid) == before, "the users file entry changed")
+    expect(ctx.login(jid, "queenmab"), "ok", "login with the unchanged password")
+    with open(ctx.ej.out_path, encoding="utf-8", errors="replace") as f:
+        check(not [l for l in f if 'command="setpass"' in l], "a setpass reached the bridge")
 
 
 # --------------------------------------------------------------------------------------
@@ -1653,6 +1675,19 @@ def case_register_refused(ctx):
     expect(ctx.login(jid, "peacemaker"), "not-authorized", "login after the refused registration")
 
 
+def case_password_change_refused_but_shown_as_done(ctx):
+    """ejabberd 23.01 takes any reply to setpass as success: the IdP cannot change passwords,
+    the bridge answers 0 and logs the refusal at warn, yet the client is told it worked."""
+    jid = "romeo@%s" % DOMAIN
+    r = ctx.change_password(jid, "iheartjuliet", "a-new-password")
+    expect(r, "ok", "what ejabberd tells the client about a refused password change")
+    expect(ctx.login(jid, "a-new-password"), "not-authorized", "login with the 'changed' password")
+    expect(ctx.login(jid, "iheartjuliet"), "ok", "login with the old password")
+    with open(ctx.ej.out_path, encoding="utf-8", errors="replace") as f:
+        warned = [l for l in f if 'command="setpass"' in l and "WARN" in l]
+    check(warned, "no warn-level setpass line in the bridge's log")
+
+
 def case_idp_down(ctx):
     """IdP stopped: logins on both hosts fail at once (connection refused); restarted on the
     same port and database: logins (and tokens issued before) work again, no restart of
@@ -1739,9 +1774,11 @@ class Group:
     """A bridge configuration (made by setup, which sets ctx.extauth_program, e.g. with
     ctx.write_config) and its cases."""
 
-    def __init__(self, name, setup, cases, pool_size=2, auth="external", hosts=(DOMAIN, DOMAIN2), fake_ok=True):
+    def __init__(self, name, setup, cases, pool_size=2, auth="external", hosts=(DOMAIN, DOMAIN2), fake_ok=True,
+                 register=True):
         self.name, self.setup, self.cases, self.pool_size, self.auth = name, setup, cases, pool_size, auth
         self.hosts = hosts
+        self.register = register
         self.fake_ok = fake_ok   # fake_extauth.py only knows the users file
 
 
@@ -1751,6 +1788,8 @@ GROUPS = [
         case_password_with_colon, case_non_ascii_password, case_second_host,
         case_change_password, case_register_then_login, case_unregister_then_login,
     ]),
+    # ejabberd without mod_register: what the README advises where setpass cannot work
+    Group("nochange", setup_files, [case_no_in_band_password_change], hosts=(DOMAIN,), register=False),
     # one host, so the bridge processes under beam are exactly that host's pool
     Group("kill", setup_kill, [case_kill_one_idle, case_kill_all, case_kill_under_load], hosts=(DOMAIN,)),
     Group("load", setup_load, [case_load_external, case_load_internal], hosts=(DOMAIN,)),
@@ -1762,7 +1801,7 @@ GROUPS = [
     ], fake_ok=False),
     Group("oauth2", setup_oauth2, [
         case_password_grant_login, case_password_grant_refused, case_token_login, case_token_of_another_user,
-        case_token_revoked, case_register_refused, case_idp_down, case_idp_closes_idle_connections,
+        case_token_revoked, case_register_refused, case_password_change_refused_but_shown_as_done, case_idp_down, case_idp_closes_idle_connections,
         case_oauth2_load, case_oauth2_no_secrets_logged,
     ], hosts=(DOMAIN, TOKEN_DOMAIN, IDLE_DOMAIN), fake_ok=False),
 ]
@@ -1787,7 +1826,7 @@ def run_group(group, bridge, keep, tally, opts=None):
         try:
             group.setup(ctx)
             ej = Ejabberd(group.name, auth=group.auth, extauth_program=ctx.extauth_program,
-                          pool_size=group.pool_size, hosts=group.hosts)
+                          pool_size=group.pool_size, hosts=group.hosts, register=group.register)
             ctx.ej = ej
             ej.start()
             if group.auth == "external":

@@ -74,6 +74,60 @@ pub(super) fn routes(config: &Config) -> Finding {
     }
 }
 
+/// ejabberd takes any reply to `setpass` as done (its `set_password` treats both booleans as
+/// success, and caches the new password), so a refused change is shown to the user as a
+/// changed password. Say so where a route can refuse one: a chain whose change stops at an
+/// IdP (which cannot change passwords) is sure to; an HTTP API may (501, or its own refusal).
+pub(super) fn setpass_refusals(config: &Config) -> Option<Finding> {
+    use crate::config::BackendConfig;
+    let chains: Vec<(String, Vec<&str>)> = if config.routes.is_empty() {
+        let all = config.backends.iter().map(|b| b.name()).collect();
+        vec![("every domain".to_owned(), all)]
+    } else {
+        config
+            .routes
+            .iter()
+            .map(|r| {
+                let names = r.backends.iter().map(String::as_str).collect();
+                (r.domains.join(", "), names)
+            })
+            .collect()
+    };
+    let kind_of = |name: &str| config.backends.iter().find(|b| b.name() == name);
+    let mut sure = Vec::new();
+    let mut may = Vec::new();
+    for (domains, names) in &chains {
+        // The chain's first backend decides: an IdP stops every change (none is passed
+        // below a backend that may hold the account); an API answers as it likes.
+        match names.iter().find_map(|n| kind_of(n)) {
+            Some(BackendConfig::Oauth2(c)) => sure.push(format!("{domains} (`{}`)", c.name)),
+            Some(BackendConfig::Http(c)) => may.push(format!("{domains} (`{}`)", c.name)),
+            _ => {}
+        }
+    }
+    let advice = "under ejabberd a refused setpass is shown to the user as a changed password: \
+                  remove mod_register from ejabberd's modules where the backend cannot change \
+                  passwords (README: ejabberd, setpass)";
+    if !sure.is_empty() {
+        return Some(Finding {
+            item: "setpass",
+            level: Level::Warn,
+            detail: format!(
+                "refused for every account on {}: an OAuth2 IdP cannot change passwords; {advice}",
+                sure.join("; ")
+            ),
+        });
+    }
+    (!may.is_empty()).then(|| Finding {
+        item: "setpass",
+        level: Level::Ok,
+        detail: format!(
+            "answered by an HTTP API on {} (0 when it answers 501 or refuses); {advice}",
+            may.join("; ")
+        ),
+    })
+}
+
 /// The dotted keys of inline secrets in a TOML file (not their values).
 pub fn inline_secrets(text: &str) -> Vec<String> {
     fn walk(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {

@@ -23,7 +23,7 @@ use crate::logging::destination;
 use crate::router::{build_backend, Router};
 use findings::{
     config_found, describe, file_permissions, logs, metrics, proxy_environment, relative_paths,
-    routes, running_as, stdout_kind, timing, user_name,
+    routes, running_as, setpass_refusals, stdout_kind, timing, user_name,
 };
 use hints::{backend_hint, hint};
 
@@ -154,6 +154,7 @@ pub fn build_report(cli: &Cli) -> Report {
         findings.extend(file_permissions(config_path));
     }
     findings.push(routes(&config));
+    findings.extend(setpass_refusals(&config));
     findings.extend(relative_paths(&source, &config));
     findings.push(timing(&config));
     findings.push(logs(&config));
