@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +31,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use async_trait::async_trait;
 
 use super::{Backend, BackendError, BackendResult, CheckReport};
+use crate::fs::parent_dir;
 use crate::request::Account;
 use crate::secret::Secret;
 
@@ -466,14 +467,6 @@ pub fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(lock)
 }
 
-/// The directory holding `path`, where the temp file of a rewrite goes.
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 /// Run as root (`extauth-bridge users …`), the lock file we just created (or an older
 /// version left) is root's with mode 0600, and the daemon, running as the XMPP server's
 /// account, could never open it again: every change would fail from then on. Give it the
@@ -605,59 +598,26 @@ impl WriteLock {
     }
 }
 
-/// Replaces `path` with `contents` atomically: temp file in the same directory, fsync,
-/// rename over, fsync the directory. The old file's permissions are kept (0600 for a new one).
+/// Replaces `path` with `contents` atomically ([`crate::fs::replace_atomically`]: a temp
+/// file created anew, never one planted at its name, fsync, rename, fsync of the directory).
+/// The old file's permissions are kept (0600 for a new one), and its owner ([`keep_owner`]).
 /// The rename is the moment the change happens: it is skipped, and `false` returned, when
 /// the request has been abandoned by then.
 fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::Result<bool> {
-    let dir = parent_dir(path);
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "users file path has no file name",
-        )
-    })?;
     let old = fs::metadata(path).ok();
     let mode = old
         .as_ref()
         .map_or(0o600, |m| m.permissions().mode() & 0o7777);
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    // A stale temp file (a crash mid-write) or anything else under that name is removed,
-    // then the file is created anew (O_EXCL): following a symbolic link planted there by
-    // whoever can write the directory would truncate, and run as root chown, its target.
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(mode)
-            .open(&tmp)?;
-        if let Some(old) = &old {
-            keep_owner(&f, old, path)?;
-        }
-        // After the chown, which may clear set-id bits.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        if abandoned.is_set() {
-            return Ok(false);
-        }
-        fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()?;
-        Ok(true)
-    })();
-    if !matches!(result, Ok(true)) {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fs::replace_atomically(
+        path,
+        contents.as_bytes(),
+        mode,
+        |tmp| match &old {
+            Some(old) => keep_owner(tmp, old, path),
+            None => Ok(()),
+        },
+        || !abandoned.is_set(),
+    )
 }
 
 /// Applies `change` to the file on disk under the write lock and returns its answer.

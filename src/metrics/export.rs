@@ -68,30 +68,10 @@ pub fn resolve_path(configured: &Path, pid: u32) -> PathBuf {
 
 /// Writes `contents` to `path` via a temp file in the same directory and a rename, so a
 /// scrape never reads half a file. Readable by all: node_exporter runs as its own user.
+/// The temp file is made by [`crate::fs::replace_atomically`], which never opens what is
+/// already at its name: the directory may be writable by other accounts.
 pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "metrics_file has no file name",
-        )
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::fs::replace_atomically(path, contents.as_bytes(), 0o644, |_| Ok(()), || true).map(|_| ())
 }
 
 /// Removes the files of processes that no longer exist, for a `{pid}` pattern or a
@@ -310,6 +290,32 @@ mod tests {
         assert!(file.exists());
         new.finish();
         assert!(!file.exists(), "removed at exit, as configured");
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temp_name_is_not_followed() {
+        // The textfile directory may be writable by others, and the temp name is
+        // predictable: a symbolic link there once overwrote a users file with metrics.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.prom");
+        let victim = dir.path().join("users");
+        std::fs::write(&victim, "romeo@example.net:$argon2id$keep\n").unwrap();
+        // Both names the writer has used for its temp file.
+        let pid = std::process::id();
+        for planted in [".m.prom.tmp".to_owned(), format!(".m.prom.{pid}.tmp")] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(planted)).unwrap();
+        }
+        write_atomically(&file, "extauth_bridge_up 1\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "romeo@example.net:$argon2id$keep\n"
+        );
+        let written = std::fs::symlink_metadata(&file).unwrap();
+        assert!(written.file_type().is_file(), "{written:?}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "extauth_bridge_up 1\n"
+        );
     }
 
     #[test]
