@@ -91,6 +91,50 @@ pub fn replace_atomically(
     result
 }
 
+/// Stand-ins for what the integration tests cannot make the kernel do on demand: a file
+/// system that hangs, and a race lost at one exact point. Compiled only with debug
+/// assertions, so release builds carry no trigger (like `EXTAUTH_BRIDGE_TEST_PANICS`), and
+/// inert unless their variable is set.
+#[cfg(debug_assertions)]
+pub mod test_hooks {
+    use std::path::Path;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    /// A path: every file access of the users-file backend to exactly this path (its stat,
+    /// its read) first sleeps [`STALL`], as on a hung network mount.
+    pub const STALL_ENV: &str = "EXTAUTH_BRIDGE_TEST_STALL";
+    /// A FIFO: once the write lock's file is open, and before anything is done with it, the
+    /// process reads this FIFO to its end, so a test can swap the lock's name in between.
+    pub const LOCK_PAUSE_ENV: &str = "EXTAUTH_BRIDGE_TEST_LOCK_PAUSE";
+    /// Longer than any test waits for a reply: for the test, the access never returns.
+    pub const STALL: Duration = Duration::from_secs(30);
+
+    fn var(
+        name: &'static str,
+        cell: &'static OnceLock<Option<std::ffi::OsString>>,
+    ) -> Option<&'static std::ffi::OsString> {
+        cell.get_or_init(|| std::env::var_os(name)).as_ref()
+    }
+
+    pub fn stall(path: &Path) {
+        static STALLED: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+        if var(STALL_ENV, &STALLED).is_some_and(|p| Path::new(p) == path) {
+            std::thread::sleep(STALL);
+        }
+    }
+
+    pub fn after_lock_open() {
+        static FIFO: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+        if let Some(fifo) = var(LOCK_PAUSE_ENV, &FIFO) {
+            // Blocks until the test opens the write end, returns when it closes it.
+            if let Ok(mut f) = std::fs::File::open(fifo) {
+                let _ = std::io::copy(&mut f, &mut std::io::sink());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

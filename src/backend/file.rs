@@ -404,6 +404,8 @@ fn parse_entry(line: &str) -> Result<(&str, &str, &str), &'static str> {
 
 /// Reads and parses the file at `path`, returning its stamp too.
 fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
+    #[cfg(debug_assertions)]
+    crate::fs::test_hooks::stall(path);
     let file = File::open(path)?;
     let meta = file.metadata()?;
     let text = io::read_to_string(file)?;
@@ -467,12 +469,21 @@ pub fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(lock)
 }
 
-/// Run as root (`extauth-bridge users …`), the lock file we just created (or an older
-/// version left) is root's with mode 0600, and the daemon, running as the XMPP server's
-/// account, could never open it again: every change would fail from then on. Give it the
-/// users file's owner and group, and the file's group permissions (a daemon that writes the
-/// file as a member of its group must open the lock too). Not root, we cannot give it away.
-fn hand_over_lock(lock: &File, path: &Path) -> io::Result<()> {
+/// Run as root (`extauth-bridge users …`), the lock file we just created is root's with
+/// mode 0600, and the daemon, running as the XMPP server's account, could never open it:
+/// every change would fail from then on. Give it the users file's owner and group, and the
+/// file's group permissions (a daemon that writes the file as a member of its group must
+/// open the lock too). Not root, we cannot give it away.
+///
+/// Only ever called with a lock this process has just created (`O_CREAT|O_EXCL`), and it
+/// changes that file through its descriptor: whatever the name points to by now, what is
+/// handed over is the empty file we made. An existing lock is never handed over, whatever
+/// it looks like: the directory is writable by the XMPP server's account, which can make
+/// the name a hard link to a file it wants (`/etc/shadow`), and any check of the link count
+/// or the inode behind the name is a race it can win (the link's other name removed between
+/// the open and the check), or even legitimately pass (an old copy of a file that was
+/// replaced by a rename has one link left, the one planted here).
+fn hand_over_lock(created: &File, path: &Path) -> io::Result<()> {
     if !rustix::process::geteuid().is_root() {
         return Ok(());
     }
@@ -481,33 +492,62 @@ fn hand_over_lock(lock: &File, path: &Path) -> io::Result<()> {
     let Ok(users) = fs::metadata(path) else {
         return Ok(());
     };
-    let mine = lock.metadata()?;
-    // The directory is writable by the XMPP server's account, so "the lock" may be a hard
-    // link to a file that account wants (`/etc/shadow`): give away nothing but a file of
-    // our own making. (`WriteLock::acquire` has already refused a symbolic link, through
-    // O_NOFOLLOW, and anything but a regular file.)
-    if mine.nlink() != 1 {
-        return Err(io::Error::other(
-            "a file with more than one link: left as it is",
-        ));
-    }
+    let mine = created.metadata()?;
     let mode = 0o600 | (users.mode() & 0o060);
     if (mine.uid(), mine.gid()) != (users.uid(), users.gid()) {
         rustix::fs::fchown(
-            lock,
+            created,
             Some(rustix::fs::Uid::from_raw(users.uid())),
             Some(rustix::fs::Gid::from_raw(users.gid())),
         )?;
     }
     if mine.mode() & 0o7777 != mode {
-        lock.set_permissions(fs::Permissions::from_mode(mode))?;
+        created.set_permissions(fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }
 
+/// Opens the lock file, creating it if there is none; `true` when this call created it
+/// (then, and only then, [`hand_over_lock`] may give it away).
+///
+/// O_NOFOLLOW: the directory is writable by the XMPP server's account, which could put a
+/// symbolic link here. O_NONBLOCK: a FIFO here would block the open forever.
+fn open_lock(lock: &Path) -> io::Result<(File, bool)> {
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // Created and removed by others in between, each attempt can miss; a few are plenty
+    // for a name that only the bridge itself (and an attacker) ever removes.
+    for _ in 0..8 {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(flags)
+            .open(lock)
+        {
+            Ok(file) => return Ok((file, true)),
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            Err(_) => {}
+        }
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(flags)
+            .open(lock)
+        {
+            Ok(file) => return Ok((file, false)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Err(io::Error::other(format!(
+        "{} keeps appearing and disappearing",
+        lock.display()
+    )))
+}
+
 /// For `check` run as root, which opens any lock: a lock that is not the users file's
 /// owner's may be one the XMPP server's account cannot open (left by an older `users`
-/// command run as root). Not root, opening it as this user was the test.
+/// command run as root, or created by one before the users file existed). Not root,
+/// opening it as this user was the test.
 fn foreign_lock(opened: &File, lock: &Path, path: &Path) -> Option<String> {
     if !rustix::process::geteuid().is_root() {
         return None;
@@ -517,7 +557,8 @@ fn foreign_lock(opened: &File, lock: &Path, path: &Path) -> Option<String> {
         format!(
             "the lock {} belongs to {}:{}, the users file to {}:{}: the XMPP server's account \
              may not be able to open it, and then setpass, tryregister and removeuser fail; \
-             any `extauth-bridge users` command run as root gives it the file's owner",
+             chown it to the users file's owner (an existing lock is never given away \
+             automatically: it may be a planted link)",
             lock.display(),
             mine.uid(),
             mine.gid(),
@@ -563,26 +604,22 @@ impl WriteLock {
     fn acquire(path: &Path, abandoned: &Abandoned) -> io::Result<Option<WriteLock>> {
         use rustix::fs::{flock, FlockOperation};
         let lock = lock_path(path);
-        // O_NOFOLLOW: the directory is writable by the XMPP server's account, which could
-        // put a symbolic link here, and run as root we would then hand its target over
-        // (`hand_over_lock`). O_NONBLOCK: a FIFO here would block the open forever.
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&lock)?;
+        let (file, created) = open_lock(&lock)?;
+        #[cfg(debug_assertions)]
+        crate::fs::test_hooks::after_lock_open();
+        // A FIFO or a device planted here: nothing to lock with.
         if !file.metadata()?.file_type().is_file() {
             return Err(io::Error::other(format!(
                 "{} is not a regular file",
                 lock.display()
             )));
         }
-        if let Err(e) = hand_over_lock(&file, path) {
-            // Our change can go ahead; the daemon's later ones will fail, which `check`
-            // and the `users` command report.
-            tracing::warn!(lock = %lock.display(), error = %e, "users file lock: cannot give it the users file's owner");
+        if created {
+            if let Err(e) = hand_over_lock(&file, path) {
+                // Our change can go ahead; the daemon's later ones will fail, which `check`
+                // and the `users` command report.
+                tracing::warn!(lock = %lock.display(), error = %e, "users file lock: cannot give it the users file's owner");
+            }
         }
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -698,6 +735,8 @@ impl FileBackend {
     async fn current(&self) -> Result<(Arc<UsersFile>, Arc<Decoy>), BackendError> {
         let shown = self.path.display().to_string();
         let io_err = move |e: io::Error| BackendError::Internal(format!("users file {shown}: {e}"));
+        #[cfg(debug_assertions)]
+        crate::fs::test_hooks::stall(&self.path);
         let stamp = Stamp::of(&fs::metadata(&self.path).map_err(&io_err)?);
         let previous = self
             .cached
@@ -1143,13 +1182,26 @@ mod tests {
         );
         assert!(!fs::read_to_string(&path).unwrap().contains("c@h"));
 
-        // A hard link as the lock: used for locking, never handed over (root only).
+        // A hard link as the lock, the victim someone else's: used for locking, never
+        // handed over (root only: not root, nothing is handed over anyway).
         fs::remove_file(&lock).unwrap();
         fs::hard_link(&victim, &lock).unwrap();
-        let lock_file = File::options().write(true).open(&lock).unwrap();
         if rustix::process::geteuid().is_root() {
-            assert!(hand_over_lock(&lock_file, &path).is_err());
+            let set_owner = |p: &Path, id| {
+                let (uid, gid) = (rustix::fs::Uid::from_raw(id), rustix::fs::Gid::from_raw(id));
+                rustix::fs::chown(p, Some(uid), Some(gid)).unwrap()
+            };
+            set_owner(&path, 65534);
+            set_owner(&victim, 4321);
         }
+        let before = fs::metadata(&victim).unwrap();
+        let added = modify_file(&path, &abandoned, |u| Ok(u.insert("d", "h", "$w".into())));
+        assert!(matches!(added, Ok(true)), "{added:?}");
+        let after = fs::metadata(&victim).unwrap();
+        assert_eq!(
+            (after.uid(), after.gid(), after.mode()),
+            (before.uid(), before.gid(), before.mode())
+        );
     }
 
     #[test]
