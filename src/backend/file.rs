@@ -14,7 +14,9 @@
 //!   deadline ([`Abandoned`]).
 //!
 //! Hashing is CPU-bound (argon2id takes tens of milliseconds by design), so it runs on the
-//! blocking pool where the request deadline can still fire around it.
+//! blocking pool where the request deadline can still fire around it. So does every file
+//! access (the per-request `stat` included: on a hung mount it may never return), one at a
+//! time per backend, so a stuck file holds one pool thread and starves nothing else.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -700,6 +702,13 @@ pub struct FileBackend {
     name: String,
     path: PathBuf,
     cached: Mutex<Option<Loaded>>,
+    /// This backend's share of the blocking pool for file access: one thread. A file on a
+    /// hung mount blocks the worker that touches it for good (the deadline answers the
+    /// request, but cannot stop the thread), so without a bound every request to it would
+    /// take another pool thread until none was left for any backend. With it, the file's
+    /// later requests wait here, on this backend alone, and time out. One is enough: the
+    /// accesses are short, and a change runs alone (`server::changes_accounts`) anyway.
+    file_io: Arc<tokio::sync::Semaphore>,
 }
 
 /// The file as last read, with the decoy made for its hashes.
@@ -716,6 +725,7 @@ impl FileBackend {
             name: name.into(),
             path: path.into(),
             cached: Mutex::new(None),
+            file_io: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -725,9 +735,10 @@ impl FileBackend {
 
     /// The current contents and decoy, re-read if the file changed since the last look.
     ///
-    /// The `stat` runs inline (it does not block on a FIFO and is what every unchanged
-    /// request costs); reading runs on the blocking pool, so a file that blocks (a FIFO, a
-    /// hung network mount) costs one request its deadline instead of hanging the loop.
+    /// The `stat`, and the read when the file changed, run off the request thread
+    /// ([`Self::file_access`]): on a hung network mount even a `stat` may never return, and
+    /// the single-threaded runtime could not answer at the deadline while one blocks it. So
+    /// a file that blocks costs its own requests their deadline, nothing more.
     ///
     /// The decoy is made here, with the file, not by the first unknown user's request (which
     /// would then cost more than a wrong password). It is kept across re-reads while the
@@ -735,24 +746,31 @@ impl FileBackend {
     async fn current(&self) -> Result<(Arc<UsersFile>, Arc<Decoy>), BackendError> {
         let shown = self.path.display().to_string();
         let io_err = move |e: io::Error| BackendError::Internal(format!("users file {shown}: {e}"));
-        #[cfg(debug_assertions)]
-        crate::fs::test_hooks::stall(&self.path);
-        let stamp = Stamp::of(&fs::metadata(&self.path).map_err(&io_err)?);
         let previous = self
             .cached
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(loaded) = &previous {
-            if loaded.stamp == stamp {
-                return Ok((Arc::clone(&loaded.users), Arc::clone(&loaded.decoy)));
-            }
-        }
+        let known = previous.as_ref().map(|loaded| loaded.stamp);
         let path = self.path.clone();
-        let (users, stamp) = tokio::task::spawn_blocking(move || load(&path))
-            .await
-            .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
-            .map_err(&io_err)?;
+        let reread = self
+            .file_access(move || {
+                #[cfg(debug_assertions)]
+                crate::fs::test_hooks::stall(&path);
+                let stamp = Stamp::of(&fs::metadata(&path).map_err(&io_err)?);
+                if known == Some(stamp) {
+                    return Ok(None);
+                }
+                load(&path).map(Some).map_err(&io_err)
+            })
+            .await?;
+        // `None` ("unchanged") only ever comes back for the stamp of a previous read.
+        let Some((users, stamp)) = reread else {
+            if let Some(loaded) = previous {
+                return Ok((loaded.users, loaded.decoy));
+            }
+            return Err(BackendError::Internal("users file: not read yet".into()));
+        };
         let cost = users.typical_cost();
         let decoy = match previous {
             Some(loaded) if loaded.decoy.cost == cost => loaded.decoy,
@@ -777,20 +795,41 @@ impl FileBackend {
         Ok((users, decoy))
     }
 
+    /// Runs CPU-bound work (hashing) on the blocking pool, under the process-wide limit.
     async fn blocking<T: Send + 'static>(
         f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
         // At most one hash per core at a time: more gains nothing, and each argon2 run holds
         // its memory cost (19 MiB with the defaults) while it lasts, so a piped file of
-        // requests must not start dozens at once.
-        // The permit moves into the worker: a request whose deadline expired stops waiting,
-        // but its hash still counts until it really ends.
+        // requests must not start dozens at once. Only hashing counts here: file access,
+        // which may block for good, has its own limit per backend (`file_io`), so a hung
+        // file can neither take these permits nor be queued behind them.
         static HASHING: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
         let permits = HASHING.get_or_init(|| {
             Arc::new(tokio::sync::Semaphore::new(
                 crate::memory::hashing_parallelism(),
             ))
         });
+        Self::limited(permits, f).await
+    }
+
+    /// Runs file access of this backend on the blocking pool, one at a time
+    /// (see `file_io`).
+    async fn file_access<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        Self::limited(&self.file_io, f).await
+    }
+
+    /// Runs `f` on the blocking pool once a permit of `permits` is free. The permit is
+    /// taken before the thread (so what waits is a future, which the deadline drops, not a
+    /// pool thread) and moves into the worker: a request whose deadline expired stops
+    /// waiting, but its work still counts until it really ends.
+    async fn limited<T: Send + 'static>(
+        permits: &Arc<tokio::sync::Semaphore>,
+        f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
         let permit = Arc::clone(permits)
             .acquire_owned()
             .await
@@ -804,8 +843,9 @@ impl FileBackend {
         .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
     }
 
-    /// Runs a change of the file on the blocking pool, outside the hashing limit (it does
-    /// not hash). If this future is dropped at the deadline, the worker is told to give up.
+    /// Runs a change of the file as this backend's file access, outside the hashing limit
+    /// (it does not hash). If this future is dropped at the deadline, the worker is told to
+    /// give up (or, still waiting for its turn, never starts).
     async fn modify(
         &self,
         change: impl FnOnce(&mut UsersFile) -> Result<bool, BackendError> + Send + 'static,
@@ -813,9 +853,8 @@ impl FileBackend {
         let path = self.path.clone();
         let abandoned = Abandoned::default();
         let _on_drop = AbandonOnDrop(abandoned.clone());
-        tokio::task::spawn_blocking(move || modify_file(&path, &abandoned, change))
+        self.file_access(move || modify_file(&path, &abandoned, change))
             .await
-            .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
     }
 
     /// Hashes a new password on the blocking pool, before the write lock is taken.
@@ -871,7 +910,8 @@ impl Backend for FileBackend {
 
     async fn check_report(&self) -> Result<CheckReport, BackendError> {
         let path = self.path.clone();
-        Self::blocking(move || {
+        // File access, not hashing: a hung file must not hold a hashing permit.
+        self.file_access(move || {
             let shown = path.display().to_string();
             let (users, bad) = lint(&path)
                 .map_err(|e| BackendError::Internal(format!("users file {shown}: {e}")))?;
