@@ -54,6 +54,8 @@ pub fn replace_atomically(
     prepare: impl FnOnce(&File) -> io::Result<()>,
     go_ahead: impl FnOnce() -> bool,
 ) -> io::Result<bool> {
+    #[cfg(debug_assertions)]
+    test_hooks::stall(path);
     let tmp = temp_path(path)?;
     // A stale temp file (a crash mid-write) or anything else planted under that name.
     // Removing a symbolic link removes the link, never its target.
@@ -101,8 +103,8 @@ pub mod test_hooks {
     use std::sync::OnceLock;
     use std::time::Duration;
 
-    /// A path: every file access of the users-file backend to exactly this path (its stat,
-    /// its read) first sleeps [`STALL`], as on a hung network mount.
+    /// A path: every access to exactly this path (a users file's stat and read, the
+    /// replacing of a users or metrics file) first sleeps [`STALL`], as on a hung mount.
     pub const STALL_ENV: &str = "EXTAUTH_BRIDGE_TEST_STALL";
     /// A FIFO: once the write lock's file is open, and before anything is done with it, the
     /// process reads this FIFO to its end, so a test can swap the lock's name in between.

@@ -548,3 +548,44 @@ fn a_summary_is_logged_on_the_interval() {
         "{rest:#?}"
     );
 }
+
+#[test]
+fn a_metrics_file_system_that_hangs_delays_no_reply_nor_the_exit() {
+    // The textfile directory is on a mount that stops answering (the debug-build hook makes
+    // every write of the metrics file sleep far past any wait here). The writer's thread is
+    // stuck; a reload that replaces the exporter, and the exit, must not wait for it.
+    // Unfixed, both joined the thread: the next reply, and the exit, came 30 s late.
+    let (dir, users, metrics_dir) = setup();
+    let file = metrics_dir.join("m.prom");
+    let extra = |interval: &str| {
+        format!(
+            "timeout = \"2s\"\nmetrics_file = \"{}\"\nmetrics_interval = \"{interval}\"\n[log]\nlevel = \"debug\"",
+            file.display()
+        )
+    };
+    let cfg = config(dir.path(), &users, &extra("50ms"));
+    let mut bridge = Live::spawn_env(
+        &["--config", cfg.to_str().unwrap()],
+        &[("EXTAUTH_BRIDGE_TEST_STALL", file.to_str().unwrap())],
+    );
+    assert_eq!(bridge.ask("auth:romeo:example.net:iheartjuliet"), "1\n");
+    // Well past the first interval: the writer is stuck in its first write.
+    std::thread::sleep(Duration::from_millis(300));
+    config(dir.path(), &users, &extra("60ms"));
+    bridge.signal(libc::SIGHUP);
+    bridge.wait_for_log("configuration reloaded", Duration::from_secs(5));
+    let started = Instant::now();
+    bridge.send(b"auth:romeo:example.net:iheartjuliet\n");
+    let reply = bridge.read_exact_within(2, Duration::from_secs(3));
+    assert_eq!(reply, b"1\n", "after {:?}", started.elapsed());
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    bridge.close_stdin();
+    let (status, _) = bridge.wait_within(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -122,11 +122,44 @@ fn sweep_dead(configured: &Path, own: &Path) {
     }
 }
 
+/// What the writer thread does with the file as it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    /// Write the final numbers (`metrics_on_exit = "keep"`).
+    Write,
+    /// Remove it (`metrics_on_exit = "remove"`).
+    Remove,
+    /// Leave it as it is: the exporter replacing this one at a reload writes it too.
+    Untouched,
+}
+
 struct Shared {
-    stop: Mutex<bool>,
+    /// Set by [`Exporter::stop`]: the thread is to end, and what it does with the file first.
+    stop: Mutex<Option<Leaving>>,
     wake: Condvar,
-    /// Serialises writes and the final removal, so the thread cannot recreate the file.
-    writing: Mutex<()>,
+    /// Set by the thread as it ends (whatever way it ends).
+    ended: Mutex<bool>,
+    ended_wake: Condvar,
+}
+
+/// Serialises the writes and the final removal of every exporter of the process: an old
+/// exporter's thread, stuck on a slow file system when a reload started the new one, must
+/// not write the same file (through the same temp file name) at the same time.
+static WRITING: Mutex<()> = Mutex::new(());
+
+/// How long stopping waits for the writer thread. Its work is one small write, so this is
+/// only reached when the file system hangs: then the thread is left behind (it ends with
+/// the process) rather than hold up a reload, which runs on the request thread, or the exit.
+const STOP_WAIT: Duration = Duration::from_millis(500);
+
+/// Marks the thread ended when dropped, so a panic in it counts too.
+struct EndedOnDrop<'a>(&'a Shared);
+
+impl Drop for EndedOnDrop<'_> {
+    fn drop(&mut self) {
+        *self.0.ended.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.ended_wake.notify_all();
+    }
 }
 
 /// The background writer: started with the daemon, finished at its exit.
@@ -144,15 +177,19 @@ impl Exporter {
         let pid = std::process::id();
         let path = settings.file.as_deref().map(|f| resolve_path(f, pid));
         let shared = Arc::new(Shared {
-            stop: Mutex::new(false),
+            stop: Mutex::new(None),
             wake: Condvar::new(),
-            writing: Mutex::new(()),
+            ended: Mutex::new(false),
+            ended_wake: Condvar::new(),
         });
         let thread = {
             let (settings, path, shared) = (settings.clone(), path.clone(), Arc::clone(&shared));
             std::thread::Builder::new()
                 .name("metrics".into())
-                .spawn(move || run_thread(&settings, path.as_deref(), &shared))
+                .spawn(move || {
+                    let _ended = EndedOnDrop(&shared);
+                    run_thread(&settings, path.as_deref(), &shared)
+                })
                 .map_err(|e| tracing::warn!(error = %e, "cannot start the metrics thread"))
                 .ok()
         };
@@ -183,31 +220,64 @@ impl Exporter {
         self.stop("before a reload", shared_file);
     }
 
+    /// The file is written or removed by the thread itself, never here: this runs on the
+    /// request thread at a reload, and a metrics directory on a hung mount must not delay
+    /// a reply (nor the exit) by more than [`STOP_WAIT`].
     fn stop(mut self, when: &'static str, leave_file: bool) {
-        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        let leaving = match self.settings.on_exit {
+            _ if leave_file => Leaving::Untouched,
+            OnExit::Keep => Leaving::Write,
+            OnExit::Remove => Leaving::Remove,
+        };
+        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(leaving);
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let ended = self.shared.ended.lock().unwrap_or_else(|p| p.into_inner());
+            let (ended, _) = self
+                .shared
+                .ended_wake
+                .wait_timeout_while(ended, STOP_WAIT, |ended| !*ended)
+                .unwrap_or_else(|p| p.into_inner());
+            if *ended {
+                drop(ended);
+                let _ = t.join();
+            } else {
+                // Dropping the handle detaches the thread.
+                tracing::warn!(
+                    path = %self.path.as_deref().unwrap_or(Path::new("")).display(),
+                    waited_ms = u64::try_from(STOP_WAIT.as_millis()).unwrap_or(u64::MAX),
+                    "the metrics writer is stuck (a file system that does not answer?): left behind"
+                );
+            }
         }
         global().summary().log(when);
-        let Some(path) = self.path.as_ref().filter(|_| !leave_file) else {
-            return;
-        };
-        let _guard = self
-            .shared
-            .writing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let result = match self.settings.on_exit {
-            OnExit::Keep => write_atomically(path, &global().render(std::process::id())),
-            OnExit::Remove => match std::fs::remove_file(path) {
+    }
+}
+
+/// Writes the metrics file now, under [`WRITING`].
+fn write_now(path: &Path) -> std::io::Result<()> {
+    let _guard = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    write_atomically(path, &global().render(std::process::id()))
+}
+
+/// What the thread does as it ends.
+fn leave(path: Option<&Path>, leaving: Leaving) {
+    let Some(path) = path else {
+        return;
+    };
+    let result = match leaving {
+        Leaving::Untouched => return,
+        Leaving::Write => write_now(path),
+        Leaving::Remove => {
+            let _guard = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+            match std::fs::remove_file(path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 other => other,
-            },
-        };
-        if let Err(e) = result {
-            tracing::warn!(path = %path.display(), error = %e, "metrics file at exit");
+            }
         }
+    };
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "metrics file at exit");
     }
 }
 
@@ -228,17 +298,18 @@ fn run_thread(settings: &Settings, path: Option<&Path>, shared: &Shared) {
         let wait = next.saturating_duration_since(Instant::now());
         let (stop, _) = shared
             .wake
-            .wait_timeout_while(stop, wait, |stop| !*stop)
+            .wait_timeout_while(stop, wait, |stop| stop.is_none())
             .unwrap_or_else(|p| p.into_inner());
-        if *stop {
+        if let Some(leaving) = *stop {
+            drop(stop);
+            leave(path, leaving);
             return;
         }
         drop(stop);
         let now = Instant::now();
         if let (Some(at), Some(path)) = (next_write, path) {
             if now >= at {
-                let _guard = shared.writing.lock().unwrap_or_else(|p| p.into_inner());
-                match write_atomically(path, &global().render(std::process::id())) {
+                match write_now(path) {
                     Ok(()) => failing = false,
                     // Once per failure streak, not every interval.
                     Err(e) if !failing => {
