@@ -47,6 +47,8 @@ impl Settings {
 /// The configured path as a pattern with `{pid}`: as written, or for a directory
 /// `DIR/extauth-bridge-{pid}.prom`. `None` for a fixed file name.
 fn template(configured: &Path) -> Option<PathBuf> {
+    #[cfg(debug_assertions)]
+    crate::fs::test_hooks::stall(configured);
     let text = configured.to_string_lossy();
     if text.contains("{pid}") {
         Some(configured.to_path_buf())
@@ -165,7 +167,6 @@ impl Drop for EndedOnDrop<'_> {
 /// The background writer: started with the daemon, finished at its exit.
 pub struct Exporter {
     settings: Settings,
-    path: Option<PathBuf>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -173,9 +174,11 @@ pub struct Exporter {
 impl Exporter {
     /// Starts the writer thread (the file is first written one interval from now, so a
     /// process spawned for a single request leaves no trace).
+    ///
+    /// Nothing here touches the file system, not even to see whether the configured path
+    /// is a directory ([`resolve_path`]): this runs on the request thread at a reload. The
+    /// thread resolves the path.
     pub fn start(settings: Settings) -> Exporter {
-        let pid = std::process::id();
-        let path = settings.file.as_deref().map(|f| resolve_path(f, pid));
         let shared = Arc::new(Shared {
             stop: Mutex::new(None),
             wake: Condvar::new(),
@@ -183,11 +186,13 @@ impl Exporter {
             ended_wake: Condvar::new(),
         });
         let thread = {
-            let (settings, path, shared) = (settings.clone(), path.clone(), Arc::clone(&shared));
+            let (settings, shared) = (settings.clone(), Arc::clone(&shared));
             std::thread::Builder::new()
                 .name("metrics".into())
                 .spawn(move || {
                     let _ended = EndedOnDrop(&shared);
+                    let pid = std::process::id();
+                    let path = settings.file.as_deref().map(|f| resolve_path(f, pid));
                     run_thread(&settings, path.as_deref(), &shared)
                 })
                 .map_err(|e| tracing::warn!(error = %e, "cannot start the metrics thread"))
@@ -195,15 +200,9 @@ impl Exporter {
         };
         Exporter {
             settings,
-            path,
             shared,
             thread,
         }
-    }
-
-    /// The file this process writes, if any.
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
     }
 
     /// Stops the thread, logs the final summary, and writes or removes the file.
@@ -216,7 +215,8 @@ impl Exporter {
     /// writes too is left to it (removing it would leave the new exporter's file missing
     /// until its first interval).
     pub fn replace_for_reload(self, next: &Exporter) {
-        let shared_file = self.path.is_some() && self.path == next.path;
+        // The same setting in the same process: the same file.
+        let shared_file = self.settings.file.is_some() && self.settings.file == next.settings.file;
         self.stop("before a reload", shared_file);
     }
 
@@ -244,7 +244,7 @@ impl Exporter {
             } else {
                 // Dropping the handle detaches the thread.
                 tracing::warn!(
-                    path = %self.path.as_deref().unwrap_or(Path::new("")).display(),
+                    metrics_file = %self.settings.file.as_deref().unwrap_or(Path::new("")).display(),
                     waited_ms = u64::try_from(STOP_WAIT.as_millis()).unwrap_or(u64::MAX),
                     "the metrics writer is stuck (a file system that does not answer?): left behind"
                 );
