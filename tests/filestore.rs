@@ -122,3 +122,55 @@ fn stdout_of(users: &Path, input: &str) -> String {
     let out = run(&["--users", users.to_str().unwrap()], input.as_bytes());
     String::from_utf8(out.stdout).unwrap()
 }
+
+#[test]
+fn a_change_is_never_made_through_a_users_file_that_is_a_symbolic_link() {
+    // Whoever can write the directory can put a symbolic link where the users file was.
+    // Unfixed, a change run as root read the link's target (any file root can read), kept
+    // its lines, and wrote them back as the new users file: a copy of someone else's file
+    // where the server's account, or an admin's later chown, could read it.
+    if !is_root() {
+        eprintln!("skipped: only root reads what the server's account cannot");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (users, victim, _) = root_scene(dir.path());
+    fs::write(&victim, "root:$6$secret-hash:19000:0:99999:7:::\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    let before = owner_and_mode(&victim);
+    fs::remove_file(&users).unwrap();
+    std::os::unix::fs::symlink(&victim, &users).unwrap();
+    let out = run(
+        &[
+            "users",
+            "add",
+            users.to_str().unwrap(),
+            "juliet@example.net",
+        ],
+        b"pw\n",
+    );
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("symbolic link"),
+        "{out:?}"
+    );
+    assert!(fs::symlink_metadata(&users).unwrap().is_symlink());
+    assert_eq!(owner_and_mode(&victim), before);
+    assert_eq!(
+        fs::read_to_string(&victim).unwrap(),
+        "root:$6$secret-hash:19000:0:99999:7:::\n"
+    );
+    // The daemon run as root refuses the same way (and logins still read through the link).
+    let out = run(
+        &["--users", users.to_str().unwrap()],
+        b"tryregister:juliet:example.net:pw\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n");
+    assert!(fs::symlink_metadata(&users).unwrap().is_symlink());
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

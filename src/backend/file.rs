@@ -408,7 +408,32 @@ fn parse_entry(line: &str) -> Result<(&str, &str, &str), &'static str> {
 fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
     #[cfg(debug_assertions)]
     crate::fs::test_hooks::stall(path);
-    let file = File::open(path)?;
+    load_from(File::open(path)?, path).map(|(users, meta)| (users, Stamp::of(&meta)))
+}
+
+/// Opens the file to be changed: never through a symbolic link. The directory is writable
+/// by the XMPP server's account, which could replace the file by a link to one it cannot
+/// read; a change run as root would read that and write its lines back as the new users
+/// file. (A rename replaces a link, not its target, so a change through one never worked
+/// anyway.)
+fn open_for_change(path: &Path) -> io::Result<File> {
+    #[cfg(debug_assertions)]
+    crate::fs::test_hooks::stall(path);
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::other(
+                "it is a symbolic link: changes are made only to the file itself \
+                 (configure the path of the real file)",
+            ),
+            _ => e,
+        })
+}
+
+/// Reads and parses an opened users file (`path` for the log), with its metadata.
+fn load_from(file: File, path: &Path) -> io::Result<(UsersFile, fs::Metadata)> {
     let meta = file.metadata()?;
     let text = io::read_to_string(file)?;
     let (users, bad) = UsersFile::parse(&text);
@@ -426,7 +451,7 @@ fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
             }
         }
     }
-    Ok((users, Stamp::of(&meta)))
+    Ok((users, meta))
 }
 
 /// Parses a users file and reports its malformed lines, for `check` and tests.
@@ -642,8 +667,12 @@ impl WriteLock {
 /// The old file's permissions are kept (0600 for a new one), and its owner ([`keep_owner`]).
 /// The rename is the moment the change happens: it is skipped, and `false` returned, when
 /// the request has been abandoned by then.
-fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::Result<bool> {
-    let old = fs::metadata(path).ok();
+fn write_atomically(
+    path: &Path,
+    contents: &str,
+    old: Option<&fs::Metadata>,
+    abandoned: &Abandoned,
+) -> io::Result<bool> {
     let mode = old
         .as_ref()
         .map_or(0o600, |m| m.permissions().mode() & 0o7777);
@@ -651,7 +680,7 @@ fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::R
         path,
         contents.as_bytes(),
         mode,
-        |tmp| match &old {
+        |tmp| match old {
             Some(old) => keep_owner(tmp, old, path),
             None => Ok(()),
         },
@@ -684,15 +713,19 @@ pub fn modify_file(
     else {
         return Err(gave_up());
     };
-    let mut users = match load(path) {
-        Ok((users, _)) => users,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => UsersFile::default(),
+    // The replaced file's metadata comes from what was read, through the descriptor: its
+    // owner and mode are what the new file keeps.
+    let (mut users, old) = match open_for_change(path).and_then(|f| load_from(f, path)) {
+        Ok((users, meta)) => (users, Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (UsersFile::default(), None),
         Err(e) => return Err(io_err("cannot read", e)),
     };
     if !change(&mut users)? {
         return Ok(false);
     }
-    if !write_atomically(path, &users.render(), abandoned).map_err(|e| io_err("cannot write", e))? {
+    if !write_atomically(path, &users.render(), old.as_ref(), abandoned)
+        .map_err(|e| io_err("cannot write", e))?
+    {
         return Err(gave_up());
     }
     Ok(true)
