@@ -1,6 +1,8 @@
-//! The users file's write lock, run as root: handed over to the users file's owner when the
-//! bridge created it, never when something else is at its name (a planted hard link). The
-//! race is lost at one exact point through a debug-build test hook (`src/fs.rs`).
+//! What whoever can write the users file's directory may plant there, against a change run
+//! as root: a hard link at the lock's name is never handed over to the users file's owner
+//! (only a lock the bridge created is), and a symbolic link at the users file's name is not
+//! changed through. The race is lost at one exact point through a debug-build test hook
+//! (`src/fs.rs`).
 
 mod common;
 
