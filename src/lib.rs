@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod fs;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

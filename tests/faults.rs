@@ -1,7 +1,9 @@
 //! The fault matrix: every way a backend can fail, each against a real local server (or file)
 //! that fails that way. Each case asserts the answer `0`, a time bound (the request deadline
 //! plus a generous second), and that the next request is answered correctly: by the same
-//! backend once it has recovered (without a restart), or by a healthy one.
+//! backend once it has recovered (without a restart), or by a healthy one. A users file
+//! whose every access blocks for good (a FIFO; a stat that never returns, through the
+//! debug-build hook in `src/fs.rs`) costs its own requests their deadline and nothing more.
 
 mod common;
 
@@ -63,6 +65,21 @@ fn start_with_users_file(dir: &Path) -> (Live, std::path::PathBuf, Vec<u8>) {
     let mut bridge = start(&config);
     ask_timed(&mut bridge, "auth:romeo:example.net:right", "1\n", BOUND);
     (bridge, users, saved)
+}
+
+fn file_backend(name: &str, path: &Path) -> String {
+    format!("[[backend]]\nname = \"{name}\"\ntype = \"file\"\npath = {path:?}\n")
+}
+
+/// Two routes, each with its users file: `stuck.example` on `stuck`, `good.example` on `good`.
+fn stuck_and_good(dir: &Path, stuck: &Path, good: &Path) -> std::path::PathBuf {
+    let backends = [
+        file_backend("stuck", stuck),
+        file_backend("good", good),
+        route("stuck.example", "stuck"),
+        route("good.example", "good"),
+    ];
+    write_config(dir, &backends.concat())
 }
 
 fn start(config: &Path) -> Live {
@@ -215,4 +232,72 @@ fn a_users_file_change_answered_zero_at_the_deadline_is_never_written() {
     assert!(text.starts_with(&before), "{text}");
     assert_eq!(text.lines().count(), before.lines().count() + 1, "{text}");
     assert!(text.contains("benvolio@example.net:$argon2id$"), "{text}");
+}
+
+#[test]
+fn a_stat_that_never_returns_costs_one_deadline_not_more() {
+    // The users file sits on a hung mount: its stat does not come back (the hook sleeps far
+    // past any wait here). Unfixed, the stat ran on the request thread, which the deadline
+    // cannot interrupt: the reply came when the stat did.
+    let dir = tempfile::tempdir().unwrap();
+    let hung = dir.path().join("hung");
+    fs::create_dir(&hung).unwrap();
+    let stuck = users_file(&hung, &[("romeo@stuck.example", "right")]);
+    let good = users_file(dir.path(), &[("romeo@good.example", "right")]);
+    let config = stuck_and_good(dir.path(), &stuck, &good);
+    let mut bridge = Live::spawn_env(
+        &["--config", config.to_str().unwrap()],
+        &[("EXTAUTH_BRIDGE_TEST_STALL", stuck.to_str().unwrap())],
+    );
+    for query in [
+        "auth:romeo:stuck.example:right",
+        "isuser:romeo:stuck.example",
+        "setpass:romeo:stuck.example:new",
+    ] {
+        let took = ask_timed(&mut bridge, query, "0\n", BOUND);
+        assert!(took >= DEADLINE - Duration::from_millis(50), "{took:?}");
+    }
+    // The loop was never held: the other file answers at once.
+    let took = ask_timed(&mut bridge, "auth:romeo:good.example:right", "1\n", BOUND);
+    assert!(took < DEADLINE, "{took:?}");
+}
+
+#[test]
+fn a_users_file_that_blocks_never_starves_another_route() {
+    // A FIFO nobody writes to: opening it for reading blocks for good, like a read on a hung
+    // mount. Every request to it leaves a worker stuck; unfixed, each took a thread of the
+    // shared blocking pool (2·cores+2) until none was left, and the healthy route's right
+    // password timed out too, for the life of the process.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("users.fifo");
+    mkfifo(&fifo);
+    let good = users_file(dir.path(), &[("romeo@good.example", "right")]);
+    let config = stuck_and_good(dir.path(), &fifo, &good);
+    let mut bridge = Live::spawn(&["--config", config.to_str().unwrap()]);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = 2 * cores + 2;
+    // All at once (they run concurrently, up to max_in_flight): more than the pool holds.
+    let many: String = (0..pool + 2)
+        .map(|i| format!("auth:user{i}:stuck.example:pw\n"))
+        .collect();
+    let started = Instant::now();
+    bridge.send(many.as_bytes());
+    let replies = bridge.read_exact_within(2 * (pool + 2), BOUND + Duration::from_secs(1));
+    assert_eq!(replies, "0\n".repeat(pool + 2).as_bytes());
+    assert!(started.elapsed() < BOUND, "{:?}", started.elapsed());
+    // Changes go to the stuck file too (each runs alone, so one deadline each).
+    for i in 0..2 {
+        ask_timed(
+            &mut bridge,
+            &format!("removeuser:user{i}:stuck.example"),
+            "0\n",
+            BOUND,
+        );
+    }
+    // The healthy route: a right password is still a 1, well within the deadline.
+    for _ in 0..2 {
+        let took = ask_timed(&mut bridge, "auth:romeo:good.example:right", "1\n", BOUND);
+        assert!(took < DEADLINE, "{took:?}");
+        ask_timed(&mut bridge, "auth:romeo:good.example:wrong", "0\n", BOUND);
+    }
 }

@@ -548,3 +548,61 @@ fn a_summary_is_logged_on_the_interval() {
         "{rest:#?}"
     );
 }
+
+/// A bridge whose `metrics_file` is `metrics_file`, and every access to `stalled` hangs
+/// (the debug-build hook sleeps far past any wait here), as on a mount that stopped
+/// answering. Logins, a reload that replaces the exporter, and the exit must not wait for
+/// it: each is checked within a bound well under the stall.
+fn hung_metrics_delay_nothing(metrics_file: &Path, stalled: &Path) {
+    let (dir, users, _) = setup();
+    let extra = |interval: &str| {
+        format!(
+            "metrics_file = \"{}\"\nmetrics_interval = \"{interval}\"\n[log]\nlevel = \"debug\"",
+            metrics_file.display()
+        )
+    };
+    let cfg = config(dir.path(), &users, &extra("50ms"));
+    let mut bridge = Live::spawn_env(
+        &["--config", cfg.to_str().unwrap()],
+        &[("EXTAUTH_BRIDGE_TEST_STALL", stalled.to_str().unwrap())],
+    );
+    let login = |bridge: &mut Live| {
+        bridge.send(b"auth:romeo:example.net:iheartjuliet\n");
+        bridge.read_exact_within(2, Duration::from_secs(3))
+    };
+    assert_eq!(login(&mut bridge), b"1\n");
+    // Well past the first interval: the writer is stuck in its first write.
+    std::thread::sleep(Duration::from_millis(300));
+    config(dir.path(), &users, &extra("60ms"));
+    bridge.signal(libc::SIGHUP);
+    bridge.wait_for_log("configuration reloaded", Duration::from_secs(3));
+    assert_eq!(login(&mut bridge), b"1\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    bridge.close_stdin();
+    let (status, _) = bridge.wait_within(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_metrics_file_system_that_hangs_delays_no_reply_nor_the_exit() {
+    // The writes hang. Unfixed, a reload and the exit joined the stuck writer thread: the
+    // reload, the reply after it and the exit came 30 s late.
+    let metrics_dir = tempfile::tempdir().unwrap();
+    let file = metrics_dir.path().join("m.prom");
+    hung_metrics_delay_nothing(&file, &file);
+}
+
+#[test]
+fn a_metrics_directory_that_hangs_delays_neither_start_nor_reload() {
+    // `metrics_file` names a directory, and even seeing that it is one never returns.
+    // Unfixed, that look was taken on the request thread, when the exporter started and at
+    // every reload that replaced it.
+    let metrics_dir = tempfile::tempdir().unwrap();
+    hung_metrics_delay_nothing(metrics_dir.path(), metrics_dir.path());
+}

@@ -14,11 +14,13 @@
 //!   deadline ([`Abandoned`]).
 //!
 //! Hashing is CPU-bound (argon2id takes tens of milliseconds by design), so it runs on the
-//! blocking pool where the request deadline can still fire around it.
+//! blocking pool where the request deadline can still fire around it. So does every file
+//! access (the per-request `stat` included: on a hung mount it may never return), one at a
+//! time per backend, so a stuck file holds one pool thread and starves nothing else.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use async_trait::async_trait;
 
 use super::{Backend, BackendError, BackendResult, CheckReport};
+use crate::fs::parent_dir;
 use crate::request::Account;
 use crate::secret::Secret;
 
@@ -403,7 +406,34 @@ fn parse_entry(line: &str) -> Result<(&str, &str, &str), &'static str> {
 
 /// Reads and parses the file at `path`, returning its stamp too.
 fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
-    let file = File::open(path)?;
+    #[cfg(debug_assertions)]
+    crate::fs::test_hooks::stall(path);
+    load_from(File::open(path)?, path).map(|(users, meta)| (users, Stamp::of(&meta)))
+}
+
+/// Opens the file to be changed: never through a symbolic link. The directory is writable
+/// by the XMPP server's account, which could replace the file by a link to one it cannot
+/// read; a change run as root would read that and write its lines back as the new users
+/// file. (A rename replaces a link, not its target, so a change through one never worked
+/// anyway.)
+fn open_for_change(path: &Path) -> io::Result<File> {
+    #[cfg(debug_assertions)]
+    crate::fs::test_hooks::stall(path);
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::other(
+                "it is a symbolic link: changes are made only to the file itself \
+                 (configure the path of the real file)",
+            ),
+            _ => e,
+        })
+}
+
+/// Reads and parses an opened users file (`path` for the log), with its metadata.
+fn load_from(file: File, path: &Path) -> io::Result<(UsersFile, fs::Metadata)> {
     let meta = file.metadata()?;
     let text = io::read_to_string(file)?;
     let (users, bad) = UsersFile::parse(&text);
@@ -421,7 +451,7 @@ fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
             }
         }
     }
-    Ok((users, Stamp::of(&meta)))
+    Ok((users, meta))
 }
 
 /// Parses a users file and reports its malformed lines, for `check` and tests.
@@ -466,20 +496,21 @@ pub fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(lock)
 }
 
-/// The directory holding `path`, where the temp file of a rewrite goes.
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Run as root (`extauth-bridge users …`), the lock file we just created (or an older
-/// version left) is root's with mode 0600, and the daemon, running as the XMPP server's
-/// account, could never open it again: every change would fail from then on. Give it the
-/// users file's owner and group, and the file's group permissions (a daemon that writes the
-/// file as a member of its group must open the lock too). Not root, we cannot give it away.
-fn hand_over_lock(lock: &File, path: &Path) -> io::Result<()> {
+/// Run as root (`extauth-bridge users …`), the lock file we just created is root's with
+/// mode 0600, and the daemon, running as the XMPP server's account, could never open it:
+/// every change would fail from then on. Give it the users file's owner and group, and the
+/// file's group permissions (a daemon that writes the file as a member of its group must
+/// open the lock too). Not root, we cannot give it away.
+///
+/// Only ever called with a lock this process has just created (`O_CREAT|O_EXCL`), and it
+/// changes that file through its descriptor: whatever the name points to by now, what is
+/// handed over is the empty file we made. An existing lock is never handed over, whatever
+/// it looks like: the directory is writable by the XMPP server's account, which can make
+/// the name a hard link to a file it wants (`/etc/shadow`), and any check of the link count
+/// or the inode behind the name is a race it can win (the link's other name removed between
+/// the open and the check), or even legitimately pass (an old copy of a file that was
+/// replaced by a rename has one link left, the one planted here).
+fn hand_over_lock(created: &File, path: &Path) -> io::Result<()> {
     if !rustix::process::geteuid().is_root() {
         return Ok(());
     }
@@ -488,33 +519,62 @@ fn hand_over_lock(lock: &File, path: &Path) -> io::Result<()> {
     let Ok(users) = fs::metadata(path) else {
         return Ok(());
     };
-    let mine = lock.metadata()?;
-    // The directory is writable by the XMPP server's account, so "the lock" may be a hard
-    // link to a file that account wants (`/etc/shadow`): give away nothing but a file of
-    // our own making. (`WriteLock::acquire` has already refused a symbolic link, through
-    // O_NOFOLLOW, and anything but a regular file.)
-    if mine.nlink() != 1 {
-        return Err(io::Error::other(
-            "a file with more than one link: left as it is",
-        ));
-    }
+    let mine = created.metadata()?;
     let mode = 0o600 | (users.mode() & 0o060);
     if (mine.uid(), mine.gid()) != (users.uid(), users.gid()) {
         rustix::fs::fchown(
-            lock,
+            created,
             Some(rustix::fs::Uid::from_raw(users.uid())),
             Some(rustix::fs::Gid::from_raw(users.gid())),
         )?;
     }
     if mine.mode() & 0o7777 != mode {
-        lock.set_permissions(fs::Permissions::from_mode(mode))?;
+        created.set_permissions(fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }
 
+/// Opens the lock file, creating it if there is none; `true` when this call created it
+/// (then, and only then, [`hand_over_lock`] may give it away).
+///
+/// O_NOFOLLOW: the directory is writable by the XMPP server's account, which could put a
+/// symbolic link here. O_NONBLOCK: a FIFO here would block the open forever.
+fn open_lock(lock: &Path) -> io::Result<(File, bool)> {
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // Created and removed by others in between, each attempt can miss; a few are plenty
+    // for a name that only the bridge itself (and an attacker) ever removes.
+    for _ in 0..8 {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(flags)
+            .open(lock)
+        {
+            Ok(file) => return Ok((file, true)),
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            Err(_) => {}
+        }
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(flags)
+            .open(lock)
+        {
+            Ok(file) => return Ok((file, false)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Err(io::Error::other(format!(
+        "{} keeps appearing and disappearing",
+        lock.display()
+    )))
+}
+
 /// For `check` run as root, which opens any lock: a lock that is not the users file's
 /// owner's may be one the XMPP server's account cannot open (left by an older `users`
-/// command run as root). Not root, opening it as this user was the test.
+/// command run as root, or created by one before the users file existed). Not root,
+/// opening it as this user was the test.
 fn foreign_lock(opened: &File, lock: &Path, path: &Path) -> Option<String> {
     if !rustix::process::geteuid().is_root() {
         return None;
@@ -524,7 +584,8 @@ fn foreign_lock(opened: &File, lock: &Path, path: &Path) -> Option<String> {
         format!(
             "the lock {} belongs to {}:{}, the users file to {}:{}: the XMPP server's account \
              may not be able to open it, and then setpass, tryregister and removeuser fail; \
-             any `extauth-bridge users` command run as root gives it the file's owner",
+             chown it to the users file's owner (an existing lock is never given away \
+             automatically: it may be a planted link)",
             lock.display(),
             mine.uid(),
             mine.gid(),
@@ -570,26 +631,22 @@ impl WriteLock {
     fn acquire(path: &Path, abandoned: &Abandoned) -> io::Result<Option<WriteLock>> {
         use rustix::fs::{flock, FlockOperation};
         let lock = lock_path(path);
-        // O_NOFOLLOW: the directory is writable by the XMPP server's account, which could
-        // put a symbolic link here, and run as root we would then hand its target over
-        // (`hand_over_lock`). O_NONBLOCK: a FIFO here would block the open forever.
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&lock)?;
+        let (file, created) = open_lock(&lock)?;
+        #[cfg(debug_assertions)]
+        crate::fs::test_hooks::after_lock_open();
+        // A FIFO or a device planted here: nothing to lock with.
         if !file.metadata()?.file_type().is_file() {
             return Err(io::Error::other(format!(
                 "{} is not a regular file",
                 lock.display()
             )));
         }
-        if let Err(e) = hand_over_lock(&file, path) {
-            // Our change can go ahead; the daemon's later ones will fail, which `check`
-            // and the `users` command report.
-            tracing::warn!(lock = %lock.display(), error = %e, "users file lock: cannot give it the users file's owner");
+        if created {
+            if let Err(e) = hand_over_lock(&file, path) {
+                // Our change can go ahead; the daemon's later ones will fail, which `check`
+                // and the `users` command report.
+                tracing::warn!(lock = %lock.display(), error = %e, "users file lock: cannot give it the users file's owner");
+            }
         }
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -605,59 +662,30 @@ impl WriteLock {
     }
 }
 
-/// Replaces `path` with `contents` atomically: temp file in the same directory, fsync,
-/// rename over, fsync the directory. The old file's permissions are kept (0600 for a new one).
+/// Replaces `path` with `contents` atomically ([`crate::fs::replace_atomically`]: a temp
+/// file created anew, never one planted at its name, fsync, rename, fsync of the directory).
+/// The old file's permissions are kept (0600 for a new one), and its owner ([`keep_owner`]).
 /// The rename is the moment the change happens: it is skipped, and `false` returned, when
 /// the request has been abandoned by then.
-fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::Result<bool> {
-    let dir = parent_dir(path);
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "users file path has no file name",
-        )
-    })?;
-    let old = fs::metadata(path).ok();
+fn write_atomically(
+    path: &Path,
+    contents: &str,
+    old: Option<&fs::Metadata>,
+    abandoned: &Abandoned,
+) -> io::Result<bool> {
     let mode = old
         .as_ref()
         .map_or(0o600, |m| m.permissions().mode() & 0o7777);
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    // A stale temp file (a crash mid-write) or anything else under that name is removed,
-    // then the file is created anew (O_EXCL): following a symbolic link planted there by
-    // whoever can write the directory would truncate, and run as root chown, its target.
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(mode)
-            .open(&tmp)?;
-        if let Some(old) = &old {
-            keep_owner(&f, old, path)?;
-        }
-        // After the chown, which may clear set-id bits.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        if abandoned.is_set() {
-            return Ok(false);
-        }
-        fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()?;
-        Ok(true)
-    })();
-    if !matches!(result, Ok(true)) {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fs::replace_atomically(
+        path,
+        contents.as_bytes(),
+        mode,
+        |tmp| match old {
+            Some(old) => keep_owner(tmp, old, path),
+            None => Ok(()),
+        },
+        || !abandoned.is_set(),
+    )
 }
 
 /// Applies `change` to the file on disk under the write lock and returns its answer.
@@ -685,15 +713,19 @@ pub fn modify_file(
     else {
         return Err(gave_up());
     };
-    let mut users = match load(path) {
-        Ok((users, _)) => users,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => UsersFile::default(),
+    // The replaced file's metadata comes from what was read, through the descriptor: its
+    // owner and mode are what the new file keeps.
+    let (mut users, old) = match open_for_change(path).and_then(|f| load_from(f, path)) {
+        Ok((users, meta)) => (users, Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (UsersFile::default(), None),
         Err(e) => return Err(io_err("cannot read", e)),
     };
     if !change(&mut users)? {
         return Ok(false);
     }
-    if !write_atomically(path, &users.render(), abandoned).map_err(|e| io_err("cannot write", e))? {
+    if !write_atomically(path, &users.render(), old.as_ref(), abandoned)
+        .map_err(|e| io_err("cannot write", e))?
+    {
         return Err(gave_up());
     }
     Ok(true)
@@ -703,6 +735,13 @@ pub struct FileBackend {
     name: String,
     path: PathBuf,
     cached: Mutex<Option<Loaded>>,
+    /// This backend's share of the blocking pool for file access: one thread. A file on a
+    /// hung mount blocks the worker that touches it for good (the deadline answers the
+    /// request, but cannot stop the thread), so without a bound every request to it would
+    /// take another pool thread until none was left for any backend. With it, the file's
+    /// later requests wait here, on this backend alone, and time out. One is enough: the
+    /// accesses are short, and a change runs alone (`server::changes_accounts`) anyway.
+    file_io: Arc<tokio::sync::Semaphore>,
 }
 
 /// The file as last read, with the decoy made for its hashes.
@@ -719,6 +758,7 @@ impl FileBackend {
             name: name.into(),
             path: path.into(),
             cached: Mutex::new(None),
+            file_io: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -728,9 +768,10 @@ impl FileBackend {
 
     /// The current contents and decoy, re-read if the file changed since the last look.
     ///
-    /// The `stat` runs inline (it does not block on a FIFO and is what every unchanged
-    /// request costs); reading runs on the blocking pool, so a file that blocks (a FIFO, a
-    /// hung network mount) costs one request its deadline instead of hanging the loop.
+    /// The `stat`, and the read when the file changed, run off the request thread
+    /// ([`Self::file_access`]): on a hung network mount even a `stat` may never return, and
+    /// the single-threaded runtime could not answer at the deadline while one blocks it. So
+    /// a file that blocks costs its own requests their deadline, nothing more.
     ///
     /// The decoy is made here, with the file, not by the first unknown user's request (which
     /// would then cost more than a wrong password). It is kept across re-reads while the
@@ -738,22 +779,31 @@ impl FileBackend {
     async fn current(&self) -> Result<(Arc<UsersFile>, Arc<Decoy>), BackendError> {
         let shown = self.path.display().to_string();
         let io_err = move |e: io::Error| BackendError::Internal(format!("users file {shown}: {e}"));
-        let stamp = Stamp::of(&fs::metadata(&self.path).map_err(&io_err)?);
         let previous = self
             .cached
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(loaded) = &previous {
-            if loaded.stamp == stamp {
-                return Ok((Arc::clone(&loaded.users), Arc::clone(&loaded.decoy)));
-            }
-        }
+        let known = previous.as_ref().map(|loaded| loaded.stamp);
         let path = self.path.clone();
-        let (users, stamp) = tokio::task::spawn_blocking(move || load(&path))
-            .await
-            .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
-            .map_err(&io_err)?;
+        let reread = self
+            .file_access(move || {
+                #[cfg(debug_assertions)]
+                crate::fs::test_hooks::stall(&path);
+                let stamp = Stamp::of(&fs::metadata(&path).map_err(&io_err)?);
+                if known == Some(stamp) {
+                    return Ok(None);
+                }
+                load(&path).map(Some).map_err(&io_err)
+            })
+            .await?;
+        // `None` ("unchanged") only ever comes back for the stamp of a previous read.
+        let Some((users, stamp)) = reread else {
+            if let Some(loaded) = previous {
+                return Ok((loaded.users, loaded.decoy));
+            }
+            return Err(BackendError::Internal("users file: not read yet".into()));
+        };
         let cost = users.typical_cost();
         let decoy = match previous {
             Some(loaded) if loaded.decoy.cost == cost => loaded.decoy,
@@ -778,20 +828,41 @@ impl FileBackend {
         Ok((users, decoy))
     }
 
+    /// Runs CPU-bound work (hashing) on the blocking pool, under the process-wide limit.
     async fn blocking<T: Send + 'static>(
         f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
         // At most one hash per core at a time: more gains nothing, and each argon2 run holds
         // its memory cost (19 MiB with the defaults) while it lasts, so a piped file of
-        // requests must not start dozens at once.
-        // The permit moves into the worker: a request whose deadline expired stops waiting,
-        // but its hash still counts until it really ends.
+        // requests must not start dozens at once. Only hashing counts here: file access,
+        // which may block for good, has its own limit per backend (`file_io`), so a hung
+        // file can neither take these permits nor be queued behind them.
         static HASHING: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
         let permits = HASHING.get_or_init(|| {
             Arc::new(tokio::sync::Semaphore::new(
                 crate::memory::hashing_parallelism(),
             ))
         });
+        Self::limited(permits, f).await
+    }
+
+    /// Runs file access of this backend on the blocking pool, one at a time
+    /// (see `file_io`).
+    async fn file_access<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        Self::limited(&self.file_io, f).await
+    }
+
+    /// Runs `f` on the blocking pool once a permit of `permits` is free. The permit is
+    /// taken before the thread (so what waits is a future, which the deadline drops, not a
+    /// pool thread) and moves into the worker: a request whose deadline expired stops
+    /// waiting, but its work still counts until it really ends.
+    async fn limited<T: Send + 'static>(
+        permits: &Arc<tokio::sync::Semaphore>,
+        f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
         let permit = Arc::clone(permits)
             .acquire_owned()
             .await
@@ -805,8 +876,9 @@ impl FileBackend {
         .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
     }
 
-    /// Runs a change of the file on the blocking pool, outside the hashing limit (it does
-    /// not hash). If this future is dropped at the deadline, the worker is told to give up.
+    /// Runs a change of the file as this backend's file access, outside the hashing limit
+    /// (it does not hash). If this future is dropped at the deadline, the worker is told to
+    /// give up (or, still waiting for its turn, never starts).
     async fn modify(
         &self,
         change: impl FnOnce(&mut UsersFile) -> Result<bool, BackendError> + Send + 'static,
@@ -814,9 +886,8 @@ impl FileBackend {
         let path = self.path.clone();
         let abandoned = Abandoned::default();
         let _on_drop = AbandonOnDrop(abandoned.clone());
-        tokio::task::spawn_blocking(move || modify_file(&path, &abandoned, change))
+        self.file_access(move || modify_file(&path, &abandoned, change))
             .await
-            .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
     }
 
     /// Hashes a new password on the blocking pool, before the write lock is taken.
@@ -872,7 +943,8 @@ impl Backend for FileBackend {
 
     async fn check_report(&self) -> Result<CheckReport, BackendError> {
         let path = self.path.clone();
-        Self::blocking(move || {
+        // File access, not hashing: a hung file must not hold a hashing permit.
+        self.file_access(move || {
             let shown = path.display().to_string();
             let (users, bad) = lint(&path)
                 .map_err(|e| BackendError::Internal(format!("users file {shown}: {e}")))?;
@@ -1183,13 +1255,26 @@ mod tests {
         );
         assert!(!fs::read_to_string(&path).unwrap().contains("c@h"));
 
-        // A hard link as the lock: used for locking, never handed over (root only).
+        // A hard link as the lock, the victim someone else's: used for locking, never
+        // handed over (root only: not root, nothing is handed over anyway).
         fs::remove_file(&lock).unwrap();
         fs::hard_link(&victim, &lock).unwrap();
-        let lock_file = File::options().write(true).open(&lock).unwrap();
         if rustix::process::geteuid().is_root() {
-            assert!(hand_over_lock(&lock_file, &path).is_err());
+            let set_owner = |p: &Path, id| {
+                let (uid, gid) = (rustix::fs::Uid::from_raw(id), rustix::fs::Gid::from_raw(id));
+                rustix::fs::chown(p, Some(uid), Some(gid)).unwrap()
+            };
+            set_owner(&path, 65534);
+            set_owner(&victim, 4321);
         }
+        let before = fs::metadata(&victim).unwrap();
+        let added = modify_file(&path, &abandoned, |u| Ok(u.insert("d", "h", "$w".into())));
+        assert!(matches!(added, Ok(true)), "{added:?}");
+        let after = fs::metadata(&victim).unwrap();
+        assert_eq!(
+            (after.uid(), after.gid(), after.mode()),
+            (before.uid(), before.gid(), before.mode())
+        );
     }
 
     #[test]

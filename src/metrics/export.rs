@@ -47,6 +47,8 @@ impl Settings {
 /// The configured path as a pattern with `{pid}`: as written, or for a directory
 /// `DIR/extauth-bridge-{pid}.prom`. `None` for a fixed file name.
 fn template(configured: &Path) -> Option<PathBuf> {
+    #[cfg(debug_assertions)]
+    crate::fs::test_hooks::stall(configured);
     let text = configured.to_string_lossy();
     if text.contains("{pid}") {
         Some(configured.to_path_buf())
@@ -68,30 +70,10 @@ pub fn resolve_path(configured: &Path, pid: u32) -> PathBuf {
 
 /// Writes `contents` to `path` via a temp file in the same directory and a rename, so a
 /// scrape never reads half a file. Readable by all: node_exporter runs as its own user.
+/// The temp file is made by [`crate::fs::replace_atomically`], which never opens what is
+/// already at its name: the directory may be writable by other accounts.
 pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "metrics_file has no file name",
-        )
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::fs::replace_atomically(path, contents.as_bytes(), 0o644, |_| Ok(()), || true).map(|_| ())
 }
 
 /// Removes the files of processes that no longer exist, for a `{pid}` pattern or a
@@ -142,17 +124,49 @@ fn sweep_dead(configured: &Path, own: &Path) {
     }
 }
 
+/// What the writer thread does with the file as it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    /// Write the final numbers (`metrics_on_exit = "keep"`).
+    Write,
+    /// Remove it (`metrics_on_exit = "remove"`).
+    Remove,
+    /// Leave it as it is: the exporter replacing this one at a reload writes it too.
+    Untouched,
+}
+
 struct Shared {
-    stop: Mutex<bool>,
+    /// Set by [`Exporter::stop`]: the thread is to end, and what it does with the file first.
+    stop: Mutex<Option<Leaving>>,
     wake: Condvar,
-    /// Serialises writes and the final removal, so the thread cannot recreate the file.
-    writing: Mutex<()>,
+    /// Set by the thread as it ends (whatever way it ends).
+    ended: Mutex<bool>,
+    ended_wake: Condvar,
+}
+
+/// Serialises the writes and the final removal of every exporter of the process: an old
+/// exporter's thread, stuck on a slow file system when a reload started the new one, must
+/// not write the same file (through the same temp file name) at the same time.
+static WRITING: Mutex<()> = Mutex::new(());
+
+/// How long stopping waits for the writer thread. Its work is one small write, so this is
+/// only reached when the file system hangs: then the thread is left behind (it ends with
+/// the process) rather than hold up a reload, which runs on the request thread, or the exit.
+const STOP_WAIT: Duration = Duration::from_millis(500);
+
+/// Marks the thread ended when dropped, so a panic in it counts too.
+struct EndedOnDrop<'a>(&'a Shared);
+
+impl Drop for EndedOnDrop<'_> {
+    fn drop(&mut self) {
+        *self.0.ended.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.ended_wake.notify_all();
+    }
 }
 
 /// The background writer: started with the daemon, finished at its exit.
 pub struct Exporter {
     settings: Settings,
-    path: Option<PathBuf>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -160,33 +174,35 @@ pub struct Exporter {
 impl Exporter {
     /// Starts the writer thread (the file is first written one interval from now, so a
     /// process spawned for a single request leaves no trace).
+    ///
+    /// Nothing here touches the file system, not even to see whether the configured path
+    /// is a directory ([`resolve_path`]): this runs on the request thread at a reload. The
+    /// thread resolves the path.
     pub fn start(settings: Settings) -> Exporter {
-        let pid = std::process::id();
-        let path = settings.file.as_deref().map(|f| resolve_path(f, pid));
         let shared = Arc::new(Shared {
-            stop: Mutex::new(false),
+            stop: Mutex::new(None),
             wake: Condvar::new(),
-            writing: Mutex::new(()),
+            ended: Mutex::new(false),
+            ended_wake: Condvar::new(),
         });
         let thread = {
-            let (settings, path, shared) = (settings.clone(), path.clone(), Arc::clone(&shared));
+            let (settings, shared) = (settings.clone(), Arc::clone(&shared));
             std::thread::Builder::new()
                 .name("metrics".into())
-                .spawn(move || run_thread(&settings, path.as_deref(), &shared))
+                .spawn(move || {
+                    let _ended = EndedOnDrop(&shared);
+                    let pid = std::process::id();
+                    let path = settings.file.as_deref().map(|f| resolve_path(f, pid));
+                    run_thread(&settings, path.as_deref(), &shared)
+                })
                 .map_err(|e| tracing::warn!(error = %e, "cannot start the metrics thread"))
                 .ok()
         };
         Exporter {
             settings,
-            path,
             shared,
             thread,
         }
-    }
-
-    /// The file this process writes, if any.
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
     }
 
     /// Stops the thread, logs the final summary, and writes or removes the file.
@@ -199,35 +215,69 @@ impl Exporter {
     /// writes too is left to it (removing it would leave the new exporter's file missing
     /// until its first interval).
     pub fn replace_for_reload(self, next: &Exporter) {
-        let shared_file = self.path.is_some() && self.path == next.path;
+        // The same setting in the same process: the same file.
+        let shared_file = self.settings.file.is_some() && self.settings.file == next.settings.file;
         self.stop("before a reload", shared_file);
     }
 
+    /// The file is written or removed by the thread itself, never here: this runs on the
+    /// request thread at a reload, and a metrics directory on a hung mount must not delay
+    /// a reply (nor the exit) by more than [`STOP_WAIT`].
     fn stop(mut self, when: &'static str, leave_file: bool) {
-        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        let leaving = match self.settings.on_exit {
+            _ if leave_file => Leaving::Untouched,
+            OnExit::Keep => Leaving::Write,
+            OnExit::Remove => Leaving::Remove,
+        };
+        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(leaving);
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let ended = self.shared.ended.lock().unwrap_or_else(|p| p.into_inner());
+            let (ended, _) = self
+                .shared
+                .ended_wake
+                .wait_timeout_while(ended, STOP_WAIT, |ended| !*ended)
+                .unwrap_or_else(|p| p.into_inner());
+            if *ended {
+                drop(ended);
+                let _ = t.join();
+            } else {
+                // Dropping the handle detaches the thread.
+                tracing::warn!(
+                    metrics_file = %self.settings.file.as_deref().unwrap_or(Path::new("")).display(),
+                    waited_ms = u64::try_from(STOP_WAIT.as_millis()).unwrap_or(u64::MAX),
+                    "the metrics writer is stuck (a file system that does not answer?): left behind"
+                );
+            }
         }
         global().summary().log(when);
-        let Some(path) = self.path.as_ref().filter(|_| !leave_file) else {
-            return;
-        };
-        let _guard = self
-            .shared
-            .writing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let result = match self.settings.on_exit {
-            OnExit::Keep => write_atomically(path, &global().render(std::process::id())),
-            OnExit::Remove => match std::fs::remove_file(path) {
+    }
+}
+
+/// Writes the metrics file now, under [`WRITING`].
+fn write_now(path: &Path) -> std::io::Result<()> {
+    let _guard = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    write_atomically(path, &global().render(std::process::id()))
+}
+
+/// What the thread does as it ends.
+fn leave(path: Option<&Path>, leaving: Leaving) {
+    let Some(path) = path else {
+        return;
+    };
+    let result = match leaving {
+        Leaving::Untouched => return,
+        Leaving::Write => write_now(path),
+        Leaving::Remove => {
+            let _guard = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+            match std::fs::remove_file(path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 other => other,
-            },
-        };
-        if let Err(e) = result {
-            tracing::warn!(path = %path.display(), error = %e, "metrics file at exit");
+            }
         }
+    };
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "metrics file at exit");
     }
 }
 
@@ -248,17 +298,18 @@ fn run_thread(settings: &Settings, path: Option<&Path>, shared: &Shared) {
         let wait = next.saturating_duration_since(Instant::now());
         let (stop, _) = shared
             .wake
-            .wait_timeout_while(stop, wait, |stop| !*stop)
+            .wait_timeout_while(stop, wait, |stop| stop.is_none())
             .unwrap_or_else(|p| p.into_inner());
-        if *stop {
+        if let Some(leaving) = *stop {
+            drop(stop);
+            leave(path, leaving);
             return;
         }
         drop(stop);
         let now = Instant::now();
         if let (Some(at), Some(path)) = (next_write, path) {
             if now >= at {
-                let _guard = shared.writing.lock().unwrap_or_else(|p| p.into_inner());
-                match write_atomically(path, &global().render(std::process::id())) {
+                match write_now(path) {
                     Ok(()) => failing = false,
                     // Once per failure streak, not every interval.
                     Err(e) if !failing => {
@@ -310,6 +361,32 @@ mod tests {
         assert!(file.exists());
         new.finish();
         assert!(!file.exists(), "removed at exit, as configured");
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temp_name_is_not_followed() {
+        // The textfile directory may be writable by others, and the temp name is
+        // predictable: a symbolic link there once overwrote a users file with metrics.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.prom");
+        let victim = dir.path().join("users");
+        std::fs::write(&victim, "romeo@example.net:$argon2id$keep\n").unwrap();
+        // Both names the writer has used for its temp file.
+        let pid = std::process::id();
+        for planted in [".m.prom.tmp".to_owned(), format!(".m.prom.{pid}.tmp")] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(planted)).unwrap();
+        }
+        write_atomically(&file, "extauth_bridge_up 1\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "romeo@example.net:$argon2id$keep\n"
+        );
+        let written = std::fs::symlink_metadata(&file).unwrap();
+        assert!(written.file_type().is_file(), "{written:?}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "extauth_bridge_up 1\n"
+        );
     }
 
     #[test]

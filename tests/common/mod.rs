@@ -52,6 +52,19 @@ pub fn hold_write_lock(users: &Path) -> std::fs::File {
     file
 }
 
+/// A FIFO at `path`: opening it for reading blocks until a writer comes, like a read on a
+/// hung network mount.
+pub fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
 /// Runs the bridge with `args`, feeds it `input`, closes stdin and waits.
 pub fn run(args: &[&str], input: &[u8]) -> Output {
     run_env(args, input, &[])
@@ -98,9 +111,15 @@ pub struct Live {
 
 impl Live {
     pub fn spawn(args: &[&str]) -> Live {
+        Live::spawn_env(args, &[])
+    }
+
+    /// [`Live::spawn`] with extra environment variables (the debug-build test hooks).
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Live {
         let mut child = Command::new(BIN)
             .args(args)
             .env_remove("EXTAUTH_BRIDGE_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
