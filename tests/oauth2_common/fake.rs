@@ -65,6 +65,8 @@ struct FakeState {
     fault: Arc<Mutex<(Fault, Option<String>)>>,
     seen: Arc<Mutex<Vec<String>>>,
     usernames: Arc<Mutex<Vec<String>>>,
+    /// Claims merged into the userinfo and introspection answers for a user's token.
+    claims: Arc<Mutex<HashMap<String, Value>>>,
 }
 
 pub struct FakeIdp {
@@ -86,6 +88,7 @@ impl FakeIdp {
             fault: Arc::new(Mutex::new((Fault::None, None))),
             seen: Arc::default(),
             usernames: Arc::default(),
+            claims: Arc::default(),
         };
         let app = Router::new()
             .route(DISCOVERY, get(discovery))
@@ -115,6 +118,17 @@ impl FakeIdp {
     /// `METHOD /path` of every request so far.
     pub fn seen(&self) -> Vec<String> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// From now on, the userinfo and introspection answers for `user`'s token carry
+    /// `claims` (a JSON object) on top of (or instead of) the usual ones: the IdP names
+    /// someone else, adds an `email`, an `aud`, a `client_id`…
+    pub fn set_claims(&self, user: &str, claims: Value) {
+        self.state
+            .claims
+            .lock()
+            .unwrap()
+            .insert(user.to_owned(), claims);
     }
 
     /// The `username` of every password grant so far.
@@ -158,7 +172,7 @@ async fn introspect(
 ) -> Response {
     let user = form.get("token").and_then(|t| token_user(t));
     let body = match user {
-        Some(user) => json!({"active": true, "username": user}),
+        Some(user) => with_claims(&s, user, json!({"active": true, "username": user})),
         None => json!({"active": false}),
     };
     answer(&s, "/introspect", StatusCode::OK, body).await
@@ -171,10 +185,23 @@ async fn userinfo(State(s): State<FakeState>, headers: HeaderMap) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(token_user);
     let (status, body) = match user {
-        Some(user) => (StatusCode::OK, json!({"preferred_username": user})),
+        Some(user) => (
+            StatusCode::OK,
+            with_claims(&s, user, json!({"preferred_username": user})),
+        ),
         None => (StatusCode::UNAUTHORIZED, json!({"error": "invalid_token"})),
     };
     answer(&s, "/userinfo", status, body).await
+}
+
+/// `base` with the claims set for `user` (see [`FakeIdp::set_claims`]) merged in.
+fn with_claims(s: &FakeState, user: &str, mut base: Value) -> Value {
+    if let Some(Value::Object(extra)) = s.claims.lock().unwrap().get(user) {
+        for (k, v) in extra {
+            base[k] = v.clone();
+        }
+    }
+    base
 }
 
 /// The correct answer `status`/`body`, or what the current fault makes of it.

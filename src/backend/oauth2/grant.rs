@@ -64,6 +64,13 @@ pub async fn password_grant(
             .access_token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| BackendError::Protocol("token endpoint: no access_token".into()))?;
+        // It goes into an `Authorization` header next (userinfo) or an introspection: one
+        // that cannot be built must be the IdP's protocol error, not an outage.
+        if !super::is_token_syntax(token.expose()) {
+            return Err(BackendError::Protocol(
+                "token endpoint: access_token is not visible ASCII".into(),
+            ));
+        }
         if !parsed
             .token_type
             .as_deref()

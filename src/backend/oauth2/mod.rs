@@ -269,6 +269,20 @@ fn is_loopback(url: &reqwest::Url) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Is `token` fit to be used as a token: a bearer credential, the `token=` of an
+/// introspection, a JWT? One or more visible ASCII characters (0x21..=0x7E).
+///
+/// RFC 6750's `b64token` (letters, digits, `-._~+/`, trailing `=`) would be the strict
+/// rule, but it refuses Prosody's `secret-token:…` tokens (the `:`) and what other IdPs
+/// issue, so the visible-ASCII superset is accepted. What the rule must keep out is what a
+/// client could use to make the request impossible to build (a control byte, DEL, a space,
+/// a non-ASCII byte in the `Authorization` header): reqwest reports that as an error the
+/// request loop cannot tell from an unreachable IdP, and with `on_unavailable = "next"` the
+/// client would have chosen to be asked by the next backend instead (SPEC §10).
+pub fn is_token_syntax(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| matches!(b, 0x21..=0x7E))
+}
+
 /// `application/x-www-form-urlencoded` encoding of one value (space as `+`).
 pub fn form_urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -359,6 +373,17 @@ impl OAuth2Backend {
             &config.introspection_bearer_file,
             &config.introspection_bearer_env,
         )?;
+        // Sent as `Authorization: Bearer`: one that cannot be, fails at start-up rather than
+        // turning every login into a request that cannot be built.
+        if introspection_bearer
+            .as_ref()
+            .is_some_and(|b| !is_token_syntax(b.expose()))
+        {
+            return Err(err(
+                "introspection_bearer",
+                "must be visible ASCII characters only (no spaces or control characters)",
+            ));
+        }
         for (k, url) in [
             ("issuer", &config.issuer),
             ("token_endpoint", &config.token_endpoint),
@@ -601,6 +626,10 @@ impl OAuth2Backend {
     }
 
     async fn token_as_password(&self, account: &Account, token: &Secret) -> BackendResult {
+        // Before anything is fetched or built: a final `0`, never `Unavailable`.
+        if !is_token_syntax(token.expose()) {
+            return Ok(self.refuse(account, "token is not visible ASCII"));
+        }
         let claims = match self.settings.validate {
             Validate::Introspection => {
                 let endpoints = self.endpoints().await?;
@@ -885,6 +914,35 @@ mod tests {
         ] {
             assert_eq!(is_loopback(&reqwest::Url::parse(u).unwrap()), want, "{u}");
         }
+    }
+
+    #[test]
+    fn tokens_are_visible_ascii() {
+        for good in [
+            "secret-token:abc",
+            "eyJ.a.b",
+            "a~+/=",
+            "!\"#$%&'()*,;<>?@[\\]^`{|}",
+        ] {
+            assert!(is_token_syntax(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a\tb",
+            "a\u{1}",
+            "a\u{7f}",
+            "caf\u{e9}",
+            "a\r\nb",
+        ] {
+            assert!(!is_token_syntax(bad), "{bad:?}");
+        }
+        let issuer = "issuer = \"https://idp.example\"\nmode = \"token\"\naudience = \"a\"\n";
+        assert_eq!(
+            key_of(&format!("{issuer}introspection_bearer = \"x\\u0001y\"")),
+            "backend[0].introspection_bearer"
+        );
+        assert!(build(&format!("{issuer}introspection_bearer = \"x:y\"")).is_ok());
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! The rules that keep a wrong `1` out of the OAuth2 backend (SPEC §10), each shown on the
+//! real bridge against a loopback IdP (tests/oauth2_common/fake.rs) that records every
+//! request: a token the client shaped so that no request can be built, an IdP name that
+//! only matches after folding, an unverified email, a token meant for another application.
+
+mod common;
+mod oauth2_common;
+
+use std::path::{Path, PathBuf};
+
+use oauth2_common::fake::{access_token, FakeIdp};
+use oauth2_common::{Bridge, Wire, BOTH};
+use serde_json::json;
+
+/// An oauth2 backend with `settings`, then a users file holding `romeo@example.net` with
+/// `file_password`, chained with `on_unavailable = "next"`: whatever reaches the file with
+/// that password is a `1`, so a `0` shows the file was not asked.
+fn chained(dir: &Path, settings: &str, file_password: &str) -> PathBuf {
+    let users = common::users_file(dir, &[("romeo@example.net", file_password)]);
+    let path = dir.join("config.toml");
+    let text = format!(
+        "timeout = \"4s\"\n\n[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n{settings}\n\
+         [[backend]]\nname = \"local\"\ntype = \"file\"\npath = \"{}\"\n\n\
+         [[route]]\ndomains = [\"example.net\"]\nbackends = [\"idp\", \"local\"]\n\
+         on_unavailable = \"next\"\n",
+        users.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One oauth2 backend with `settings`, alone.
+fn alone(dir: &Path, settings: &str) -> PathBuf {
+    oauth2_common::write_config(
+        dir,
+        &format!("[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n{settings}"),
+    )
+}
+
+fn userinfo_settings(base: &str) -> String {
+    format!(
+        "mode = \"token\"\nvalidate = \"userinfo\"\nuserinfo_endpoint = \"{base}/userinfo\"\n\
+         audience = \"any\"\n"
+    )
+}
+
+fn introspection_settings(base: &str, audience: &str) -> String {
+    format!(
+        "mode = \"token\"\nvalidate = \"introspection\"\n\
+         introspection_endpoint = \"{base}/introspect\"\nintrospection_bearer = \"fake-bearer\"\n\
+         audience = \"{audience}\"\n"
+    )
+}
+
+/// Item 1: a token with a control byte, DEL, a space or a non-ASCII letter cannot go into
+/// an `Authorization` header (reqwest fails while building the request, which used to be
+/// classified `Unavailable`, so the next backend was asked). It is refused before any
+/// request, a final `0`: the users file below, which holds exactly that password, is
+/// not asked, and the IdP sees nothing.
+#[test]
+fn a_token_that_is_not_visible_ascii_is_a_final_no_without_any_request() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = &idp.base;
+    let jwt = format!(
+        "mode = \"token\"\nvalidate = \"jwt\"\nissuer = \"{base}\"\njwks_uri = \"{base}/jwks\"\n\
+         audience = \"bridge\"\n"
+    );
+    let auto = format!(
+        "mode = \"auto\"\ntoken_prefixes = [\"secret-token:\"]\nvalidate = \"userinfo\"\n\
+         token_endpoint = \"{base}/token\"\nuserinfo_endpoint = \"{base}/userinfo\"\n\
+         client_id = \"bridge\"\nclient_auth = \"none\"\naudience = \"any\"\n"
+    );
+    let good = access_token("romeo");
+    for settings in [
+        userinfo_settings(base),
+        introspection_settings(base, "any"),
+        jwt,
+        auto,
+    ] {
+        for bad in [
+            format!("secret-token:{good}\u{1}"),
+            format!("secret-token:{good}\u{7f}"),
+            format!("secret-token:{good} x"),
+            format!("secret-token:{good}\u{e9}"),
+            format!("secret-token:\t{good}"),
+        ] {
+            let config = chained(dir.path(), &settings, &bad);
+            for wire in BOTH {
+                let mut bridge = Bridge::start(&config, wire);
+                assert!(
+                    !bridge.auth("romeo", "example.net", &bad),
+                    "{settings}: {bad:?} reached the users file"
+                );
+                bridge.finish();
+            }
+        }
+    }
+    assert_eq!(idp.seen(), Vec::<String>::new(), "requests were made");
+}
+
+/// Item 1, the other side: a Prosody token (`secret-token:` and a `:`) and a token with
+/// every visible ASCII character are sent and work.
+#[test]
+fn visible_ascii_tokens_with_prosody_prefix_are_sent() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The fake's tokens are `At-USER-SECRET`; the user part may hold any visible ASCII.
+    let user = "romeo";
+    let token = access_token(user);
+    let config = alone(dir.path(), &userinfo_settings(&idp.base));
+    let mut bridge = Bridge::start(&config, Wire::Line);
+    assert!(bridge.auth(user, "example.net", &token));
+    bridge.finish();
+    let odd = access_token("r!\"#$%&'()*+,-./;<=>?@[\\]^_`{|}~o");
+    idp.set_claims(
+        "r!\"#$%&'()*+,-./;<=>?@[\\]^_`{|}~o",
+        json!({"preferred_username": "romeo"}),
+    );
+    let mut bridge = Bridge::start(&config, Wire::Ejabberd);
+    assert!(bridge.auth(user, "example.net", &odd));
+    bridge.finish();
+    assert_eq!(idp.seen().len(), 2, "{:?}", idp.seen());
+}
+
+/// Item 1, the password grant: the password travels form-encoded in the body, so control
+/// bytes are fine to send; the IdP's `invalid_grant` is a final `0` (the users file holding
+/// that password is not asked), nothing of it becomes `Unavailable`.
+#[test]
+fn a_password_with_control_bytes_goes_to_the_token_endpoint_form_encoded() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = &idp.base;
+    let settings = format!(
+        "token_endpoint = \"{base}/token\"\nuserinfo_endpoint = \"{base}/userinfo\"\n\
+         client_id = \"bridge\"\nclient_auth = \"none\"\n"
+    );
+    let bad = "pass\u{1}w\u{7f}rd \u{e9}";
+    let config = chained(dir.path(), &settings, bad);
+    let mut bridge = Bridge::start(&config, Wire::Line);
+    assert!(!bridge.auth("romeo", "example.net", bad));
+    assert!(bridge.auth("romeo", "example.net", "right"));
+    bridge.finish();
+    assert_eq!(
+        idp.seen()
+            .iter()
+            .filter(|r| r.as_str() == "POST /token")
+            .count(),
+        2
+    );
+}
