@@ -149,3 +149,80 @@ fn a_password_with_control_bytes_goes_to_the_token_endpoint_form_encoded() {
         2
     );
 }
+
+/// Item 2: the IdP's `Romeo` is another account than `romeo` at a case-sensitive IdP, and
+/// `\u{212A}ate` (KELVIN SIGN) is not `kate`: both are refused by default. With
+/// `username_case = "ascii"`, `Romeo` is `romeo`, and the KELVIN SIGN still is not `kate`.
+#[test]
+fn the_identity_check_is_exact_unless_ascii_folding_is_asked_for() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    idp.set_claims("kelvin", json!({"preferred_username": "\u{212A}ate"}));
+    let base = &idp.base;
+    for (case, romeo_ok) in [
+        ("", false),
+        ("username_case = \"exact\"\n", false),
+        ("username_case = \"ascii\"\n", true),
+    ] {
+        for settings in [
+            userinfo_settings(base),
+            introspection_settings(base, "bridge"),
+        ] {
+            let config = alone(dir.path(), &format!("{settings}{case}"));
+            for wire in BOTH {
+                let mut bridge = Bridge::start(&config, wire);
+                assert_eq!(
+                    bridge.auth("romeo", "example.net", &access_token("Romeo")),
+                    romeo_ok,
+                    "{settings}{case}"
+                );
+                assert!(
+                    !bridge.auth("kate", "example.net", &access_token("kelvin")),
+                    "{settings}{case}"
+                );
+                assert!(bridge.auth("romeo", "example.net", &access_token("romeo")));
+                bridge.finish();
+            }
+        }
+    }
+}
+
+/// Item 3: with `username_field = "email"`, an address the IdP has not verified names no
+/// one: mallory's token with romeo's unverified address is not romeo's, through userinfo
+/// and introspection alike; `"true"` as a string or a missing claim are not verified.
+#[test]
+fn an_email_identity_needs_email_verified_true() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = &idp.base;
+    for (who, verified) in [
+        ("mallory-false", json!(false)),
+        ("mallory-string", json!("true")),
+        ("mallory-missing", json!(null)),
+        ("romeo-verified", json!(true)),
+    ] {
+        let mut claims = json!({"preferred_username": who, "email": "romeo@example.net"});
+        if !verified.is_null() {
+            claims["email_verified"] = verified;
+        }
+        idp.set_claims(who, claims);
+    }
+    for settings in [
+        userinfo_settings(base),
+        introspection_settings(base, "bridge"),
+    ] {
+        let config = alone(
+            dir.path(),
+            &format!("{settings}username_field = \"email\"\n"),
+        );
+        let mut bridge = Bridge::start(&config, Wire::Line);
+        for who in ["mallory-false", "mallory-string", "mallory-missing"] {
+            assert!(
+                !bridge.auth("romeo", "example.net", &access_token(who)),
+                "{settings}: {who}"
+            );
+        }
+        assert!(bridge.auth("romeo", "example.net", &access_token("romeo-verified")));
+        bridge.finish();
+    }
+}

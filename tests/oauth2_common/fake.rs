@@ -172,7 +172,12 @@ async fn introspect(
 ) -> Response {
     let user = form.get("token").and_then(|t| token_user(t));
     let body = match user {
-        Some(user) => with_claims(&s, user, json!({"active": true, "username": user})),
+        // Issued to the bridge's own client unless a test says otherwise (set_claims).
+        Some(user) => with_claims(
+            &s,
+            user,
+            json!({"active": true, "username": user, "client_id": "bridge"}),
+        ),
         None => json!({"active": false}),
     };
     answer(&s, "/introspect", StatusCode::OK, body).await

@@ -129,7 +129,7 @@ fn judge(claims: Claims, settings: &Settings, now: u64) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use super::super::identity::{IdentityRule, UsernameMapping};
+    use super::super::identity::{IdentityRule, UsernameCase, UsernameMapping};
     use super::super::{IsUserPolicy, Mode, UsernameFormat, Validate, Verify};
     use super::*;
     use serde_json::json;
@@ -145,6 +145,7 @@ mod tests {
             identity: IdentityRule {
                 field: "preferred_username".into(),
                 mapping: UsernameMapping::Localpart,
+                case: UsernameCase::Exact,
             },
             required_scope: vec!["xmpp".into()],
             audience: Some("bridge".into()),

@@ -35,7 +35,7 @@ use crate::request::Account;
 use crate::secret::Secret;
 
 use discovery::{Discovery, Endpoints, Needed};
-use identity::{IdentityRule, UsernameMapping};
+use identity::{IdentityRule, UsernameCase, UsernameMapping};
 use jwt::JwksCache;
 
 /// How the client proves itself to the token and introspection endpoints.
@@ -138,6 +138,9 @@ pub struct OAuth2BackendConfig {
     pub username_field: String,
     #[serde(default)]
     pub username_mapping: UsernameMapping,
+    /// `exact` (default) or `ascii`: how the IdP's name is compared with the user.
+    #[serde(default)]
+    pub username_case: UsernameCase,
     /// Space-separated scopes an introspected token must all carry.
     pub required_scope: Option<String>,
     /// The audience a token must be issued for (introspection `aud`, JWT `aud`).
@@ -513,6 +516,7 @@ impl OAuth2Backend {
                 identity: IdentityRule {
                     field: config.username_field.clone(),
                     mapping: config.username_mapping,
+                    case: config.username_case,
                 },
                 required_scope: config
                     .required_scope
