@@ -226,3 +226,140 @@ fn an_email_identity_needs_email_verified_true() {
         bridge.finish();
     }
 }
+
+/// Item 4: tokens as passwords without an audience are a configuration error (exit 2,
+/// naming the file and the key) for every `validate`, in `token` and `auto` mode: without
+/// one, a token the IdP issued to any other application would log in.
+#[test]
+fn tokens_as_passwords_need_an_audience_or_an_explicit_any() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = &idp.base;
+    for mode in ["token", "auto"] {
+        for validate in ["introspection", "userinfo", "jwt"] {
+            let settings = format!(
+                "mode = \"{mode}\"\nvalidate = \"{validate}\"\nissuer = \"{base}\"\n\
+                 client_id = \"bridge\"\nclient_auth = \"none\"\nintrospection_bearer = \"b\"\n"
+            );
+            let config = alone(dir.path(), &settings);
+            let out = common::run(&["--config", config.to_str().unwrap()], b"auth:a:b:c\n");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{settings}: {err}");
+            assert!(
+                err.contains(config.to_str().unwrap()) && err.contains("backend[0].audience"),
+                "{err}"
+            );
+            assert!(out.stdout.is_empty());
+        }
+    }
+    assert_eq!(idp.seen(), Vec::<String>::new());
+}
+
+/// Item 4: with introspection, the configured audience must be in `aud` (a string or an
+/// array) or be the token's `client_id`: another application's token is a `0`.
+#[test]
+fn an_introspected_token_of_another_application_is_refused() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    idp.set_claims(
+        "other-app",
+        json!({"username": "romeo", "client_id": "game"}),
+    );
+    idp.set_claims(
+        "other-aud",
+        json!({"username": "romeo", "client_id": "game", "aud": ["wiki", "chat"]}),
+    );
+    idp.set_claims(
+        "in-aud",
+        json!({"username": "romeo", "client_id": "game", "aud": ["wiki", "bridge"]}),
+    );
+    idp.set_claims(
+        "aud-string",
+        json!({"username": "romeo", "client_id": "game", "aud": "bridge"}),
+    );
+    let config = alone(dir.path(), &introspection_settings(&idp.base, "bridge"));
+    for wire in BOTH {
+        let mut bridge = Bridge::start(&config, wire);
+        assert!(!bridge.auth("romeo", "example.net", &access_token("other-app")));
+        assert!(!bridge.auth("romeo", "example.net", &access_token("other-aud")));
+        assert!(bridge.auth("romeo", "example.net", &access_token("in-aud")));
+        assert!(bridge.auth("romeo", "example.net", &access_token("aud-string")));
+        // The fake's own tokens carry client_id = "bridge".
+        assert!(bridge.auth("romeo", "example.net", &access_token("romeo")));
+        bridge.finish();
+    }
+    // `audience = "any"` is the operator's explicit choice: then the game's token passes.
+    let config = alone(dir.path(), &introspection_settings(&idp.base, "any"));
+    let mut bridge = Bridge::start(&config, Wire::Line);
+    assert!(bridge.auth("romeo", "example.net", &access_token("other-app")));
+    bridge.finish();
+}
+
+/// Item 4: `check` warns about `audience = "any"` and about `validate = "userinfo"`, which
+/// cannot check an audience; a bound configuration has no such warning.
+#[test]
+fn check_warns_about_unbound_tokens() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = &idp.base;
+    for (settings, warning) in [
+        (
+            introspection_settings(base, "any"),
+            Some("audience = \"any\""),
+        ),
+        (
+            userinfo_settings(base),
+            Some("validate = \"userinfo\" cannot check"),
+        ),
+        (introspection_settings(base, "bridge"), None),
+    ] {
+        let config = alone(dir.path(), &settings);
+        let out = common::run(&["--config", config.to_str().unwrap(), "check"], b"");
+        let text = String::from_utf8_lossy(&out.stdout);
+        match warning {
+            Some(w) => assert!(
+                text.contains(w) && text.contains("warn"),
+                "{settings}: {text}"
+            ),
+            None => assert!(!text.contains("audience"), "{settings}: {text}"),
+        }
+    }
+}
+
+/// Every OAuth2 example in README.md is a valid configuration under these rules (an
+/// audience where tokens are passwords, no credentials in URLs…). Secrets named by file or
+/// variable are given inline here: the files do not exist on the test machine.
+#[test]
+fn the_readme_oauth2_examples_are_valid() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("type = \"oauth2\""))
+        .collect();
+    assert!(blocks.len() >= 3, "{}", blocks.len());
+    for block in blocks {
+        let text: String = block
+            .lines()
+            .map(|l| {
+                if l.starts_with("client_secret_file") || l.starts_with("client_secret_env") {
+                    "client_secret = \"s\"".to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = extauth_bridge::config::Config::parse(&text, "README.md")
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        for (i, b) in config.backends.iter().enumerate() {
+            if let extauth_bridge::config::BackendConfig::Oauth2(_) = b {
+                if let Err(e) = extauth_bridge::router::build_backend(b, i, "README.md") {
+                    panic!("{e}\n{text}");
+                }
+            }
+        }
+    }
+}

@@ -102,14 +102,17 @@ fn judge(claims: Claims, settings: &Settings, now: u64) -> Verdict {
             }
         }
     }
+    // A token is meant for us when we are among its `aud`, or when it was issued to our
+    // client (`client_id`: what the password grant's tokens and many IdPs' tokens carry
+    // instead of an `aud`). Neither present is not meant for us.
     if let Some(audience) = &settings.audience {
-        let ok = match claims.get("aud") {
+        let in_aud = match claims.get("aud") {
             Some(Value::String(a)) => a == audience,
             Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
-            // The client_id is the audience when the IdP does not say more.
-            _ => claims.get("client_id").and_then(Value::as_str) == Some(audience.as_str()),
+            _ => false,
         };
-        if !ok {
+        let our_client = claims.get("client_id").and_then(Value::as_str) == Some(audience.as_str());
+        if !in_aud && !our_client {
             return Err("wrong audience");
         }
     }
@@ -185,6 +188,18 @@ mod tests {
         );
         assert_eq!(with("scope", json!("xmppx")), Err("missing required scope"));
         assert!(check(json!({"active": true, "scope": "xmpp", "client_id": "bridge"})).is_ok());
+        assert!(check(
+            json!({"active": true, "scope": "xmpp", "aud": "other", "client_id": "bridge"})
+        )
+        .is_ok());
+        for other in [
+            json!({"active": true, "scope": "xmpp", "client_id": "other-app"}),
+            json!({"active": true, "scope": "xmpp", "aud": ["x"], "client_id": "other-app"}),
+            json!({"active": true, "scope": "xmpp", "aud": 7}),
+            json!({"active": true, "scope": "xmpp"}),
+        ] {
+            assert_eq!(check(other.clone()), Err("wrong audience"), "{other}");
+        }
         assert_eq!(check(json!({})), Err("token not active"));
     }
 

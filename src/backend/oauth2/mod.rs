@@ -30,7 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Backend, BackendError, BackendResult};
+use super::{Backend, BackendError, BackendResult, CheckReport};
 use crate::request::Account;
 use crate::secret::Secret;
 
@@ -262,6 +262,35 @@ impl Client {
     }
 }
 
+/// `audience = "any"`: the operator's explicit choice to accept a token issued to any
+/// client of the IdP (and so a reserved word, never compared with a real `aud`).
+pub const ANY_AUDIENCE: &str = "any";
+
+/// Tokens as passwords must be meant for us (SPEC §10): an IdP issues tokens to every
+/// client of its realm, and without a binding a token another application obtained (a
+/// game, a wiki, anything its user logged into) would log in here. So `audience` is
+/// required with `mode = "token"`/`"auto"`, or the operator writes `"any"`. Userinfo
+/// answers who the token belongs to, not whom it was issued to: a real audience there
+/// would be a check that is silently not made, so only `"any"` is accepted with it.
+fn check_audience(config: &OAuth2BackendConfig) -> Result<(), KeyError> {
+    let err = |m: &str| ("audience".to_owned(), m.to_owned());
+    match config.audience.as_deref() {
+        None => Err(err(
+            "required with mode = \"token\" or \"auto\": the `aud` (or, at introspection, the `client_id`) of tokens meant for this service, often its client_id; or audience = \"any\" to accept a token issued to any client of the IdP",
+        )),
+        Some("") => Err(err("must not be empty")),
+        Some(a) if a != ANY_AUDIENCE && config.validate == Validate::Userinfo => Err(err(
+            "validate = \"userinfo\" cannot check whom a token was issued to: use introspection or jwt, or write audience = \"any\" to accept tokens issued to any client",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The audience to check, `None` when any is accepted (or none was configured).
+fn audience_to_check(config: &OAuth2BackendConfig) -> Option<String> {
+    config.audience.clone().filter(|a| a != ANY_AUDIENCE)
+}
+
 /// Plain http is fine on loopback (a local IdP, the tests), nowhere else.
 fn is_loopback(url: &reqwest::Url) -> bool {
     let host = url.host_str().unwrap_or("");
@@ -447,14 +476,9 @@ impl OAuth2Backend {
                     "required to check the `iss` of JWTs (or set check_issuer = false)",
                 ));
             }
-            // Required, with no opt-out: an issuer signs tokens for every client of its
-            // realm, and without an `aud` check a token issued to any of them would log in.
-            if config.audience.is_none() {
-                return Err(err(
-                    "audience",
-                    "required with validate = \"jwt\": the `aud` the IdP puts in tokens meant for this service (often its client_id); without it a token issued to any other client of the issuer would log in",
-                ));
-            }
+        }
+        if token {
+            check_audience(config)?;
         }
         if config.client_auth != ClientAuth::None
             && client_secret.is_none()
@@ -525,7 +549,7 @@ impl OAuth2Backend {
                     .split_whitespace()
                     .map(str::to_owned)
                     .collect(),
-                audience: config.audience.clone(),
+                audience: audience_to_check(config),
                 expected_issuer: expected_issuer.clone(),
                 isuser: config.isuser,
             },
@@ -548,7 +572,7 @@ impl OAuth2Backend {
             jwks: JwksCache::new(
                 algorithms,
                 expected_issuer,
-                config.audience.clone(),
+                audience_to_check(config),
                 config.jwks_refresh,
             ),
         })
@@ -664,6 +688,26 @@ impl OAuth2Backend {
         }
     }
 
+    /// What `check` says about tokens not bound to this service (the configuration
+    /// allows both, as the operator's explicit choice, but they should know).
+    fn audience_warnings(&self) -> Vec<String> {
+        let s = &self.settings;
+        if s.mode == Mode::PasswordGrant {
+            return Vec::new();
+        }
+        let warning = if s.validate == Validate::Userinfo {
+            "validate = \"userinfo\" cannot check whom a token was issued to: a token any client \
+             of the IdP obtained for a user logs in as that user; prefer introspection or jwt \
+             with an audience"
+        } else if s.audience.is_none() {
+            "audience = \"any\": a token issued to any client of the IdP logs in; set the \
+             audience of tokens meant for this service (often its client_id)"
+        } else {
+            return Vec::new();
+        };
+        vec![warning.to_owned()]
+    }
+
     /// Logs why a login was refused (never the credential) and answers `false`.
     fn refuse(&self, account: &Account, why: &str) -> bool {
         tracing::debug!(backend = %self.name, user = %account.user, server = %account.server, reason = why, "oauth2 refused");
@@ -725,6 +769,13 @@ impl Backend for OAuth2Backend {
             IsUserPolicy::Deny => Ok(false),
             IsUserPolicy::Next => Err(BackendError::Unsupported),
         }
+    }
+
+    async fn check_report(&self) -> Result<CheckReport, BackendError> {
+        Ok(CheckReport {
+            detail: self.check().await?,
+            warnings: self.audience_warnings(),
+        })
     }
 
     async fn check(&self) -> Result<String, BackendError> {
@@ -858,6 +909,35 @@ mod tests {
             key_of(&format!("{issuer}mode = \"token\"\nvalidate = \"jwt\"")),
             "backend[0].audience"
         );
+        for mode in ["token", "auto"] {
+            let base = format!(
+                "{issuer}client_id = \"c\"\nclient_auth = \"none\"\nmode = \"{mode}\"\n\
+                 introspection_bearer = \"b\"\n"
+            );
+            for validate in ["introspection", "userinfo", "jwt"] {
+                let v = format!("{base}validate = \"{validate}\"\n");
+                assert_eq!(key_of(&v), "backend[0].audience", "{v}");
+                assert_eq!(
+                    key_of(&format!("{v}audience = \"\"")),
+                    "backend[0].audience"
+                );
+                assert!(build(&format!("{v}audience = \"any\"")).is_ok(), "{v}");
+                let bound = build(&format!("{v}audience = \"bridge\""));
+                if validate == "userinfo" {
+                    assert_eq!(
+                        bound.err().map(|e| e.key).as_deref(),
+                        Some("backend[0].audience")
+                    );
+                } else {
+                    assert!(bound.is_ok(), "{v}");
+                }
+            }
+        }
+        // The password grant's own tokens are ours: no audience needed.
+        assert!(build(&format!(
+            "{issuer}client_id = \"c\"\nclient_auth = \"none\"\nverify = \"userinfo\""
+        ))
+        .is_ok());
         assert_eq!(
             key_of(&format!(
                 "{issuer}client_id = \"c\"\nclient_auth = \"none\"\nmode = \"auto\"\nvalidate = \"jwt\""
