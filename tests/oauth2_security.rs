@@ -363,3 +363,84 @@ fn the_readme_oauth2_examples_are_valid() {
         }
     }
 }
+
+/// Item 12: no configured OAuth2 URL may carry `user:password@` (a password in the
+/// configuration that would be logged with the URL): a configuration error naming the key.
+#[test]
+fn credentials_in_configured_urls_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "hunter2-in-url";
+    for key in [
+        "issuer",
+        "token_endpoint",
+        "introspection_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+    ] {
+        for credentials in [
+            format!("bridge:{secret}@"),
+            "bridge@".to_owned(),
+            format!(":{secret}@"),
+        ] {
+            let settings = format!(
+                "mode = \"auto\"\nvalidate = \"jwt\"\nverify = \"introspection\"\n\
+                 issuer = \"https://idp.example\"\naudience = \"bridge\"\nclient_id = \"bridge\"\n\
+                 client_secret = \"s\"\n{key} = \"https://{credentials}idp.example/x\"\n"
+            )
+            .replacen(
+                "issuer = \"https://idp.example\"\n",
+                "",
+                usize::from(key == "issuer"),
+            );
+            let config = alone(dir.path(), &settings);
+            let out = common::run(&["--config", config.to_str().unwrap()], b"");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{settings}: {err}");
+            assert!(err.contains(&format!("backend[0].{key}")), "{err}");
+            assert!(!err.contains(secret), "{err}");
+        }
+    }
+}
+
+/// Item 12: an endpoint learned from discovery with `user:password@` is refused before it
+/// is used or logged: the login is a `0`, nothing is sent there, and the password never
+/// reaches the log, even at trace level.
+#[test]
+fn credentials_in_discovered_urls_are_refused_and_never_logged() {
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = &idp.base;
+    let secret = "hunter2-in-discovery";
+    let host = base.trim_start_matches("http://");
+    idp.set_discovery(json!({
+        "token_endpoint": format!("http://bridge:{secret}@{host}/token"),
+        "jwks_uri": format!("http://bridge:{secret}@{host}/jwks"),
+    }));
+    let settings = format!(
+        "issuer = \"{base}\"\nclient_id = \"bridge\"\nclient_auth = \"none\"\n\
+         userinfo_endpoint = \"{base}/userinfo\"\n"
+    );
+    let jwt = format!(
+        "issuer = \"{base}\"\nmode = \"token\"\nvalidate = \"jwt\"\naudience = \"bridge\"\n"
+    );
+    for settings in [settings, jwt] {
+        let config = alone(dir.path(), &settings);
+        let mut bridge = Bridge::start_with(&config, Wire::Line, &["--log-level", "trace"]);
+        assert!(!bridge.auth("romeo", "example.net", "right"));
+        assert!(!bridge.auth(
+            "romeo",
+            "example.net",
+            "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.eyJzdWIiOiJ4In0.c2ln"
+        ));
+        let log = bridge.finish();
+        assert!(!log.contains(secret), "{log}");
+        assert!(log.contains("credentials"), "{log}");
+    }
+    let seen = idp.seen();
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r.contains("/token") || r.contains("/jwks")),
+        "{seen:?}"
+    );
+}

@@ -67,6 +67,8 @@ struct FakeState {
     usernames: Arc<Mutex<Vec<String>>>,
     /// Claims merged into the userinfo and introspection answers for a user's token.
     claims: Arc<Mutex<HashMap<String, Value>>>,
+    /// Members merged into the discovery document.
+    discovery: Arc<Mutex<Value>>,
 }
 
 pub struct FakeIdp {
@@ -89,6 +91,7 @@ impl FakeIdp {
             seen: Arc::default(),
             usernames: Arc::default(),
             claims: Arc::default(),
+            discovery: Arc::new(Mutex::new(json!({}))),
         };
         let app = Router::new()
             .route(DISCOVERY, get(discovery))
@@ -131,6 +134,12 @@ impl FakeIdp {
             .insert(user.to_owned(), claims);
     }
 
+    /// From now on, the discovery document carries `members` (a JSON object) on top of
+    /// (or instead of) the usual ones.
+    pub fn set_discovery(&self, members: Value) {
+        *self.state.discovery.lock().unwrap() = members;
+    }
+
     /// The `username` of every password grant so far.
     pub fn usernames(&self) -> Vec<String> {
         self.state.usernames.lock().unwrap().clone()
@@ -145,9 +154,14 @@ async fn record(State(s): State<FakeState>, request: Request, next: Next) -> Res
 
 async fn discovery(State(s): State<FakeState>) -> Response {
     let base = &s.base;
-    let document = json!({"issuer": base, "token_endpoint": format!("{base}/token"),
+    let mut document = json!({"issuer": base, "token_endpoint": format!("{base}/token"),
                           "introspection_endpoint": format!("{base}/introspect"),
                           "userinfo_endpoint": format!("{base}/userinfo")});
+    if let Value::Object(extra) = &*s.discovery.lock().unwrap() {
+        for (k, v) in extra {
+            document[k] = v.clone();
+        }
+    }
     answer(&s, DISCOVERY, StatusCode::OK, document).await
 }
 

@@ -275,6 +275,20 @@ async fn fetch_document(
             doc.issuer.as_deref().unwrap_or("(missing)")
         ))));
     }
+    // Checked like configured URLs, before anything uses or logs them: a document cannot
+    // smuggle `user:password@` (or a `file:` URL) into our requests and logs.
+    for (field, value) in [
+        ("token_endpoint", &doc.token_endpoint),
+        ("introspection_endpoint", &doc.introspection_endpoint),
+        ("userinfo_endpoint", &doc.userinfo_endpoint),
+        ("jwks_uri", &doc.jwks_uri),
+    ] {
+        if let Some(Err(why)) = value.as_deref().map(super::endpoint_url) {
+            return Err(DocError::Failed(BackendError::Protocol(format!(
+                "{url}: {field} {why}"
+            ))));
+        }
+    }
     Ok(Endpoints {
         token: doc.token_endpoint,
         introspection: doc.introspection_endpoint,

@@ -291,6 +291,25 @@ fn audience_to_check(config: &OAuth2BackendConfig) -> Option<String> {
     config.audience.clone().filter(|a| a != ANY_AUDIENCE)
 }
 
+/// An endpoint URL fit to be asked and logged: http or https, and no `user:password@`.
+/// Credentials there would travel to the IdP outside the client authentication we
+/// control, and be printed with every log line naming the URL. The reasons never repeat
+/// the URL (it may hold exactly that password).
+pub(crate) fn endpoint_url(u: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(u).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must be an http or https URL".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "must not carry credentials (user:password@); the client authenticates with \
+             client_id and client_secret"
+                .into(),
+        );
+    }
+    Ok(parsed)
+}
+
 /// Plain http is fine on loopback (a local IdP, the tests), nowhere else.
 fn is_loopback(url: &reqwest::Url) -> bool {
     let host = url.host_str().unwrap_or("");
@@ -424,11 +443,7 @@ impl OAuth2Backend {
             ("jwks_uri", &config.jwks_uri),
         ] {
             if let Some(u) = url {
-                let parsed =
-                    reqwest::Url::parse(u).map_err(|e| err(k, &format!("not a URL: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(err(k, "must be an http or https URL"));
-                }
+                let parsed = endpoint_url(u).map_err(|m| err(k, &m))?;
                 if parsed.scheme() == "http" && !is_loopback(&parsed) {
                     tracing::warn!(backend = %config.name, key = k, url = %u, "plain http: passwords and tokens would cross the network unencrypted");
                 }
