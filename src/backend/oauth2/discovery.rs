@@ -230,7 +230,7 @@ impl Discovery {
     }
 }
 
-enum DocError {
+pub enum DocError {
     NotFound,
     /// A valid document naming another issuer.
     WrongIssuer(BackendError),
@@ -266,7 +266,14 @@ async fn fetch_document(
     let body = read_capped(response, MAX_DOCUMENT, url)
         .await
         .map_err(DocError::Failed)?;
-    let doc: Metadata = serde_json::from_slice(&body).map_err(|e| {
+    parse_document(&body, url, issuer)
+}
+
+/// A metadata document fetched from `url`: its endpoints, when it names exactly `issuer`
+/// and every endpoint is an http(s) URL without credentials. Pure, so that the fuzz target
+/// `oauth2_json` can drive it.
+pub fn parse_document(body: &[u8], url: &str, issuer: &str) -> Result<Endpoints, DocError> {
+    let doc: Metadata = serde_json::from_slice(body).map_err(|e| {
         DocError::Failed(BackendError::Protocol(format!("{url}: bad metadata: {e}")))
     })?;
     if doc.issuer.as_deref() != Some(issuer) {

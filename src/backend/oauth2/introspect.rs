@@ -45,9 +45,16 @@ pub async fn introspect(
             _ => BackendError::Protocol(format!("introspection: HTTP {status} {code}")),
         });
     }
-    let claims: Claims = serde_json::from_slice(&body)
+    judge_body(&body, settings, now())
+}
+
+/// A 200 response's body, judged at time `now` (seconds since the epoch): the claims of an
+/// active token that passes the checks, or why not; malformed JSON is a protocol error.
+/// Pure, so that the fuzz target `oauth2_json` can drive it.
+pub fn judge_body(body: &[u8], settings: &Settings, now: u64) -> Result<Verdict, BackendError> {
+    let claims: Claims = serde_json::from_slice(body)
         .map_err(|_| BackendError::Protocol("introspection: malformed JSON".into()))?;
-    Ok(judge(claims, settings, now()))
+    Ok(judge(claims, settings, now))
 }
 
 fn now() -> u64 {
@@ -132,29 +139,15 @@ fn judge(claims: Claims, settings: &Settings, now: u64) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use super::super::identity::{IdentityRule, UsernameCase, UsernameMapping};
-    use super::super::{IsUserPolicy, Mode, UsernameFormat, Validate, Verify};
     use super::*;
     use serde_json::json;
 
     fn settings() -> Settings {
-        Settings {
-            mode: Mode::Token,
-            scope: "openid".into(),
-            username_format: UsernameFormat::Localpart,
-            verify: Verify::Introspection,
-            validate: Validate::Introspection,
-            token_prefixes: vec![],
-            identity: IdentityRule {
-                field: "preferred_username".into(),
-                mapping: UsernameMapping::Localpart,
-                case: UsernameCase::Exact,
-            },
-            required_scope: vec!["xmpp".into()],
-            audience: Some("bridge".into()),
-            expected_issuer: Some("https://idp.example".into()),
-            isuser: IsUserPolicy::Next,
-        }
+        Settings::introspected_tokens(
+            Some("bridge".into()),
+            Some("https://idp.example".into()),
+            vec!["xmpp".into()],
+        )
     }
 
     fn check(v: Value) -> Verdict {

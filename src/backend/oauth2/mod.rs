@@ -390,6 +390,35 @@ pub struct Settings {
     pub isuser: IsUserPolicy,
 }
 
+impl Settings {
+    /// `mode = "token"` with introspection, judged with `audience`, `expected_issuer` and
+    /// `required_scope`, names compared exactly: what the unit tests and the fuzz target
+    /// `oauth2_json` check responses against, without a configuration file.
+    pub fn introspected_tokens(
+        audience: Option<String>,
+        expected_issuer: Option<String>,
+        required_scope: Vec<String>,
+    ) -> Settings {
+        Settings {
+            mode: Mode::Token,
+            scope: default_scope(),
+            username_format: UsernameFormat::Localpart,
+            verify: Verify::Introspection,
+            validate: Validate::Introspection,
+            token_prefixes: Vec::new(),
+            identity: IdentityRule {
+                field: default_username_field(),
+                mapping: UsernameMapping::Localpart,
+                case: UsernameCase::Exact,
+            },
+            required_scope,
+            audience,
+            expected_issuer,
+            isuser: IsUserPolicy::Next,
+        }
+    }
+}
+
 pub struct OAuth2Backend {
     name: String,
     settings: Settings,
