@@ -10,7 +10,8 @@
 //!
 //! and mapped: `as_is` compares the whole value, `localpart` splits at the last `@` and
 //! compares the domain too when there is one. A name taken from `email` counts only with
-//! `email_verified: true`: anyone can type someone else's address into a profile.
+//! `email_verified: true` (and `phone_number` with `phone_number_verified: true`): anyone
+//! can type someone else's address into a profile.
 //!
 //! The user is compared exactly by default: the XMPP servers normalise (nodeprep) the user
 //! before asking, and an IdP that keeps `Romeo` and `romeo` apart (django-oauth-toolkit,
@@ -42,6 +43,10 @@ pub enum UsernameMapping {
     #[default]
     Localpart,
 }
+
+/// The OIDC claims (Core §5.1) that come with a `*_verified` flag: what a user typed into
+/// their profile, which names them only once the IdP has verified it.
+const VERIFIED_CLAIMS: &[&str] = &["email", "phone_number"];
 
 /// How the user the IdP names is compared with the requested one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -103,8 +108,10 @@ impl IdentityRule {
         };
         let name = value.as_str().ok_or("username claim is not a string")?;
         // Only a JSON `true`: a missing claim, `"true"` or `1` is not a verification.
-        if source == "email" && claims.get("email_verified") != Some(&Value::Bool(true)) {
-            return Err("email not verified");
+        if VERIFIED_CLAIMS.contains(&source)
+            && claims.get(&format!("{source}_verified")) != Some(&Value::Bool(true))
+        {
+            return Err("identity claim not verified");
         }
         if name.is_empty() {
             return Err("empty username claim");
@@ -278,12 +285,34 @@ mod tests {
             Some(json!("true")),
             Some(json!(1)),
         ] {
-            assert_eq!(with(v.clone()), Err("email not verified"), "{v:?}");
+            assert_eq!(with(v.clone()), Err("identity claim not verified"), "{v:?}");
         }
         // Other sources of the name are not subject to it.
         let c = claims(json!({"username": "romeo", "email_verified": false}));
         assert_eq!(r.check(&c, &romeo()), Ok(()));
         let c = claims(json!({"sub": "xmpp:romeo@example.net", "email": "juliet@example.net"}));
         assert_eq!(r.check(&c, &romeo()), Ok(()));
+    }
+
+    /// The same for the other OIDC claim a user can type: `phone_number`.
+    #[test]
+    fn a_phone_number_identity_needs_phone_number_verified_true() {
+        let r = IdentityRule {
+            field: "phone_number".into(),
+            mapping: UsernameMapping::AsIs,
+            ..rule(UsernameMapping::AsIs)
+        };
+        let phone = Account {
+            user: "+15550100".into(),
+            server: "example.net".into(),
+        };
+        let with = |verified: Value| {
+            let c = json!({"phone_number": "+15550100", "phone_number_verified": verified});
+            r.check(&claims(c), &phone)
+        };
+        assert_eq!(with(json!(true)), Ok(()));
+        for v in [json!(false), json!("true"), json!(null)] {
+            assert_eq!(with(v.clone()), Err("identity claim not verified"), "{v}");
+        }
     }
 }
