@@ -66,12 +66,12 @@ fn main() {
         ),
         (
             "token via introspection",
-            format!("{client}mode = \"token\"\nvalidate = \"introspection\""),
+            format!("{client}mode = \"token\"\nvalidate = \"introspection\"\naudience = \"bridge-basic\""),
             &token,
         ),
         (
             "token via userinfo",
-            "mode = \"token\"\nvalidate = \"userinfo\"".into(),
+            "mode = \"token\"\nvalidate = \"userinfo\"\naudience = \"any\"".into(),
             &token,
         ),
         (

@@ -74,3 +74,8 @@ fn ejabberd_codec_corpus_holds() {
 fn request_parse_corpus_holds() {
     replay("request_parse", fuzz_common::request_parse);
 }
+
+#[test]
+fn oauth2_json_corpus_holds() {
+    replay("oauth2_json", fuzz_common::oauth2_json);
+}

@@ -44,7 +44,8 @@ fn grant_settings(base: &str) -> String {
 fn introspection_settings(base: &str) -> String {
     format!(
         "mode = \"token\"\nvalidate = \"introspection\"\n\
-         introspection_endpoint = \"{base}/introspect\"\nintrospection_bearer = \"fake-bearer\"\n"
+         introspection_endpoint = \"{base}/introspect\"\nintrospection_bearer = \"fake-bearer\"\n\
+         audience = \"bridge\"\n"
     )
 }
 

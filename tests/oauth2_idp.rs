@@ -243,12 +243,15 @@ fn token_as_password_via_introspection() {
     let bearer = dir.path().join("bearer");
     std::fs::write(&bearer, "introspect-token-123").unwrap();
     for extra in [
-        format!("{BASIC}mode = \"token\"\nvalidate = \"introspection\""),
+        format!(
+            "{BASIC}mode = \"token\"\nvalidate = \"introspection\"\naudience = \"bridge-basic\""
+        ),
         format!(
             "{POST}mode = \"token\"\nvalidate = \"introspection\"\naudience = \"bridge-basic\""
         ),
         format!(
-            "mode = \"token\"\nvalidate = \"introspection\"\nintrospection_bearer_file = \"{}\"",
+            "mode = \"token\"\nvalidate = \"introspection\"\naudience = \"bridge-basic\"\n\
+             introspection_bearer_file = \"{}\"",
             bearer.display()
         ),
     ] {
@@ -276,7 +279,8 @@ fn introspection_bearer_from_the_environment() {
     let config = write_config(
         dir.path(),
         &backend(&format!(
-            "mode = \"token\"\nvalidate = \"introspection\"\nintrospection_bearer_env = \"{var}\""
+            "mode = \"token\"\nvalidate = \"introspection\"\naudience = \"bridge-basic\"\n\
+             introspection_bearer_env = \"{var}\""
         )),
     );
     let romeo = token("romeo", "iheartjuliet", false);
@@ -304,7 +308,7 @@ fn token_as_password_via_userinfo() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        &backend("mode = \"token\"\nvalidate = \"userinfo\""),
+        &backend("mode = \"token\"\nvalidate = \"userinfo\"\naudience = \"any\""),
     );
     assert_token_logins(&config, "userinfo", false);
 }
@@ -395,8 +399,10 @@ fn no_secret_in_the_log_at_trace_level() {
     let configs = [
         format!("{POST}verify = \"introspection\""),
         format!("{BASIC}verify = \"userinfo\"\nscope = \"openid profile\""),
-        "mode = \"token\"\nvalidate = \"introspection\"\nintrospection_bearer = \"introspect-token-123\"".to_owned(),
-        format!("{BASIC}mode = \"token\"\nvalidate = \"userinfo\""),
+        "mode = \"token\"\nvalidate = \"introspection\"\naudience = \"bridge-basic\"\n\
+         introspection_bearer = \"introspect-token-123\""
+            .to_owned(),
+        format!("{BASIC}mode = \"token\"\nvalidate = \"userinfo\"\naudience = \"any\""),
         "mode = \"token\"\nvalidate = \"jwt\"\naudience = \"bridge-basic\"".to_owned(),
     ];
     let before = issued_tokens();

@@ -314,10 +314,11 @@ fn good_and_bad_tokens_on_both_wire_protocols() {
         ("good ES256", "romeo", ec.sign(&good), true),
         ("good EdDSA", "romeo", ed.sign(&good), true),
         (
-            "case-folded name",
+            // Exact by default: `Juliet` may be another account at the IdP.
+            "name in another case",
             "juliet",
             a.sign(&idp.claims("Juliet")),
-            true,
+            false,
         ),
         (
             "xmpp: subject",
@@ -622,7 +623,8 @@ fn discovery_uses_the_valid_document_when_the_other_fails() {
 }
 
 /// Without `audience`, any token the issuer signed for any of its clients would pass:
-/// `validate = "jwt"` refuses to start without it, naming the file and the key (exit 2).
+/// `validate = "jwt"` refuses to start without it, naming the file and the key (exit 2);
+/// the message says how to opt out explicitly (`audience = "any"`).
 #[test]
 fn jwt_validation_without_audience_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -646,10 +648,38 @@ fn jwt_validation_without_audience_is_a_configuration_error() {
         assert!(
             err.contains(config.to_str().unwrap())
                 && err.contains("backend[0].audience")
-                && err.contains("validate = \"jwt\""),
+                && err.contains("audience = \"any\""),
             "{mode}: {err}"
         );
     }
+}
+
+/// `audience = "any"` is the explicit opt-out: a token signed for another client passes
+/// (the signature, `exp` and `iss` still count), where the configured audience refuses it.
+#[test]
+fn audience_any_accepts_a_token_of_another_client() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    let dir = tempfile::tempdir().unwrap();
+    let other = a.sign(&with(idp.claims("romeo"), "aud", json!("other-app")));
+    let expired = a.sign(&with(
+        with(idp.claims("romeo"), "aud", json!("other-app")),
+        "exp",
+        json!(now() - 600),
+    ));
+    let bound = idp.config(dir.path(), "", "");
+    let mut bridge = Bridge::start(&bound, Wire::Line);
+    assert!(!bridge.auth("romeo", "example.net", &other));
+    bridge.finish();
+    let text = std::fs::read_to_string(&bound)
+        .unwrap()
+        .replace(&format!("audience = \"{AUDIENCE}\""), "audience = \"any\"");
+    let any = write_config(dir.path(), text.trim_start_matches("timeout = \"4s\"\n\n"));
+    let mut bridge = Bridge::start(&any, Wire::Line);
+    assert!(bridge.auth("romeo", "example.net", &other));
+    assert!(!bridge.auth("romeo", "example.net", &expired));
+    assert!(!bridge.auth("juliet", "example.net", &other));
+    bridge.finish();
 }
 
 /// RFC 6749 §7.1: a token of a type we do not know how to use (`mac`) is refused, even

@@ -209,7 +209,8 @@ fn oauth2_backend_never_shows_secrets_in_any_state() {
         "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n\
          token_endpoint = \"{url}/token\"\nintrospection_endpoint = \"{url}/introspect\"\n\
          userinfo_endpoint = \"{url}/userinfo\"\nclient_id = \"bridge\"\n\
-         client_secret = \"{CLIENT_SECRET}\"\nmode = \"auto\"\ntoken_prefixes = [\"Pw-\"]\n"
+         client_secret = \"{CLIENT_SECRET}\"\nmode = \"auto\"\ntoken_prefixes = [\"Pw-\"]\n\
+         audience = \"any\"\n"
     );
     for state in [
         Mode::Good,
@@ -223,7 +224,7 @@ fn oauth2_backend_never_shows_secrets_in_any_state() {
     let backend = format!(
         "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\n\
          introspection_endpoint = \"{url}/introspect\"\nintrospection_bearer = \"{BEARER}\"\n\
-         mode = \"token\"\n"
+         mode = \"token\"\naudience = \"any\"\n"
     );
     server.set(Mode::ServerError);
     run_everything(dir.path(), &backend, &forbidden);
@@ -258,7 +259,7 @@ fn config_debug_redacts_secrets() {
          client_secret = \"{CLIENT_SECRET}\"\n\
          [[backend]]\nname = \"idp2\"\ntype = \"oauth2\"\nissuer = \"http://127.0.0.1:1\"\n\
          introspection_endpoint = \"http://127.0.0.1:1/i\"\nintrospection_bearer = \"{BEARER}\"\n\
-         mode = \"token\"\n"
+         mode = \"token\"\naudience = \"any\"\n"
     );
     let config = extauth_bridge::config::Config::parse(&text, "t.toml").unwrap();
     let dump = format!("{config:?} {config:#?}");
@@ -333,7 +334,8 @@ fn operator_commands_never_show_secrets() {
              client_id = \"bridge\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
              [[backend]]\nname = \"idp2\"\ntype = \"oauth2\"\n\
              introspection_endpoint = \"http://127.0.0.1:1/i\"\n\
-             introspection_bearer = \"{BEARER}\"\nmode = \"token\"\n"
+             introspection_bearer = \"{BEARER}\"\nmode = \"token\"\n\
+             audience = \"any\"\n"
         ),
     )
     .unwrap();

@@ -5,8 +5,11 @@
 //! `mod oracle` (tests/common/oracle.rs) at its crate root: the counts come from there.
 
 use bytes::BytesMut;
+use extauth_bridge::backend::oauth2::identity::{IdentityRule, UsernameCase, UsernameMapping};
+use extauth_bridge::backend::oauth2::{discovery, grant, introspect, jwt, userinfo, Settings};
 use extauth_bridge::protocol::{EjabberdCodec, LineCodec};
-use extauth_bridge::request::{Incoming, Request};
+use extauth_bridge::request::{Account, Incoming, Request};
+use serde_json::Value;
 use tokio_util::codec::Decoder;
 
 use crate::oracle;
@@ -96,4 +99,144 @@ where
     }
     assert!(buf.is_empty(), "EOF leaves nothing behind");
     items
+}
+
+/// The issuer, audience, domain and clock the OAuth2 JSON is judged against.
+const ISSUER: &str = "https://idp.example";
+const AUDIENCE: &str = "bridge";
+const SERVER: &str = "example.net";
+const NOW: u64 = 1_700_000_000;
+
+/// The OAuth2 backend's JSON handling on arbitrary bytes, the same bytes read as each kind
+/// of IdP response: nothing panics, and what is accepted obeys SPEC §10.
+/// - token response: the access token is visible ASCII;
+/// - JWKS: no more usable keys than entries;
+/// - discovery: the document names exactly our issuer, every endpoint is http(s) without
+///   credentials;
+/// - introspection: an accepted token is active, not a refresh token, meant for us (in
+///   `aud` or our `client_id`), from our issuer when it says;
+/// - identity (userinfo claims, under every rule): one set of claims names one user (ASCII
+///   case aside under `ascii`), taken from the claims themselves; `exact` accepts nothing
+///   `ascii` refuses; a name from `email` needs `email_verified: true`.
+pub fn oauth2_json(data: &[u8]) {
+    let parsed: Option<Value> = serde_json::from_slice(data).ok();
+    if let Ok(token) = grant::parse_token_response(data) {
+        let token = token.expose();
+        assert!(!token.is_empty() && token.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+    }
+    if let Ok(n) = jwt::usable_keys_in(data) {
+        let entries = parsed
+            .as_ref()
+            .and_then(|v| v["keys"].as_array())
+            .map(Vec::len);
+        assert!(n <= entries.expect("a JWKS that parsed has a keys array"));
+    }
+    if let Ok(endpoints) = discovery::parse_document(data, "https://idp.example/.wk", ISSUER) {
+        let doc = parsed.as_ref().expect("a document that parsed is JSON");
+        assert_eq!(doc["issuer"].as_str(), Some(ISSUER));
+        for url in [
+            &endpoints.token,
+            &endpoints.introspection,
+            &endpoints.userinfo,
+            &endpoints.jwks_uri,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let url = reqwest::Url::parse(url).expect("an accepted endpoint is a URL");
+            assert!(url.scheme() == "http" || url.scheme() == "https");
+            assert!(url.username().is_empty() && url.password().is_none());
+        }
+    }
+    if let Ok(Ok(claims)) = introspect::judge_body(data, &settings(), NOW) {
+        assert_eq!(claims.get("active"), Some(&Value::Bool(true)));
+        assert_ne!(
+            claims.get("token_type").and_then(Value::as_str),
+            Some("refresh_token")
+        );
+        let in_aud = match claims.get("aud") {
+            Some(Value::String(a)) => a == AUDIENCE,
+            Some(Value::Array(all)) => all.contains(&Value::from(AUDIENCE)),
+            _ => false,
+        };
+        assert!(in_aud || claims.get("client_id") == Some(&Value::from(AUDIENCE)));
+        assert!(claims.get("iss").map_or(true, |i| i == ISSUER));
+    }
+    if let Ok(claims) = userinfo::parse_claims(data) {
+        identity_property(&claims);
+    }
+}
+
+fn settings() -> Settings {
+    Settings::introspected_tokens(Some(AUDIENCE.into()), Some(ISSUER.into()), Vec::new())
+}
+
+fn rule(field: &str, mapping: UsernameMapping, case: UsernameCase) -> IdentityRule {
+    IdentityRule {
+        field: field.into(),
+        mapping,
+        case,
+    }
+}
+
+/// Users the claims might name: a few fixed ones, and every top-level string value whole,
+/// before its last `@` and without an `xmpp:` prefix (so the fuzzer reaches acceptance).
+fn candidates(claims: &extauth_bridge::backend::oauth2::identity::Claims) -> Vec<String> {
+    let mut users: Vec<String> = ["romeo", "Romeo", "ROMEO", "juliet", "kate"]
+        .map(str::to_owned)
+        .to_vec();
+    for value in claims.values().filter_map(Value::as_str).take(16) {
+        let bare = value.strip_prefix("xmpp:").unwrap_or(value);
+        users.push(value.to_owned());
+        users.push(bare.rsplit_once('@').map_or(bare, |(u, _)| u).to_owned());
+    }
+    users.sort();
+    users.dedup();
+    users
+}
+
+fn identity_property(claims: &extauth_bridge::backend::oauth2::identity::Claims) {
+    let users = candidates(claims);
+    let texts: Vec<&str> = claims.values().filter_map(Value::as_str).collect();
+    for field in ["preferred_username", "email"] {
+        for mapping in [UsernameMapping::Localpart, UsernameMapping::AsIs] {
+            let accepted = |case| -> Vec<&String> {
+                let r = rule(field, mapping, case);
+                users
+                    .iter()
+                    .filter(|u| {
+                        let account = Account {
+                            user: (*u).clone(),
+                            server: SERVER.into(),
+                        };
+                        r.check(claims, &account).is_ok()
+                    })
+                    .collect()
+            };
+            let exact = accepted(UsernameCase::Exact);
+            let ascii = accepted(UsernameCase::Ascii);
+            assert!(exact.len() <= 1, "{field}: one claim set names {exact:?}");
+            assert!(exact.iter().all(|u| ascii.contains(u)));
+            assert!(
+                ascii.windows(2).all(|w| w[0].eq_ignore_ascii_case(w[1])),
+                "{ascii:?}"
+            );
+            for user in &ascii {
+                // The name came from the claims, not from folding beyond ASCII.
+                let lower = user.to_ascii_lowercase();
+                assert!(texts
+                    .iter()
+                    .any(|t| t.to_ascii_lowercase().contains(&lower)));
+            }
+            let from_email = field == "email"
+                && claims.contains_key("email")
+                && !claims
+                    .get("sub")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.starts_with("xmpp:"));
+            if from_email && !ascii.is_empty() {
+                assert_eq!(claims.get("email_verified"), Some(&Value::Bool(true)));
+            }
+        }
+    }
 }

@@ -1583,6 +1583,7 @@ client_secret_file = "%(post)s"
 client_auth = "post"
 mode = "token"                      # the password is an access token
 validate = "introspection"
+audience = "any"                    # tokens of any client of the test IdP (check warns)
 required_scope = "openid"
 
 [[backend]]

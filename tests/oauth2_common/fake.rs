@@ -65,6 +65,10 @@ struct FakeState {
     fault: Arc<Mutex<(Fault, Option<String>)>>,
     seen: Arc<Mutex<Vec<String>>>,
     usernames: Arc<Mutex<Vec<String>>>,
+    /// Claims merged into the userinfo and introspection answers for a user's token.
+    claims: Arc<Mutex<HashMap<String, Value>>>,
+    /// Members merged into the discovery document.
+    discovery: Arc<Mutex<Value>>,
 }
 
 pub struct FakeIdp {
@@ -86,6 +90,8 @@ impl FakeIdp {
             fault: Arc::new(Mutex::new((Fault::None, None))),
             seen: Arc::default(),
             usernames: Arc::default(),
+            claims: Arc::default(),
+            discovery: Arc::new(Mutex::new(json!({}))),
         };
         let app = Router::new()
             .route(DISCOVERY, get(discovery))
@@ -117,6 +123,23 @@ impl FakeIdp {
         self.state.seen.lock().unwrap().clone()
     }
 
+    /// From now on, the userinfo and introspection answers for `user`'s token carry
+    /// `claims` (a JSON object) on top of (or instead of) the usual ones: the IdP names
+    /// someone else, adds an `email`, an `aud`, a `client_id`…
+    pub fn set_claims(&self, user: &str, claims: Value) {
+        self.state
+            .claims
+            .lock()
+            .unwrap()
+            .insert(user.to_owned(), claims);
+    }
+
+    /// From now on, the discovery document carries `members` (a JSON object) on top of
+    /// (or instead of) the usual ones.
+    pub fn set_discovery(&self, members: Value) {
+        *self.state.discovery.lock().unwrap() = members;
+    }
+
     /// The `username` of every password grant so far.
     pub fn usernames(&self) -> Vec<String> {
         self.state.usernames.lock().unwrap().clone()
@@ -131,9 +154,14 @@ async fn record(State(s): State<FakeState>, request: Request, next: Next) -> Res
 
 async fn discovery(State(s): State<FakeState>) -> Response {
     let base = &s.base;
-    let document = json!({"issuer": base, "token_endpoint": format!("{base}/token"),
+    let mut document = json!({"issuer": base, "token_endpoint": format!("{base}/token"),
                           "introspection_endpoint": format!("{base}/introspect"),
                           "userinfo_endpoint": format!("{base}/userinfo")});
+    if let Value::Object(extra) = &*s.discovery.lock().unwrap() {
+        for (k, v) in extra {
+            document[k] = v.clone();
+        }
+    }
     answer(&s, DISCOVERY, StatusCode::OK, document).await
 }
 
@@ -158,7 +186,12 @@ async fn introspect(
 ) -> Response {
     let user = form.get("token").and_then(|t| token_user(t));
     let body = match user {
-        Some(user) => json!({"active": true, "username": user}),
+        // Issued to the bridge's own client unless a test says otherwise (set_claims).
+        Some(user) => with_claims(
+            &s,
+            user,
+            json!({"active": true, "username": user, "client_id": "bridge"}),
+        ),
         None => json!({"active": false}),
     };
     answer(&s, "/introspect", StatusCode::OK, body).await
@@ -171,10 +204,23 @@ async fn userinfo(State(s): State<FakeState>, headers: HeaderMap) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(token_user);
     let (status, body) = match user {
-        Some(user) => (StatusCode::OK, json!({"preferred_username": user})),
+        Some(user) => (
+            StatusCode::OK,
+            with_claims(&s, user, json!({"preferred_username": user})),
+        ),
         None => (StatusCode::UNAUTHORIZED, json!({"error": "invalid_token"})),
     };
     answer(&s, "/userinfo", status, body).await
+}
+
+/// `base` with the claims set for `user` (see [`FakeIdp::set_claims`]) merged in.
+fn with_claims(s: &FakeState, user: &str, mut base: Value) -> Value {
+    if let Some(Value::Object(extra)) = s.claims.lock().unwrap().get(user) {
+        for (k, v) in extra {
+            base[k] = v.clone();
+        }
+    }
+    base
 }
 
 /// The correct answer `status`/`body`, or what the current fault makes of it.

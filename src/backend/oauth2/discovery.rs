@@ -230,7 +230,7 @@ impl Discovery {
     }
 }
 
-enum DocError {
+pub enum DocError {
     NotFound,
     /// A valid document naming another issuer.
     WrongIssuer(BackendError),
@@ -266,14 +266,37 @@ async fn fetch_document(
     let body = read_capped(response, MAX_DOCUMENT, url)
         .await
         .map_err(DocError::Failed)?;
-    let doc: Metadata = serde_json::from_slice(&body).map_err(|e| {
+    parse_document(&body, url, issuer)
+}
+
+/// A metadata document fetched from `url`: its endpoints, when it names exactly `issuer`
+/// and every endpoint is an http(s) URL without credentials. Pure, so that the fuzz target
+/// `oauth2_json` can drive it.
+pub fn parse_document(body: &[u8], url: &str, issuer: &str) -> Result<Endpoints, DocError> {
+    let doc: Metadata = serde_json::from_slice(body).map_err(|e| {
         DocError::Failed(BackendError::Protocol(format!("{url}: bad metadata: {e}")))
     })?;
     if doc.issuer.as_deref() != Some(issuer) {
         return Err(DocError::WrongIssuer(BackendError::Protocol(format!(
-            "{url}: issuer {:?} is not the configured {issuer:?}",
-            doc.issuer.as_deref().unwrap_or("(missing)")
+            "{url}: issuer {} is not the configured {issuer:?}",
+            doc.issuer
+                .as_deref()
+                .map_or("(missing)".to_owned(), shown_issuer)
         ))));
+    }
+    // Checked like configured URLs, before anything uses or logs them: a document cannot
+    // smuggle `user:password@` (or a `file:` URL) into our requests and logs.
+    for (field, value) in [
+        ("token_endpoint", &doc.token_endpoint),
+        ("introspection_endpoint", &doc.introspection_endpoint),
+        ("userinfo_endpoint", &doc.userinfo_endpoint),
+        ("jwks_uri", &doc.jwks_uri),
+    ] {
+        if let Some(Err(why)) = value.as_deref().map(super::endpoint_url) {
+            return Err(DocError::Failed(BackendError::Protocol(format!(
+                "{url}: {field} {why}"
+            ))));
+        }
     }
     Ok(Endpoints {
         token: doc.token_endpoint,
@@ -283,9 +306,41 @@ async fn fetch_document(
     })
 }
 
+/// The issuer a document names, for the log: the IdP chose it, so it may carry
+/// `user:password@` (dropped) or be long (cut).
+fn shown_issuer(named: &str) -> String {
+    match reqwest::Url::parse(named) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                // Cannot fail for a URL that had credentials: it has a host.
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+            }
+            format!("{:?}", u.as_str().chars().take(200).collect::<String>())
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_issuer_is_logged_without_its_credentials() {
+        let body = br#"{"issuer": "https://bridge:hunter2@evil.example/o"}"#;
+        match parse_document(body, "https://idp.example/.wk", "https://idp.example/o") {
+            Err(DocError::WrongIssuer(e)) => {
+                let text = e.to_string();
+                assert!(
+                    !text.contains("hunter2") && !text.contains("bridge@"),
+                    "{text}"
+                );
+                assert!(text.contains("evil.example"), "{text}");
+            }
+            _ => panic!("accepted"),
+        }
+    }
 
     #[test]
     fn well_known_urls() {

@@ -39,6 +39,34 @@ pub fn error_code(body: &[u8]) -> String {
         .unwrap_or_else(|| "(no error code)".to_owned())
 }
 
+/// The access token of a 200 token response: present, visible ASCII, of type bearer.
+/// Pure, so that the fuzz target `oauth2_json` can drive it.
+pub fn parse_token_response(body: &[u8]) -> Result<Secret, BackendError> {
+    let parsed: TokenResponse = serde_json::from_slice(body)
+        .map_err(|_| BackendError::Protocol("token endpoint: malformed JSON".into()))?;
+    let token = parsed
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| BackendError::Protocol("token endpoint: no access_token".into()))?;
+    // It goes into an `Authorization` header next (userinfo) or an introspection: one
+    // that cannot be built must be the IdP's protocol error, not an outage.
+    if !super::is_token_syntax(token.expose()) {
+        return Err(BackendError::Protocol(
+            "token endpoint: access_token is not visible ASCII".into(),
+        ));
+    }
+    if !parsed
+        .token_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
+    {
+        return Err(BackendError::Protocol(
+            "token endpoint: token_type is not bearer".into(),
+        ));
+    }
+    Ok(token)
+}
+
 pub async fn password_grant(
     http: &reqwest::Client,
     token_endpoint: &str,
@@ -58,22 +86,7 @@ pub async fn password_grant(
     let request = client.apply(http.post(token_endpoint), &mut form);
     let (status, body) = super::send_form(request, form, "token endpoint").await?;
     if status == reqwest::StatusCode::OK {
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|_| BackendError::Protocol("token endpoint: malformed JSON".into()))?;
-        let token = parsed
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| BackendError::Protocol("token endpoint: no access_token".into()))?;
-        if !parsed
-            .token_type
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
-        {
-            return Err(BackendError::Protocol(
-                "token endpoint: token_type is not bearer".into(),
-            ));
-        }
-        return Ok(Grant::Token(token));
+        return parse_token_response(&body).map(Grant::Token);
     }
     let code = error_code(&body);
     match (status.as_u16(), code.as_str()) {

@@ -9,8 +9,17 @@
 //! 3. `username` (RFC 7662 introspection responses).
 //!
 //! and mapped: `as_is` compares the whole value, `localpart` splits at the last `@` and
-//! compares the domain too when there is one. Both sides are case-folded (the XMPP servers
-//! nodeprep the user before asking; IdPs often keep the case a user registered with).
+//! compares the domain too when there is one. A name taken from `email` counts only with
+//! `email_verified: true` (and `phone_number` with `phone_number_verified: true`): anyone
+//! can type someone else's address into a profile.
+//!
+//! The user is compared exactly by default: the XMPP servers normalise (nodeprep) the user
+//! before asking, and an IdP that keeps `Romeo` and `romeo` apart (django-oauth-toolkit,
+//! any case-sensitive user table) has two accounts there. Folding both sides would let
+//! one log in as the other. `username_case = "ascii"` is for IdPs whose usernames are
+//! case-insensitive: it folds A–Z only. Full Unicode folding is never done: it merges
+//! names an IdP keeps apart (`\u{212A}ate`, with KELVIN SIGN, lower-cases to `kate`).
+//! Domains are DNS names and always compared ASCII case-insensitively.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -35,17 +44,37 @@ pub enum UsernameMapping {
     Localpart,
 }
 
+/// The OIDC claims (Core §5.1) that come with a `*_verified` flag: what a user typed into
+/// their profile, which names them only once the IdP has verified it.
+const VERIFIED_CLAIMS: &[&str] = &["email", "phone_number"];
+
+/// How the user the IdP names is compared with the requested one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsernameCase {
+    /// Byte for byte.
+    #[default]
+    Exact,
+    /// A–Z and a–z are the same letter; nothing else is folded.
+    Ascii,
+}
+
 #[derive(Debug, Clone)]
 pub struct IdentityRule {
     pub field: String,
     pub mapping: UsernameMapping,
+    pub case: UsernameCase,
 }
 
 impl IdentityRule {
     /// `Ok` when the claims name `account`; otherwise a short reason for the log.
     pub fn check(&self, claims: &Claims, account: &Account) -> Result<(), &'static str> {
         let (user, domain) = self.identity(claims)?;
-        if !fold_eq(&user, &account.user) {
+        let same = match self.case {
+            UsernameCase::Exact => user == account.user,
+            UsernameCase::Ascii => user.eq_ignore_ascii_case(&account.user),
+        };
+        if !same {
             return Err("token belongs to another user");
         }
         match domain {
@@ -70,12 +99,20 @@ impl IdentityRule {
                 _ => Err("malformed xmpp: subject"),
             };
         }
-        let name = claims
-            .get(&self.field)
-            .or_else(|| claims.get("username"))
-            .ok_or("no username claim")?
-            .as_str()
-            .ok_or("username claim is not a string")?;
+        let (source, value) = match claims.get(&self.field) {
+            Some(v) => (self.field.as_str(), v),
+            None => (
+                "username",
+                claims.get("username").ok_or("no username claim")?,
+            ),
+        };
+        let name = value.as_str().ok_or("username claim is not a string")?;
+        // Only a JSON `true`: a missing claim, `"true"` or `1` is not a verification.
+        if VERIFIED_CLAIMS.contains(&source)
+            && claims.get(&format!("{source}_verified")) != Some(&Value::Bool(true))
+        {
+            return Err("identity claim not verified");
+        }
         if name.is_empty() {
             return Err("empty username claim");
         }
@@ -90,11 +127,6 @@ impl IdentityRule {
             },
         }
     }
-}
-
-/// Case-insensitive comparison with full Unicode lower-casing (`Ä` = `ä`).
-fn fold_eq(a: &str, b: &str) -> bool {
-    a == b || a.to_lowercase() == b.to_lowercase()
 }
 
 #[cfg(test)]
@@ -117,6 +149,14 @@ mod tests {
         IdentityRule {
             field: "preferred_username".into(),
             mapping,
+            case: UsernameCase::Exact,
+        }
+    }
+
+    fn account(user: &str) -> Account {
+        Account {
+            user: user.into(),
+            server: "example.net".into(),
         }
     }
 
@@ -125,23 +165,60 @@ mod tests {
         let r = rule(UsernameMapping::Localpart);
         for c in [
             json!({"preferred_username": "romeo"}),
-            json!({"preferred_username": "Romeo"}),
             json!({"preferred_username": "romeo@Example.NET"}),
             json!({"username": "romeo"}),
             json!({"sub": "xmpp:romeo@example.net", "preferred_username": "ignored"}),
+            json!({"sub": "xmpp:romeo@EXAMPLE.net"}),
         ] {
             assert_eq!(r.check(&claims(c.clone()), &romeo()), Ok(()), "{c}");
         }
-        let mercutio = Account {
-            user: "mercutio".into(),
-            server: "example.net".into(),
+    }
+
+    /// Another account at a case-sensitive IdP, or a Unicode look-alike, is someone else.
+    #[test]
+    fn names_are_compared_exactly_by_default() {
+        let r = rule(UsernameMapping::Localpart);
+        for (name, user) in [
+            ("Romeo", "romeo"),
+            ("ROMEO@example.net", "romeo"),
+            ("romeo", "Romeo"),
+            ("\u{212A}ate", "kate"),
+            ("Kate", "kate"),
+            ("stra\u{df}e", "strasse"),
+            ("\u{130}nci", "i\u{307}nci"),
+        ] {
+            let c = claims(json!({ "preferred_username": name }));
+            assert_eq!(
+                r.check(&c, &account(user)),
+                Err("token belongs to another user"),
+                "{name} as {user}"
+            );
+        }
+        let sub = claims(json!({"sub": "xmpp:Romeo@example.net"}));
+        assert!(r.check(&sub, &romeo()).is_err());
+    }
+
+    /// `username_case = "ascii"` folds A-Z only: `Romeo` is `romeo`, but KELVIN SIGN,
+    /// `ẞ`/`ß` or a dotted capital I are never folded into an ASCII name.
+    #[test]
+    fn ascii_folding_folds_ascii_letters_only() {
+        let r = IdentityRule {
+            case: UsernameCase::Ascii,
+            ..rule(UsernameMapping::Localpart)
         };
-        assert!(r
-            .check(
-                &claims(json!({"preferred_username": "MERCUTIO"})),
-                &mercutio
-            )
-            .is_ok());
+        for (name, user) in [("Romeo", "romeo"), ("MERCUTIO@example.net", "mercutio")] {
+            let c = claims(json!({ "preferred_username": name }));
+            assert_eq!(r.check(&c, &account(user)), Ok(()), "{name} as {user}");
+        }
+        for (name, user) in [
+            ("\u{212A}ate", "kate"),
+            ("\u{1E9E}", "\u{df}"),
+            ("\u{130}", "i"),
+            ("\u{c4}", "\u{e4}"),
+        ] {
+            let c = claims(json!({ "preferred_username": name }));
+            assert!(r.check(&c, &account(user)).is_err(), "{name} as {user}");
+        }
     }
 
     #[test]
@@ -170,17 +247,72 @@ mod tests {
             )
             .is_err());
         assert!(as_is
-            .check(&claims(json!({"preferred_username": "ROMEO"})), &romeo())
+            .check(&claims(json!({"preferred_username": "romeo"})), &romeo())
             .is_ok());
+    }
+
+    fn email_rule() -> IdentityRule {
+        IdentityRule {
+            field: "email".into(),
+            ..rule(UsernameMapping::Localpart)
+        }
     }
 
     #[test]
     fn configured_field_wins_over_username() {
-        let r = IdentityRule {
-            field: "email".into(),
-            mapping: UsernameMapping::Localpart,
+        let c = claims(
+            json!({"email": "juliet@example.net", "email_verified": true,
+                              "username": "romeo"}),
+        );
+        assert!(email_rule().check(&c, &romeo()).is_err());
+    }
+
+    /// An address anyone could have typed into their profile names no one.
+    #[test]
+    fn an_email_identity_needs_email_verified_true() {
+        let r = email_rule();
+        let with = |verified: Option<Value>| {
+            let mut c = json!({"preferred_username": "mallory", "email": "romeo@example.net"});
+            if let Some(v) = verified {
+                c["email_verified"] = v;
+            }
+            r.check(&claims(c), &romeo())
         };
-        let c = claims(json!({"email": "juliet@example.net", "username": "romeo"}));
-        assert!(r.check(&c, &romeo()).is_err());
+        assert_eq!(with(Some(json!(true))), Ok(()));
+        for v in [
+            None,
+            Some(json!(false)),
+            Some(json!("true")),
+            Some(json!(1)),
+        ] {
+            assert_eq!(with(v.clone()), Err("identity claim not verified"), "{v:?}");
+        }
+        // Other sources of the name are not subject to it.
+        let c = claims(json!({"username": "romeo", "email_verified": false}));
+        assert_eq!(r.check(&c, &romeo()), Ok(()));
+        let c = claims(json!({"sub": "xmpp:romeo@example.net", "email": "juliet@example.net"}));
+        assert_eq!(r.check(&c, &romeo()), Ok(()));
+    }
+
+    /// The same for the other OIDC claim a user can type: `phone_number`.
+    #[test]
+    fn a_phone_number_identity_needs_phone_number_verified_true() {
+        let r = IdentityRule {
+            field: "phone_number".into(),
+            mapping: UsernameMapping::AsIs,
+            ..rule(UsernameMapping::AsIs)
+        };
+        let phone = Account {
+            user: "+15550100".into(),
+            server: "example.net".into(),
+        };
+        let with = |verified: Value| {
+            let c = json!({"phone_number": "+15550100", "phone_number_verified": verified});
+            r.check(&claims(c), &phone)
+        };
+        assert_eq!(with(json!(true)), Ok(()));
+        for v in [json!(false), json!("true"), json!(null)] {
+            assert_eq!(with(v.clone()), Err("identity claim not verified"), "{v}");
+        }
     }
 }

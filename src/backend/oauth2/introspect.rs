@@ -45,9 +45,16 @@ pub async fn introspect(
             _ => BackendError::Protocol(format!("introspection: HTTP {status} {code}")),
         });
     }
-    let claims: Claims = serde_json::from_slice(&body)
+    judge_body(&body, settings, now())
+}
+
+/// A 200 response's body, judged at time `now` (seconds since the epoch): the claims of an
+/// active token that passes the checks, or why not; malformed JSON is a protocol error.
+/// Pure, so that the fuzz target `oauth2_json` can drive it.
+pub fn judge_body(body: &[u8], settings: &Settings, now: u64) -> Result<Verdict, BackendError> {
+    let claims: Claims = serde_json::from_slice(body)
         .map_err(|_| BackendError::Protocol("introspection: malformed JSON".into()))?;
-    Ok(judge(claims, settings, now()))
+    Ok(judge(claims, settings, now))
 }
 
 fn now() -> u64 {
@@ -102,14 +109,17 @@ fn judge(claims: Claims, settings: &Settings, now: u64) -> Verdict {
             }
         }
     }
+    // A token is meant for us when we are among its `aud`, or when it was issued to our
+    // client (`client_id`: what the password grant's tokens and many IdPs' tokens carry
+    // instead of an `aud`). Neither present is not meant for us.
     if let Some(audience) = &settings.audience {
-        let ok = match claims.get("aud") {
+        let in_aud = match claims.get("aud") {
             Some(Value::String(a)) => a == audience,
             Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
-            // The client_id is the audience when the IdP does not say more.
-            _ => claims.get("client_id").and_then(Value::as_str) == Some(audience.as_str()),
+            _ => false,
         };
-        if !ok {
+        let our_client = claims.get("client_id").and_then(Value::as_str) == Some(audience.as_str());
+        if !in_aud && !our_client {
             return Err("wrong audience");
         }
     }
@@ -129,28 +139,15 @@ fn judge(claims: Claims, settings: &Settings, now: u64) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use super::super::identity::{IdentityRule, UsernameMapping};
-    use super::super::{IsUserPolicy, Mode, UsernameFormat, Validate, Verify};
     use super::*;
     use serde_json::json;
 
     fn settings() -> Settings {
-        Settings {
-            mode: Mode::Token,
-            scope: "openid".into(),
-            username_format: UsernameFormat::Localpart,
-            verify: Verify::Introspection,
-            validate: Validate::Introspection,
-            token_prefixes: vec![],
-            identity: IdentityRule {
-                field: "preferred_username".into(),
-                mapping: UsernameMapping::Localpart,
-            },
-            required_scope: vec!["xmpp".into()],
-            audience: Some("bridge".into()),
-            expected_issuer: Some("https://idp.example".into()),
-            isuser: IsUserPolicy::Next,
-        }
+        Settings::introspected_tokens(
+            Some("bridge".into()),
+            Some("https://idp.example".into()),
+            vec!["xmpp".into()],
+        )
     }
 
     fn check(v: Value) -> Verdict {
@@ -184,6 +181,18 @@ mod tests {
         );
         assert_eq!(with("scope", json!("xmppx")), Err("missing required scope"));
         assert!(check(json!({"active": true, "scope": "xmpp", "client_id": "bridge"})).is_ok());
+        assert!(check(
+            json!({"active": true, "scope": "xmpp", "aud": "other", "client_id": "bridge"})
+        )
+        .is_ok());
+        for other in [
+            json!({"active": true, "scope": "xmpp", "client_id": "other-app"}),
+            json!({"active": true, "scope": "xmpp", "aud": ["x"], "client_id": "other-app"}),
+            json!({"active": true, "scope": "xmpp", "aud": 7}),
+            json!({"active": true, "scope": "xmpp"}),
+        ] {
+            assert_eq!(check(other.clone()), Err("wrong audience"), "{other}");
+        }
         assert_eq!(check(json!({})), Err("token not active"));
     }
 

@@ -286,18 +286,28 @@ async fn fetch(http: &reqwest::Client, uri: &str) -> Result<KeySet, BackendError
         return Err(BackendError::Unavailable(format!("JWKS: HTTP {status}")));
     }
     let body = read_capped(response, MAX_DOCUMENT, "JWKS").await?;
-    let raw: RawSet = serde_json::from_slice(&body)
+    Ok(KeySet {
+        keys: parse_keys(&body)?,
+        fetched: Instant::now(),
+    })
+}
+
+/// The usable keys of a JWKS document.
+fn parse_keys(body: &[u8]) -> Result<Vec<Key>, BackendError> {
+    let raw: RawSet = serde_json::from_slice(body)
         .map_err(|_| BackendError::Protocol("JWKS: malformed".into()))?;
-    let keys = raw
+    Ok(raw
         .keys
         .into_iter()
         .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
         .filter_map(usable_key)
-        .collect();
-    Ok(KeySet {
-        keys,
-        fetched: Instant::now(),
-    })
+        .collect())
+}
+
+/// The fuzz target `oauth2_json`'s way into JWKS parsing: how many of the document's
+/// entries are usable public signing keys (never an `oct` key: those are refused).
+pub fn usable_keys_in(body: &[u8]) -> Result<usize, BackendError> {
+    parse_keys(body).map(|keys| keys.len())
 }
 
 /// A public signing key, or `None` (encryption keys, symmetric keys, unknown kinds).

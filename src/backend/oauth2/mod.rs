@@ -30,12 +30,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Backend, BackendError, BackendResult};
+use super::{Backend, BackendError, BackendResult, CheckReport};
 use crate::request::Account;
 use crate::secret::Secret;
 
 use discovery::{Discovery, Endpoints, Needed};
-use identity::{IdentityRule, UsernameMapping};
+use identity::{IdentityRule, UsernameCase, UsernameMapping};
 use jwt::JwksCache;
 
 /// How the client proves itself to the token and introspection endpoints.
@@ -138,6 +138,9 @@ pub struct OAuth2BackendConfig {
     pub username_field: String,
     #[serde(default)]
     pub username_mapping: UsernameMapping,
+    /// `exact` (default) or `ascii`: how the IdP's name is compared with the user.
+    #[serde(default)]
+    pub username_case: UsernameCase,
     /// Space-separated scopes an introspected token must all carry.
     pub required_scope: Option<String>,
     /// The audience a token must be issued for (introspection `aud`, JWT `aud`).
@@ -259,6 +262,54 @@ impl Client {
     }
 }
 
+/// `audience = "any"`: the operator's explicit choice to accept a token issued to any
+/// client of the IdP (and so a reserved word, never compared with a real `aud`).
+pub const ANY_AUDIENCE: &str = "any";
+
+/// Tokens as passwords must be meant for us (SPEC §10): an IdP issues tokens to every
+/// client of its realm, and without a binding a token another application obtained (a
+/// game, a wiki, anything its user logged into) would log in here. So `audience` is
+/// required with `mode = "token"`/`"auto"`, or the operator writes `"any"`. Userinfo
+/// answers who the token belongs to, not whom it was issued to: a real audience there
+/// would be a check that is silently not made, so only `"any"` is accepted with it.
+fn check_audience(config: &OAuth2BackendConfig) -> Result<(), KeyError> {
+    let err = |m: &str| ("audience".to_owned(), m.to_owned());
+    match config.audience.as_deref() {
+        None => Err(err(
+            "required with mode = \"token\" or \"auto\": the `aud` (or, at introspection, the `client_id`) of tokens meant for this service, often its client_id; or audience = \"any\" to accept a token issued to any client of the IdP",
+        )),
+        Some("") => Err(err("must not be empty")),
+        Some(a) if a != ANY_AUDIENCE && config.validate == Validate::Userinfo => Err(err(
+            "validate = \"userinfo\" cannot check whom a token was issued to: use introspection or jwt, or write audience = \"any\" to accept tokens issued to any client",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The audience to check, `None` when any is accepted (or none was configured).
+fn audience_to_check(config: &OAuth2BackendConfig) -> Option<String> {
+    config.audience.clone().filter(|a| a != ANY_AUDIENCE)
+}
+
+/// An endpoint URL fit to be asked and logged: http or https, and no `user:password@`.
+/// Credentials there would travel to the IdP outside the client authentication we
+/// control, and be printed with every log line naming the URL. The reasons never repeat
+/// the URL (it may hold exactly that password).
+pub(crate) fn endpoint_url(u: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(u).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must be an http or https URL".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "must not carry credentials (user:password@); the client authenticates with \
+             client_id and client_secret"
+                .into(),
+        );
+    }
+    Ok(parsed)
+}
+
 /// Plain http is fine on loopback (a local IdP, the tests), nowhere else.
 fn is_loopback(url: &reqwest::Url) -> bool {
     let host = url.host_str().unwrap_or("");
@@ -267,6 +318,20 @@ fn is_loopback(url: &reqwest::Url) -> bool {
         || bare
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Is `token` fit to be used as a token: a bearer credential, the `token=` of an
+/// introspection, a JWT? One or more visible ASCII characters (0x21..=0x7E).
+///
+/// RFC 6750's `b64token` (letters, digits, `-._~+/`, trailing `=`) would be the strict
+/// rule, but it refuses Prosody's `secret-token:…` tokens (the `:`) and what other IdPs
+/// issue, so the visible-ASCII superset is accepted. What the rule must keep out is what a
+/// client could use to make the request impossible to build (a control byte, DEL, a space,
+/// a non-ASCII byte in the `Authorization` header): reqwest reports that as an error the
+/// request loop cannot tell from an unreachable IdP, and with `on_unavailable = "next"` the
+/// client would have chosen to be asked by the next backend instead (SPEC §10).
+pub fn is_token_syntax(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| matches!(b, 0x21..=0x7E))
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value (space as `+`).
@@ -325,6 +390,35 @@ pub struct Settings {
     pub isuser: IsUserPolicy,
 }
 
+impl Settings {
+    /// `mode = "token"` with introspection, judged with `audience`, `expected_issuer` and
+    /// `required_scope`, names compared exactly: what the unit tests and the fuzz target
+    /// `oauth2_json` check responses against, without a configuration file.
+    pub fn introspected_tokens(
+        audience: Option<String>,
+        expected_issuer: Option<String>,
+        required_scope: Vec<String>,
+    ) -> Settings {
+        Settings {
+            mode: Mode::Token,
+            scope: default_scope(),
+            username_format: UsernameFormat::Localpart,
+            verify: Verify::Introspection,
+            validate: Validate::Introspection,
+            token_prefixes: Vec::new(),
+            identity: IdentityRule {
+                field: default_username_field(),
+                mapping: UsernameMapping::Localpart,
+                case: UsernameCase::Exact,
+            },
+            required_scope,
+            audience,
+            expected_issuer,
+            isuser: IsUserPolicy::Next,
+        }
+    }
+}
+
 pub struct OAuth2Backend {
     name: String,
     settings: Settings,
@@ -359,6 +453,17 @@ impl OAuth2Backend {
             &config.introspection_bearer_file,
             &config.introspection_bearer_env,
         )?;
+        // Sent as `Authorization: Bearer`: one that cannot be, fails at start-up rather than
+        // turning every login into a request that cannot be built.
+        if introspection_bearer
+            .as_ref()
+            .is_some_and(|b| !is_token_syntax(b.expose()))
+        {
+            return Err(err(
+                "introspection_bearer",
+                "must be visible ASCII characters only (no spaces or control characters)",
+            ));
+        }
         for (k, url) in [
             ("issuer", &config.issuer),
             ("token_endpoint", &config.token_endpoint),
@@ -367,11 +472,7 @@ impl OAuth2Backend {
             ("jwks_uri", &config.jwks_uri),
         ] {
             if let Some(u) = url {
-                let parsed =
-                    reqwest::Url::parse(u).map_err(|e| err(k, &format!("not a URL: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(err(k, "must be an http or https URL"));
-                }
+                let parsed = endpoint_url(u).map_err(|m| err(k, &m))?;
                 if parsed.scheme() == "http" && !is_loopback(&parsed) {
                     tracing::warn!(backend = %config.name, key = k, url = %u, "plain http: passwords and tokens would cross the network unencrypted");
                 }
@@ -419,14 +520,9 @@ impl OAuth2Backend {
                     "required to check the `iss` of JWTs (or set check_issuer = false)",
                 ));
             }
-            // Required, with no opt-out: an issuer signs tokens for every client of its
-            // realm, and without an `aud` check a token issued to any of them would log in.
-            if config.audience.is_none() {
-                return Err(err(
-                    "audience",
-                    "required with validate = \"jwt\": the `aud` the IdP puts in tokens meant for this service (often its client_id); without it a token issued to any other client of the issuer would log in",
-                ));
-            }
+        }
+        if token {
+            check_audience(config)?;
         }
         if config.client_auth != ClientAuth::None
             && client_secret.is_none()
@@ -488,6 +584,7 @@ impl OAuth2Backend {
                 identity: IdentityRule {
                     field: config.username_field.clone(),
                     mapping: config.username_mapping,
+                    case: config.username_case,
                 },
                 required_scope: config
                     .required_scope
@@ -496,7 +593,7 @@ impl OAuth2Backend {
                     .split_whitespace()
                     .map(str::to_owned)
                     .collect(),
-                audience: config.audience.clone(),
+                audience: audience_to_check(config),
                 expected_issuer: expected_issuer.clone(),
                 isuser: config.isuser,
             },
@@ -519,7 +616,7 @@ impl OAuth2Backend {
             jwks: JwksCache::new(
                 algorithms,
                 expected_issuer,
-                config.audience.clone(),
+                audience_to_check(config),
                 config.jwks_refresh,
             ),
         })
@@ -601,6 +698,10 @@ impl OAuth2Backend {
     }
 
     async fn token_as_password(&self, account: &Account, token: &Secret) -> BackendResult {
+        // Before anything is fetched or built: a final `0`, never `Unavailable`.
+        if !is_token_syntax(token.expose()) {
+            return Ok(self.refuse(account, "token is not visible ASCII"));
+        }
         let claims = match self.settings.validate {
             Validate::Introspection => {
                 let endpoints = self.endpoints().await?;
@@ -629,6 +730,26 @@ impl OAuth2Backend {
             },
             Err(why) => self.refuse(account, why),
         }
+    }
+
+    /// What `check` says about tokens not bound to this service (the configuration
+    /// allows both, as the operator's explicit choice, but they should know).
+    fn audience_warnings(&self) -> Vec<String> {
+        let s = &self.settings;
+        if s.mode == Mode::PasswordGrant {
+            return Vec::new();
+        }
+        let warning = if s.validate == Validate::Userinfo {
+            "validate = \"userinfo\" cannot check whom a token was issued to: a token any client \
+             of the IdP obtained for a user logs in as that user; prefer introspection or jwt \
+             with an audience"
+        } else if s.audience.is_none() {
+            "audience = \"any\": a token issued to any client of the IdP logs in; set the \
+             audience of tokens meant for this service (often its client_id)"
+        } else {
+            return Vec::new();
+        };
+        vec![warning.to_owned()]
     }
 
     /// Logs why a login was refused (never the credential) and answers `false`.
@@ -698,6 +819,13 @@ impl Backend for OAuth2Backend {
             IsUserPolicy::Deny => Ok(false),
             IsUserPolicy::Next => Err(BackendError::Unsupported),
         }
+    }
+
+    async fn check_report(&self) -> Result<CheckReport, BackendError> {
+        Ok(CheckReport {
+            detail: self.check().await?,
+            warnings: self.audience_warnings(),
+        })
     }
 
     async fn check(&self) -> Result<String, BackendError> {
@@ -831,6 +959,35 @@ mod tests {
             key_of(&format!("{issuer}mode = \"token\"\nvalidate = \"jwt\"")),
             "backend[0].audience"
         );
+        for mode in ["token", "auto"] {
+            let base = format!(
+                "{issuer}client_id = \"c\"\nclient_auth = \"none\"\nmode = \"{mode}\"\n\
+                 introspection_bearer = \"b\"\n"
+            );
+            for validate in ["introspection", "userinfo", "jwt"] {
+                let v = format!("{base}validate = \"{validate}\"\n");
+                assert_eq!(key_of(&v), "backend[0].audience", "{v}");
+                assert_eq!(
+                    key_of(&format!("{v}audience = \"\"")),
+                    "backend[0].audience"
+                );
+                assert!(build(&format!("{v}audience = \"any\"")).is_ok(), "{v}");
+                let bound = build(&format!("{v}audience = \"bridge\""));
+                if validate == "userinfo" {
+                    assert_eq!(
+                        bound.err().map(|e| e.key).as_deref(),
+                        Some("backend[0].audience")
+                    );
+                } else {
+                    assert!(bound.is_ok(), "{v}");
+                }
+            }
+        }
+        // The password grant's own tokens are ours: no audience needed.
+        assert!(build(&format!(
+            "{issuer}client_id = \"c\"\nclient_auth = \"none\"\nverify = \"userinfo\""
+        ))
+        .is_ok());
         assert_eq!(
             key_of(&format!(
                 "{issuer}client_id = \"c\"\nclient_auth = \"none\"\nmode = \"auto\"\nvalidate = \"jwt\""
@@ -891,6 +1048,35 @@ mod tests {
         ] {
             assert_eq!(is_loopback(&reqwest::Url::parse(u).unwrap()), want, "{u}");
         }
+    }
+
+    #[test]
+    fn tokens_are_visible_ascii() {
+        for good in [
+            "secret-token:abc",
+            "eyJ.a.b",
+            "a~+/=",
+            "!\"#$%&'()*,;<>?@[\\]^`{|}",
+        ] {
+            assert!(is_token_syntax(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a\tb",
+            "a\u{1}",
+            "a\u{7f}",
+            "caf\u{e9}",
+            "a\r\nb",
+        ] {
+            assert!(!is_token_syntax(bad), "{bad:?}");
+        }
+        let issuer = "issuer = \"https://idp.example\"\nmode = \"token\"\naudience = \"a\"\n";
+        assert_eq!(
+            key_of(&format!("{issuer}introspection_bearer = \"x\\u0001y\"")),
+            "backend[0].introspection_bearer"
+        );
+        assert!(build(&format!("{issuer}introspection_bearer = \"x:y\"")).is_ok());
     }
 
     #[test]

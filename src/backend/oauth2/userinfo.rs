@@ -32,7 +32,11 @@ pub async fn fetch(
         _ => return Err(BackendError::Protocol(format!("userinfo: HTTP {status}"))),
     }
     let body = super::body::read_capped(response, super::body::MAX_RESPONSE, "userinfo").await?;
-    let claims: Claims = serde_json::from_slice(&body)
-        .map_err(|_| BackendError::Protocol("userinfo: not a JSON object".into()))?;
-    Ok(Ok(claims))
+    parse_claims(&body).map(Ok)
+}
+
+/// The claims of a 200 userinfo response (also the fuzz target `oauth2_json`'s way in).
+pub fn parse_claims(body: &[u8]) -> Result<Claims, BackendError> {
+    serde_json::from_slice(body)
+        .map_err(|_| BackendError::Protocol("userinfo: not a JSON object".into()))
 }
