@@ -44,6 +44,9 @@ pub fn hash_password(password: &Secret) -> Result<String, BackendError> {
         .map_err(|e| BackendError::Internal(format!("hashing failed: {e}")))
 }
 
+/// The most password bytes bcrypt reads; the rest of a longer password is ignored by it.
+pub const BCRYPT_MAX_PASSWORD: usize = 72;
+
 /// htpasswd-style bcrypt, the one non-PHC format accepted.
 fn is_bcrypt(hash: &str) -> bool {
     ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p))
@@ -53,8 +56,14 @@ fn is_bcrypt(hash: &str) -> bool {
 /// stored hash itself is unusable.
 pub fn verify_password(hash: &str, password: &Secret) -> Result<bool, BackendError> {
     if is_bcrypt(hash) {
-        return bcrypt::verify(password.expose(), hash)
-            .map_err(|e| BackendError::Internal(format!("unusable bcrypt hash: {e}")));
+        // bcrypt reads only the first 72 bytes of a password: any longer one that shares
+        // them would match. A password over the limit never verifies; the hash is still
+        // computed, so that it costs what a wrong password costs. (The crate's
+        // `non_truncating_verify` would also refuse a password of exactly 72 bytes, which
+        // bcrypt does hash whole, and lock such an htpasswd user out.)
+        let matched = bcrypt::verify(password.expose(), hash)
+            .map_err(|e| BackendError::Internal(format!("unusable bcrypt hash: {e}")))?;
+        return Ok(matched && password.expose().len() <= BCRYPT_MAX_PASSWORD);
     }
     let parsed = PasswordHash::new(hash)
         .map_err(|e| BackendError::Internal(format!("unusable password hash: {e}")))?;
@@ -1251,5 +1260,18 @@ mod tests {
         assert!(verify_password(&bc, &Secret::new("secret")).unwrap());
         assert!(!verify_password(&bc, &Secret::new("nope")).unwrap());
         assert!(verify_password("$md5$abc", &pw).is_err());
+    }
+
+    #[test]
+    fn bcrypt_never_accepts_a_longer_password_that_shares_the_first_72_bytes() {
+        let long = "a".repeat(72);
+        let hash = bcrypt::hash(&long, 4).unwrap();
+        assert!(verify_password(&hash, &Secret::new(long.clone())).unwrap());
+        let longer = format!("{long}x");
+        assert!(!verify_password(&hash, &Secret::new(longer.clone())).unwrap());
+        // Nor does a hash whose own password was longer (made by a truncating hasher): no
+        // password over 72 bytes ever verifies against bcrypt.
+        let truncated = bcrypt::hash(&longer, 4).unwrap();
+        assert!(!verify_password(&truncated, &Secret::new(longer)).unwrap());
     }
 }
