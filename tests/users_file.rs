@@ -36,3 +36,31 @@ fn bcrypt_refuses_a_password_that_only_shares_the_first_72_bytes() {
     );
     assert_eq!(stdout(&out), "1\n0\n0\n", "{}", stderr(&out));
 }
+
+/// `ǅ` (U+01C5) is a titlecase letter: neither upper nor lower case, lower-cased to `ǆ`. The
+/// users file folds it, so `ǅemo` and `ǆemo` are one account; the cache must fold it the same
+/// way, or removing `ǆemo` leaves `ǅemo`'s cached yes behind and the deleted account logs in.
+#[test]
+fn removing_an_account_evicts_it_from_the_cache_under_every_spelling_the_file_folds() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "# accounts\n").unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache]\nenabled = true\nttl = \"5m\"\n\n[[backend]]\nname = \"local\"\n\
+             type = \"file\"\npath = \"{}\"\n",
+            users.display()
+        ),
+    )
+    .unwrap();
+    let mut bridge = Live::spawn(&["--config", config.to_str().unwrap()]);
+    assert_eq!(bridge.ask("tryregister:ǆemo:example.net:pw"), "1\n");
+    assert_eq!(bridge.ask("auth:ǅemo:example.net:pw"), "1\n");
+    assert_eq!(bridge.ask("auth:ǅemo:example.net:pw"), "1\n");
+    assert_eq!(bridge.ask("removeuser:ǆemo:example.net"), "1\n");
+    assert_eq!(bridge.ask("isuser:ǅemo:example.net"), "0\n");
+    assert_eq!(bridge.ask("auth:ǅemo:example.net:pw"), "0\n");
+    assert_eq!(bridge.ask("auth:Ǆemo:example.net:pw"), "0\n");
+}

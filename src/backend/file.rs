@@ -31,7 +31,9 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use async_trait::async_trait;
 
 use super::{Backend, BackendError, BackendResult, CheckReport};
-use crate::request::Account;
+// Accounts are indexed under `account_key`, the one folding the cache uses too: the servers
+// nodeprep/nameprep JIDs before asking, and an admin-edited file may not have.
+use crate::request::{account_key, Account};
 use crate::secret::Secret;
 
 /// Hashes a password the way every new users-file entry is hashed: argon2id with the
@@ -168,12 +170,6 @@ impl Decoy {
 /// Most warnings `check` lists for one file: a file with hundreds of repeated lines needs
 /// the first few named to be understood, not all of them.
 const MAX_WARNINGS: usize = 10;
-
-/// Lower-cases both parts: the servers nodeprep/nameprep JIDs before asking, and an
-/// admin-edited file may not have.
-fn account_key(user: &str, server: &str) -> String {
-    format!("{}@{}", user.to_lowercase(), server.to_lowercase())
-}
 
 /// Characters that would break the `user@domain:HASH` line format.
 pub fn storable(account: &Account) -> bool {
