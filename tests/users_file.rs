@@ -64,3 +64,95 @@ fn removing_an_account_evicts_it_from_the_cache_under_every_spelling_the_file_fo
     assert_eq!(bridge.ask("auth:ǅemo:example.net:pw"), "0\n");
     assert_eq!(bridge.ask("auth:Ǆemo:example.net:pw"), "0\n");
 }
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// A config using `users` with `extra` keys at the top.
+fn config(dir: &std::path::Path, users: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{extra}\n[[backend]]\nname = \"local\"\ntype = \"file\"\npath = \"{}\"\n",
+            users.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A Latin-1 comment (`# Grüße von Müller`), as an admin's editor may have saved it.
+const LATIN1_COMMENT: &[u8] = b"# Gr\xfc\xdfe von M\xfcller";
+
+#[test]
+fn a_line_that_is_not_utf8_is_ignored_alone_and_kept_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let mut text = LATIN1_COMMENT.to_vec();
+    text.extend_from_slice(format!("\nromeo@example.net:{}\n", cheap_hash("pw")).as_bytes());
+    // A Latin-1 account line too: unusable (the servers send UTF-8), but the rest works.
+    text.extend_from_slice(b"m\xfcller@example.net:");
+    text.extend_from_slice(format!("{}\n", cheap_hash("x")).as_bytes());
+    text.extend_from_slice(format!("juliet@example.net:{}\n", cheap_hash("pw2")).as_bytes());
+    std::fs::write(&users, &text).unwrap();
+    let f = users.to_str().unwrap();
+
+    // The daemon: every other line works; the two lines are logged by number.
+    let out = daemon(
+        &users,
+        "auth:romeo:example.net:pw\nauth:juliet:example.net:pw2\nauth:romeo:example.net:no\n",
+    );
+    assert_eq!(stdout(&out), "1\n1\n0\n", "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("line=1") && log.contains("line=3"), "{log}");
+    assert!(!log.contains('$'), "{log}");
+
+    // `users list`: the accounts, and the lines named on stderr.
+    let out = run(&["users", "list", f], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "romeo@example.net\njuliet@example.net\n");
+    assert!(
+        stderr(&out).contains("line 1") && stderr(&out).contains("line 3"),
+        "{}",
+        stderr(&out)
+    );
+
+    // `users passwd`: done, and the lines it cannot read are written back unchanged.
+    let out = run(&["users", "passwd", f, "romeo@example.net"], b"new\n");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let after = std::fs::read(&users).unwrap();
+    let lines: Vec<&[u8]> = after.split(|&b| b == b'\n').collect();
+    let before: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), before.len());
+    assert_eq!(lines[0], LATIN1_COMMENT);
+    assert_eq!(lines[2], before[2]);
+    assert_eq!(lines[3], before[3]);
+    assert_eq!(
+        stdout(&daemon(
+            &users,
+            "auth:romeo:example.net:new\nauth:romeo:example.net:pw\n"
+        )),
+        "1\n0\n"
+    );
+}
+
+#[test]
+fn check_warns_about_a_comment_that_is_not_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let mut text = format!("romeo@example.net:{}\n", cheap_hash("pw")).into_bytes();
+    text.extend_from_slice(LATIN1_COMMENT);
+    text.push(b'\n');
+    std::fs::write(&users, &text).unwrap();
+    let config = config(dir.path(), &users, "");
+    let out = run(&["--config", config.to_str().unwrap(), "check"], b"");
+    let report = stdout(&out);
+    assert_eq!(code(&out), 0, "{report}{}", stderr(&out));
+    assert!(report.contains("warn  local (file)"), "{report}");
+    assert!(
+        report.contains("line 2") && report.contains("UTF-8"),
+        "{report}"
+    );
+}

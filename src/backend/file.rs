@@ -217,10 +217,11 @@ enum Line {
     /// come back to life as the account's entry.
     Duplicate {
         key: String,
-        raw: String,
+        raw: Vec<u8>,
     },
-    /// Blank, comment or malformed: written back unchanged.
-    Other(String),
+    /// Blank, comment or malformed: written back unchanged, byte for byte (it may not even
+    /// be UTF-8: an admin's Latin-1 comment must survive a rewrite).
+    Other(Vec<u8>),
 }
 
 /// A line that could not be used, by number; its content is not kept (it may be a password).
@@ -228,19 +229,66 @@ enum Line {
 pub struct BadLine {
     pub number: usize,
     pub reason: &'static str,
-    /// For a second entry of an account: the line of the first one, which is the one used.
-    pub duplicate_of: Option<usize>,
+    pub kind: BadKind,
+}
+
+/// What is wrong with a [`BadLine`], and so how loud `check` is about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadKind {
+    /// Not an account line: ignored by the daemon; `check` fails on it.
+    Malformed,
+    /// A comment that is not UTF-8: ignored and kept as it is; a warning.
+    Comment,
+    /// A second entry for an account; holds the line of the first one, which is the one
+    /// used. A warning.
+    Duplicate(usize),
+}
+
+impl BadLine {
+    /// Whether `check` only warns about it (the file works as the admin meant).
+    pub fn is_warning(&self) -> bool {
+        self.kind != BadKind::Malformed
+    }
+}
+
+/// The lines of a file, as `str::lines` cuts them (`\n`, or `\r\n`, no empty last line),
+/// but as bytes: one line that is not UTF-8 must not make the whole file unreadable.
+fn split_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let pieces = (!bytes.is_empty()).then(|| body.split(|&b| b == b'\n'));
+    pieces
+        .into_iter()
+        .flatten()
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
 }
 
 impl UsersFile {
-    pub fn parse(text: &str) -> (UsersFile, Vec<BadLine>) {
+    /// Parses a file's bytes. Every line is kept, whatever it holds; the ones that are not
+    /// usable entries are returned as [`BadLine`]s.
+    pub fn parse(bytes: impl AsRef<[u8]>) -> (UsersFile, Vec<BadLine>) {
         let mut file = UsersFile::default();
         let mut bad = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.strip_suffix('\r').unwrap_or(raw);
+        for (i, raw) in split_lines(bytes.as_ref()).enumerate() {
+            let Ok(line) = std::str::from_utf8(raw) else {
+                // No account can be read from it (the servers send UTF-8 names): ignored,
+                // and written back as it is. A comment is harmless, anything else is a
+                // malformed line like any other.
+                let comment = raw.trim_ascii_start().starts_with(b"#");
+                bad.push(BadLine {
+                    number: i + 1,
+                    reason: "not UTF-8",
+                    kind: if comment {
+                        BadKind::Comment
+                    } else {
+                        BadKind::Malformed
+                    },
+                });
+                file.lines.push(Line::Other(raw.to_vec()));
+                continue;
+            };
             let trimmed = line.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
-                file.lines.push(Line::Other(raw.to_owned()));
+                file.lines.push(Line::Other(raw.to_vec()));
                 continue;
             }
             match parse_entry(trimmed) {
@@ -252,11 +300,11 @@ impl UsersFile {
                             number: i + 1,
                             reason: "duplicate account (the first entry is used; a password \
                                      change or removal applies to every entry)",
-                            duplicate_of: Some(first + 1),
+                            kind: BadKind::Duplicate(first + 1),
                         });
                         file.lines.push(Line::Duplicate {
                             key,
-                            raw: raw.to_owned(),
+                            raw: raw.to_vec(),
                         });
                         continue;
                     }
@@ -270,9 +318,9 @@ impl UsersFile {
                     bad.push(BadLine {
                         number: i + 1,
                         reason,
-                        duplicate_of: None,
+                        kind: BadKind::Malformed,
                     });
-                    file.lines.push(Line::Other(raw.to_owned()));
+                    file.lines.push(Line::Other(raw.to_vec()));
                 }
             }
         }
@@ -375,18 +423,18 @@ impl UsersFile {
             .collect();
     }
 
-    pub fn render(&self) -> String {
-        let mut out = String::new();
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
         for line in &self.lines {
             match line {
                 Line::Entry { key, hash } => {
-                    out.push_str(key);
-                    out.push(':');
-                    out.push_str(hash);
+                    out.extend_from_slice(key.as_bytes());
+                    out.push(b':');
+                    out.extend_from_slice(hash.as_bytes());
                 }
-                Line::Duplicate { raw, .. } | Line::Other(raw) => out.push_str(raw),
+                Line::Duplicate { raw, .. } | Line::Other(raw) => out.extend_from_slice(raw),
             }
-            out.push('\n');
+            out.push(b'\n');
         }
         out
     }
@@ -410,18 +458,19 @@ fn parse_entry(line: &str) -> Result<(&str, &str, &str), &'static str> {
 fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
     let file = File::open(path)?;
     let meta = file.metadata()?;
-    let text = io::read_to_string(file)?;
-    let (users, bad) = UsersFile::parse(&text);
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut &file, &mut bytes)?;
+    let (users, bad) = UsersFile::parse(&bytes);
     for b in &bad {
-        match b.duplicate_of {
-            Some(first) => tracing::warn!(
+        match b.kind {
+            BadKind::Duplicate(first) => tracing::warn!(
                 path = %path.display(),
                 line = b.number,
                 first,
                 "users file: second entry for an account ignored (the first is used; a \
                  password change or removal applies to both)"
             ),
-            None => {
+            BadKind::Malformed | BadKind::Comment => {
                 tracing::warn!(path = %path.display(), line = b.number, reason = b.reason, "users file: line ignored")
             }
         }
@@ -431,7 +480,7 @@ fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
 
 /// Parses a users file and reports its malformed lines, for `check` and tests.
 pub fn lint(path: &Path) -> io::Result<(UsersFile, Vec<BadLine>)> {
-    Ok(UsersFile::parse(&fs::read_to_string(path)?))
+    Ok(UsersFile::parse(fs::read(path)?))
 }
 
 /// Set when the request that asked for a change has been abandoned: its deadline fired, it
@@ -614,7 +663,7 @@ impl WriteLock {
 /// rename over, fsync the directory. The old file's permissions are kept (0600 for a new one).
 /// The rename is the moment the change happens: it is skipped, and `false` returned, when
 /// the request has been abandoned by then.
-fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::Result<bool> {
+fn write_atomically(path: &Path, contents: &[u8], abandoned: &Abandoned) -> io::Result<bool> {
     let dir = parent_dir(path);
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
@@ -649,7 +698,7 @@ fn write_atomically(path: &Path, contents: &str, abandoned: &Abandoned) -> io::R
         }
         // After the chown, which may clear set-id bits.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(contents.as_bytes())?;
+        f.write_all(contents)?;
         f.sync_all()?;
         drop(f);
         if abandoned.is_set() {
@@ -881,8 +930,7 @@ impl Backend for FileBackend {
             let shown = path.display().to_string();
             let (users, bad) = lint(&path)
                 .map_err(|e| BackendError::Internal(format!("users file {shown}: {e}")))?;
-            let malformed: Vec<&BadLine> =
-                bad.iter().filter(|b| b.duplicate_of.is_none()).collect();
+            let malformed: Vec<&BadLine> = bad.iter().filter(|b| !b.is_warning()).collect();
             if let Some(b) = malformed.first() {
                 return Err(BackendError::Internal(format!(
                     "users file {shown} line {}: {} ({} bad line(s) in all)",
@@ -891,24 +939,27 @@ impl Backend for FileBackend {
                     malformed.len()
                 )));
             }
-            let duplicates: Vec<(usize, usize)> = bad
-                .iter()
-                .filter_map(|b| b.duplicate_of.map(|first| (b.number, first)))
-                .collect();
-            let mut warnings: Vec<String> = duplicates
+            // Only warnings are left in `bad`, in line order.
+            let mut warnings: Vec<String> = bad
                 .iter()
                 .take(MAX_WARNINGS)
-                .map(|(line, first)| {
-                    format!(
-                        "line {line} repeats the account of line {first}: the first entry is \
-                         used, and a password change or removal applies to both; delete one"
-                    )
+                .map(|b| match b.kind {
+                    BadKind::Duplicate(first) => format!(
+                        "line {} repeats the account of line {first}: the first entry is \
+                         used, and a password change or removal applies to both; delete one",
+                        b.number
+                    ),
+                    BadKind::Comment => format!(
+                        "line {}: a comment that is not UTF-8: ignored, and kept as it is",
+                        b.number
+                    ),
+                    BadKind::Malformed => format!("line {}: {}", b.number, b.reason),
                 })
                 .collect();
-            if duplicates.len() > MAX_WARNINGS {
+            if bad.len() > MAX_WARNINGS {
                 warnings.push(format!(
-                    "{} more repeated account line(s)",
-                    duplicates.len() - MAX_WARNINGS
+                    "{} more line(s) like these",
+                    bad.len() - MAX_WARNINGS
                 ));
             }
             let dir = parent_dir(&path);
@@ -993,6 +1044,11 @@ impl Backend for FileBackend {
 mod tests {
     use super::*;
 
+    /// What a rewrite would write, as text (the tests' files are UTF-8).
+    fn rendered(users: &UsersFile) -> String {
+        String::from_utf8(users.render()).unwrap()
+    }
+
     #[test]
     fn parse_keeps_comments_and_reports_bad_lines() {
         let text = "# accounts\nromeo@example.net:$argon2id$x\n\nbroken line\njuliet@EXAMPLE.net:$2y$10$abc\nromeo@example.net:$argon2id$dup\n";
@@ -1000,9 +1056,38 @@ mod tests {
         assert_eq!(users.hash_of("romeo", "example.net"), Some("$argon2id$x"));
         assert_eq!(users.hash_of("Juliet", "example.NET"), Some("$2y$10$abc"));
         assert_eq!(bad.iter().map(|b| b.number).collect::<Vec<_>>(), [4, 6]);
-        assert_eq!(bad[0].duplicate_of, None);
-        assert_eq!(bad[1].duplicate_of, Some(2));
-        assert_eq!(users.render(), "# accounts\nromeo@example.net:$argon2id$x\n\nbroken line\njuliet@example.net:$2y$10$abc\nromeo@example.net:$argon2id$dup\n");
+        assert_eq!(bad[0].kind, BadKind::Malformed);
+        assert_eq!(bad[1].kind, BadKind::Duplicate(2));
+        assert_eq!(rendered(&users), "# accounts\nromeo@example.net:$argon2id$x\n\nbroken line\njuliet@example.net:$2y$10$abc\nromeo@example.net:$argon2id$dup\n");
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_one_bad_line_kept_byte_for_byte() {
+        let text = b"# Gr\xfc\xdfe\r\na@h:$x\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z";
+        let (mut users, bad) = UsersFile::parse(text);
+        assert_eq!(users.accounts().collect::<Vec<_>>(), ["a@h", "b@h"]);
+        let kinds: Vec<_> = bad.iter().map(|b| (b.number, b.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, BadKind::Comment),
+                (3, BadKind::Malformed),
+                (4, BadKind::Malformed)
+            ]
+        );
+        assert!(bad[0].is_warning() && !bad[1].is_warning());
+        // Cut like `str::lines`: `\r\n` ends a line, the last one needs no `\n`.
+        assert_eq!(
+            users.render(),
+            b"# Gr\xfc\xdfe\na@h:$x\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z\n"
+        );
+        assert!(users.set_hash("a", "h", "$new".into()));
+        assert_eq!(
+            users.render(),
+            b"# Gr\xfc\xdfe\na@h:$new\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z\n"
+        );
+        assert!(UsersFile::parse(b"").0.render().is_empty());
+        assert_eq!(UsersFile::parse(b"\n\n").0.render(), b"\n\n");
     }
 
     #[test]
@@ -1014,7 +1099,7 @@ mod tests {
         assert!(users.insert("d", "h", "$w".into()));
         assert!(!users.insert("d", "h", "$w".into()));
         assert!(users.set_hash("b", "h", "$new".into()));
-        assert_eq!(users.render(), "b@h:$new\nc@h:$z\nd@h:$w\n");
+        assert_eq!(rendered(&users), "b@h:$new\nc@h:$z\nd@h:$w\n");
     }
 
     #[test]
@@ -1023,24 +1108,27 @@ mod tests {
         let (users, bad) = UsersFile::parse(text);
         assert_eq!(users.hash_of("a", "h"), Some("$1"));
         assert_eq!(users.accounts().collect::<Vec<_>>(), ["a@h", "b@h"]);
-        let dups: Vec<_> = bad.iter().map(|b| (b.number, b.duplicate_of)).collect();
-        assert_eq!(dups, [(3, Some(1)), (5, Some(1))]);
+        let dups: Vec<_> = bad.iter().map(|b| (b.number, b.kind)).collect();
+        assert_eq!(
+            dups,
+            [(3, BadKind::Duplicate(1)), (5, BadKind::Duplicate(1))]
+        );
         // Untouched, the repeats are written back as they were.
-        assert_eq!(users.render(), text);
+        assert_eq!(rendered(&users), text);
 
         let mut removed = users.clone();
         assert!(removed.remove("a", "h"));
-        assert_eq!(removed.render(), "b@h:$b\n# c\n");
-        let (reread, bad) = UsersFile::parse(&removed.render());
+        assert_eq!(rendered(&removed), "b@h:$b\n# c\n");
+        let (reread, bad) = UsersFile::parse(removed.render());
         assert!(!reread.contains("a", "h") && bad.is_empty());
 
         let mut changed = users;
         assert!(changed.set_hash("a", "h", "$new".into()));
-        assert_eq!(changed.render(), "a@h:$new\nb@h:$b\n# c\n");
+        assert_eq!(rendered(&changed), "a@h:$new\nb@h:$b\n# c\n");
         assert!(changed.remove("b", "h"));
         assert!(changed.insert("d", "h", "$d".into()));
         assert_eq!(changed.hash_of("d", "h"), Some("$d"));
-        assert_eq!(changed.render(), "a@h:$new\n# c\nd@h:$d\n");
+        assert_eq!(rendered(&changed), "a@h:$new\n# c\nd@h:$d\n");
     }
 
     #[test]
@@ -1075,7 +1163,7 @@ mod tests {
         );
         assert_eq!(HashCost::of(decoy.hash()), users.typical_cost());
         // A tie: the first seen.
-        let (users, _) = UsersFile::parse(&format!(
+        let (users, _) = UsersFile::parse(format!(
             "a@h:{}\nb@h:{}\n",
             argon(128, 2, 1),
             argon(64, 1, 1)
@@ -1085,7 +1173,7 @@ mod tests {
             params_of(users.hash_of("a", "h").unwrap())
         );
         // An htpasswd-style file: a bcrypt decoy of the same cost.
-        let (users, _) = UsersFile::parse(&format!("a@h:{}\n", bcrypt::hash("pw", 5).unwrap()));
+        let (users, _) = UsersFile::parse(format!("a@h:{}\n", bcrypt::hash("pw", 5).unwrap()));
         let decoy = Decoy::new(users.typical_cost()).unwrap();
         assert_eq!(
             HashCost::of(decoy.hash()),

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{fail, prompt, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
-use crate::backend::file::{hash_password, lint, lock_path, modify_file, storable, Abandoned};
+use crate::backend::file::{
+    hash_password, lint, lock_path, modify_file, storable, Abandoned, BadKind,
+};
 use crate::cli::UsersAction;
 use crate::request::Account;
 
@@ -57,12 +59,14 @@ fn list(file: &Path) -> ExitCode {
         say(format_args!("{account}"));
     }
     for b in &bad {
-        let what = match b.duplicate_of {
-            Some(first) => format!(
+        let what = match b.kind {
+            BadKind::Duplicate(first) => format!(
                 "repeats the account of line {first} (the daemon uses the first; passwd and \
                  remove change both)"
             ),
-            None => format!("{} (ignored by the daemon)", b.reason),
+            BadKind::Malformed | BadKind::Comment => {
+                format!("{} (ignored by the daemon)", b.reason)
+            }
         };
         eprintln!(
             "extauth-bridge: {} line {}: {what}",
