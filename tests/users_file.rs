@@ -156,3 +156,61 @@ fn check_warns_about_a_comment_that_is_not_utf8() {
         "{report}"
     );
 }
+
+/// A syntactically valid argon2id hash with the given parameters (its digest is junk: only
+/// its cost matters here).
+fn argon2_with(m: u32, t: u32, p: u32) -> String {
+    format!("$argon2id$v=19$m={m},t={t},p={p}$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+}
+
+/// Hash parameters from the file are bounded: a line whose verification would outlast the
+/// deadline (argon2 with 3 000 000 passes, bcrypt cost 31) is refused, and being the file's
+/// most common cost, it does not become the decoy's cost either: every request is answered
+/// at once, not at the deadline.
+#[test]
+fn hash_parameters_over_the_limits_are_refused_and_never_cost_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let hostile = argon2_with(8, 3_000_000, 1);
+    let bcrypt31 = "$2y$31$abcdefghijklmnopqrstuuVu4t4bIMnt8gyaUFhJ2Flkrf0gkO9Dq";
+    let text = format!(
+        "romeo@example.net:{}\na@example.net:{hostile}\nb@example.net:{hostile}\n\
+         c@example.net:{hostile}\nd@example.net:{bcrypt31}\ne@example.net:{}\n",
+        cheap_hash("pw"),
+        argon2_with(262_144, 16, 1),
+    );
+    std::fs::write(&users, &text).unwrap();
+    let config = config(dir.path(), &users, "timeout = \"3s\"\n");
+    let cfg = config.to_str().unwrap();
+
+    let started = std::time::Instant::now();
+    let out = run(
+        &["--config", cfg],
+        b"auth:romeo:example.net:pw\nauth:a:example.net:x\nauth:nobody:example.net:x\n\
+          auth:d:example.net:x\nauth:e:example.net:x\nisuser:a:example.net\n\
+          tryregister:a:example.net:mine\nauth:romeo:example.net:pw\n",
+    );
+    let took = started.elapsed();
+    // Refused lines are still the accounts of the file: `isuser` 1, no re-registration.
+    assert_eq!(stdout(&out), "1\n0\n0\n0\n0\n1\n0\n1\n", "{}", stderr(&out));
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    let log = stderr(&out);
+    for line in ["line=2", "line=3", "line=4", "line=5", "line=6"] {
+        assert!(log.contains(line), "{line} not in {log}");
+    }
+    assert!(!log.contains("timeout"), "{log}");
+    assert!(!log.contains(&hostile) && !log.contains(bcrypt31), "{log}");
+
+    let out = run(&["--config", cfg, "check"], b"");
+    let report = stdout(&out);
+    assert_eq!(code(&out), 0, "{report}{}", stderr(&out));
+    assert!(report.contains("warn  local (file)"), "{report}");
+    assert!(
+        report.contains("line 2") && report.contains("line 5") && report.contains("line 6"),
+        "{report}"
+    );
+    assert!(
+        !report.contains(&hostile) && !report.contains("$2y$31$"),
+        "{report}"
+    );
+}

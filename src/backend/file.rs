@@ -54,9 +54,43 @@ fn is_bcrypt(hash: &str) -> bool {
     ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p))
 }
 
+/// Limits on the cost a stored hash may ask for. Its parameters are the file's, not ours:
+/// verifying runs inside the request deadline (4 s by default), and the decoy is made at the
+/// file's most common cost, so one line asking for 3 000 000 argon2 passes or bcrypt cost 31
+/// would make every request time out. Measured with this crate on 2 shared cores: argon2id
+/// 256 MiB × 4 passes 1.2 s, 64 MiB × 16 passes 0.9 s; bcrypt cost 13 0.8 s (14: 2.1 s).
+///
+/// They take in every setting found in the wild that fits a login path: OWASP's argon2id
+/// ones (19 MiB × 2 … 46 MiB × 1), RFC 9106's second recommendation (64 MiB × 3, 4 lanes),
+/// libsodium's "moderate" (256 MiB × 3), PHP's default (64 MiB × 4), Django's (100 MiB × 2,
+/// 8 lanes), Keycloak's (7 MiB × 5), and htpasswd/PHP/Laravel bcrypt (cost 5 to 12). Not
+/// RFC 9106's first recommendation (2 GiB × 1): 2 GiB per login per process of the pool.
+pub const ARGON2_MAX_M_KIB: u32 = 262_144;
+pub const ARGON2_MAX_T: u32 = 16;
+pub const ARGON2_MAX_P: u32 = 8;
+/// m × t, the memory passes one verification makes: its time is proportional to it (the
+/// argon2 crate runs the lanes one after another, so p adds none), and 256 MiB × 16 passes,
+/// each within its own limit, took 6.3 s.
+pub const ARGON2_MAX_WORK_KIB: u64 = 1_048_576;
+/// bcrypt costs accepted (the crate hashes nothing below 4).
+pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=13;
+
+/// Why a stored hash is refused, for the log and `check` (never the hash itself).
+const OVER_LIMITS: &str = "hash parameters outside the limits (argon2: m <= 262144 KiB, \
+                           t <= 16, p <= 8, m*t <= 1048576; bcrypt: cost 4 to 13): no password \
+                           is accepted for this account until it is set again";
+
+/// `Err` with the reason when `hash` asks for more than the limits. A hash whose cost cannot
+/// be read passes: it cannot be verified either, and verifying says so.
+fn within_limits(hash: &str) -> Result<(), &'static str> {
+    HashCost::of(hash).map_or(Ok(()), |cost| cost.within_limits())
+}
+
 /// Checks a password against a stored hash. `Ok(false)` on mismatch; an error only when the
-/// stored hash itself is unusable.
+/// stored hash itself is unusable, or over the limits (see [`ARGON2_MAX_M_KIB`]).
 pub fn verify_password(hash: &str, password: &Secret) -> Result<bool, BackendError> {
+    // The users file refuses such lines already; this keeps any other caller bounded too.
+    within_limits(hash).map_err(|reason| BackendError::Internal(reason.into()))?;
     if is_bcrypt(hash) {
         // bcrypt reads only the first 72 bytes of a password: any longer one that shares
         // them would match. A password over the limit never verifies; the hash is still
@@ -99,6 +133,30 @@ pub enum HashCost {
 }
 
 impl HashCost {
+    /// `Err` with the reason when this is more than [`ARGON2_MAX_M_KIB`] and its siblings
+    /// allow.
+    pub fn within_limits(&self) -> Result<(), &'static str> {
+        let fits = match *self {
+            HashCost::Argon2 {
+                m_cost,
+                t_cost,
+                p_cost,
+                ..
+            } => {
+                m_cost <= ARGON2_MAX_M_KIB
+                    && t_cost <= ARGON2_MAX_T
+                    && p_cost <= ARGON2_MAX_P
+                    && u64::from(m_cost) * u64::from(t_cost) <= ARGON2_MAX_WORK_KIB
+            }
+            HashCost::Bcrypt { cost } => BCRYPT_COSTS.contains(&cost),
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(OVER_LIMITS)
+        }
+    }
+
     /// The cost of a stored hash; `None` for one that cannot be verified anyway.
     pub fn of(hash: &str) -> Option<HashCost> {
         if is_bcrypt(hash) {
@@ -127,14 +185,15 @@ impl HashCost {
 /// more or less than a known one in a file of cheaper or dearer hashes, and tell them apart.
 #[derive(Debug)]
 pub struct Decoy {
-    /// What it was made for; `None`: a file with no usable hash, the defaults.
-    cost: Option<HashCost>,
     hash: String,
 }
 
 impl Decoy {
     /// Hashes a random password at `cost` (CPU-bound: on the blocking pool).
     pub fn new(cost: Option<HashCost>) -> Result<Decoy, BackendError> {
+        if let Some(Err(reason)) = cost.as_ref().map(HashCost::within_limits) {
+            return Err(BackendError::Internal(format!("decoy hash: {reason}")));
+        }
         let random = SaltString::generate(&mut OsRng);
         let failed = |e: &dyn std::fmt::Display| BackendError::Internal(format!("decoy hash: {e}"));
         let hash = match &cost {
@@ -159,13 +218,66 @@ impl Decoy {
                     .to_string()
             }
         };
-        Ok(Decoy { cost, hash })
+        Ok(Decoy { hash })
     }
 
     pub fn hash(&self) -> &str {
         &self.hash
     }
 }
+
+/// The decoy for one typical cost, made once by a task of its own on the blocking pool,
+/// started when the file is read: not inside the request that needs it first. That
+/// request's future is dropped at its deadline, and a decoy made there would be thrown away
+/// with it, then made again by the next request, and the next: with a dear enough cost no
+/// request would ever be answered. A request that finds it not ready waits (under its
+/// deadline); the work goes on regardless, and the next request finds it made.
+struct DecoySlot {
+    /// The cost it is made for (the file's typical one), whatever it had to fall back to.
+    cost: Option<HashCost>,
+    made: tokio::sync::watch::Receiver<Option<Result<Arc<Decoy>, String>>>,
+}
+
+impl DecoySlot {
+    /// Starts making the decoy for `cost`. Needs a Tokio runtime (every caller is a request).
+    fn start(cost: Option<HashCost>) -> DecoySlot {
+        let (tx, made) = tokio::sync::watch::channel(None);
+        let wanted = cost.clone();
+        tokio::spawn(async move {
+            // A cost the file's hashes use but that cannot be hashed with again (an odd
+            // argon2 parameter): the default decoy, rather than no backend.
+            let decoy = FileBackend::blocking(move || {
+                Decoy::new(wanted).or_else(|e| {
+                    tracing::warn!(error = %e, "users file: the decoy hash falls back to the default parameters");
+                    Decoy::new(None)
+                })
+            })
+            .await;
+            // No receiver left (the backend was replaced) is fine.
+            let _ = tx.send(Some(decoy.map(Arc::new).map_err(|e| e.to_string())));
+        });
+        DecoySlot { cost, made }
+    }
+
+    /// The decoy, once made.
+    async fn get(&self) -> Result<Arc<Decoy>, BackendError> {
+        let mut made = self.made.clone();
+        let made = made
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| BackendError::Internal("decoy hash: its worker ended".into()))?;
+        match made.as_ref() {
+            Some(Ok(decoy)) => Ok(Arc::clone(decoy)),
+            Some(Err(e)) => Err(BackendError::Internal(format!("decoy hash: {e}"))),
+            None => Err(BackendError::Internal("decoy hash: not made".into())),
+        }
+    }
+}
+
+/// The longest account line read: a bare JID is at most 2047 bytes (RFC 7622: 1023 each for
+/// the localpart and domainpart), a PHC string a few hundred. What is longer is not an account,
+/// and is not worth parsing as one.
+const MAX_ENTRY_LINE: usize = 4096;
 
 /// Most warnings `check` lists for one file: a file with hundreds of repeated lines needs
 /// the first few named to be understood, not all of them.
@@ -211,14 +323,15 @@ enum Line {
     Entry {
         key: String,
         hash: String,
+        /// Its hash asks for more than the limits: the account exists (`isuser`, and no
+        /// one can register it again), but no password verifies. Kept, so that a rewrite
+        /// does not lose it; a new password replaces it.
+        refused: bool,
     },
     /// A later entry for an account the file already has: never used, written back
     /// unchanged, and dropped when that account is changed or removed, so it can never
     /// come back to life as the account's entry.
-    Duplicate {
-        key: String,
-        raw: Vec<u8>,
-    },
+    Duplicate { key: String, raw: Vec<u8> },
     /// Blank, comment or malformed: written back unchanged, byte for byte (it may not even
     /// be UTF-8: an admin's Latin-1 comment must survive a rewrite).
     Other(Vec<u8>),
@@ -239,6 +352,8 @@ pub enum BadKind {
     Malformed,
     /// A comment that is not UTF-8: ignored and kept as it is; a warning.
     Comment,
+    /// An account whose hash is over the limits: it exists, no password verifies; a warning.
+    Refused,
     /// A second entry for an account; holds the line of the first one, which is the one
     /// used. A warning.
     Duplicate(usize),
@@ -291,7 +406,12 @@ impl UsersFile {
                 file.lines.push(Line::Other(raw.to_vec()));
                 continue;
             }
-            match parse_entry(trimmed) {
+            let entry = if trimmed.len() > MAX_ENTRY_LINE {
+                Err("longer than an account line can be (4096 bytes)")
+            } else {
+                parse_entry(trimmed)
+            };
+            match entry {
                 Ok((user, server, hash)) => {
                     let key = account_key(user, server);
                     // One `Line` per line of text, so an index is a line number minus one.
@@ -308,10 +428,19 @@ impl UsersFile {
                         });
                         continue;
                     }
+                    let refused = within_limits(hash).err();
+                    if let Some(reason) = refused {
+                        bad.push(BadLine {
+                            number: i + 1,
+                            reason,
+                            kind: BadKind::Refused,
+                        });
+                    }
                     file.index.insert(key.clone(), file.lines.len());
                     file.lines.push(Line::Entry {
                         key,
                         hash: hash.to_owned(),
+                        refused: refused.is_some(),
                     });
                 }
                 Err(reason) => {
@@ -330,8 +459,12 @@ impl UsersFile {
     pub fn hash_of(&self, user: &str, server: &str) -> Option<&str> {
         let i = *self.index.get(&account_key(user, server))?;
         match &self.lines[i] {
-            Line::Entry { hash, .. } => Some(hash),
-            Line::Duplicate { .. } | Line::Other(_) => None,
+            Line::Entry {
+                hash,
+                refused: false,
+                ..
+            } => Some(hash),
+            Line::Entry { refused: true, .. } | Line::Duplicate { .. } | Line::Other(_) => None,
         }
     }
 
@@ -340,11 +473,17 @@ impl UsersFile {
     }
 
     /// The most common cost among the accounts' hashes (the first seen, on a tie); `None`
-    /// when no hash is usable.
+    /// when no hash is usable. Refused hashes do not count: a file of hostile lines must not
+    /// make the decoy as dear as they are.
     pub fn typical_cost(&self) -> Option<HashCost> {
         let mut counts: Vec<(HashCost, usize)> = Vec::new();
         for line in &self.lines {
-            let Line::Entry { hash, .. } = line else {
+            let Line::Entry {
+                hash,
+                refused: false,
+                ..
+            } = line
+            else {
                 continue;
             };
             let Some(cost) = HashCost::of(hash) else {
@@ -378,7 +517,8 @@ impl UsersFile {
         let Some(&i) = self.index.get(&key) else {
             return false;
         };
-        if let Line::Entry { hash, .. } = &mut self.lines[i] {
+        if let Line::Entry { hash, refused, .. } = &mut self.lines[i] {
+            *refused = within_limits(&new_hash).is_err();
             *hash = new_hash;
         }
         self.drop_duplicates_of(&key);
@@ -392,7 +532,8 @@ impl UsersFile {
             return false;
         }
         self.index.insert(key.clone(), self.lines.len());
-        self.lines.push(Line::Entry { key, hash });
+        let refused = within_limits(&hash).is_err();
+        self.lines.push(Line::Entry { key, hash, refused });
         true
     }
 
@@ -427,7 +568,7 @@ impl UsersFile {
         let mut out = Vec::new();
         for line in &self.lines {
             match line {
-                Line::Entry { key, hash } => {
+                Line::Entry { key, hash, .. } => {
                     out.extend_from_slice(key.as_bytes());
                     out.push(b':');
                     out.extend_from_slice(hash.as_bytes());
@@ -472,6 +613,9 @@ fn load(path: &Path) -> io::Result<(UsersFile, Stamp)> {
             ),
             BadKind::Malformed | BadKind::Comment => {
                 tracing::warn!(path = %path.display(), line = b.number, reason = b.reason, "users file: line ignored")
+            }
+            BadKind::Refused => {
+                tracing::warn!(path = %path.display(), line = b.number, reason = b.reason, "users file: hash refused")
             }
         }
     }
@@ -759,11 +903,11 @@ pub struct FileBackend {
     cached: Mutex<Option<Loaded>>,
 }
 
-/// The file as last read, with the decoy made for its hashes.
+/// The file as last read, with the decoy made (or being made) for its hashes.
 #[derive(Clone)]
 struct Loaded {
     users: Arc<UsersFile>,
-    decoy: Arc<Decoy>,
+    decoy: Arc<DecoySlot>,
     stamp: Stamp,
 }
 
@@ -786,10 +930,11 @@ impl FileBackend {
     /// request costs); reading runs on the blocking pool, so a file that blocks (a FIFO, a
     /// hung network mount) costs one request its deadline instead of hanging the loop.
     ///
-    /// The decoy is made here, with the file, not by the first unknown user's request (which
-    /// would then cost more than a wrong password). It is kept across re-reads while the
-    /// file's typical cost stays the same, so a rewrite does not cost the next request a hash.
-    async fn current(&self) -> Result<(Arc<UsersFile>, Arc<Decoy>), BackendError> {
+    /// The decoy is started here, with the file ([`DecoySlot`]), not by the first unknown
+    /// user's request (which would then cost more than a wrong password). It is kept across
+    /// re-reads while the file's typical cost stays the same, so a rewrite does not cost the
+    /// next request a hash.
+    async fn current(&self) -> Result<(Arc<UsersFile>, Arc<DecoySlot>), BackendError> {
         let shown = self.path.display().to_string();
         let io_err = move |e: io::Error| BackendError::Internal(format!("users file {shown}: {e}"));
         let stamp = Stamp::of(&fs::metadata(&self.path).map_err(&io_err)?);
@@ -811,17 +956,7 @@ impl FileBackend {
         let cost = users.typical_cost();
         let decoy = match previous {
             Some(loaded) if loaded.decoy.cost == cost => loaded.decoy,
-            // A cost the file's hashes use but that cannot be hashed with again (bcrypt
-            // below 4, an odd argon2 parameter): the default decoy, rather than no backend.
-            _ => Arc::new(
-                Self::blocking(move || {
-                    Decoy::new(cost).or_else(|e| {
-                        tracing::warn!(error = %e, "users file: the decoy hash falls back to the default parameters");
-                        Decoy::new(None)
-                    })
-                })
-                .await?,
-            ),
+            _ => Arc::new(DecoySlot::start(cost)),
         };
         let users = Arc::new(users);
         *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Loaded {
@@ -900,6 +1035,9 @@ impl Backend for FileBackend {
 
     async fn authenticate(&self, account: &Account, password: &Secret) -> BackendResult {
         let (users, decoy) = self.current().await?;
+        // Every login waits for it, not only an unknown user's: right after a (re-)read, a
+        // known user waiting less would tell the two apart.
+        let decoy = decoy.get().await?;
         let stored = users
             .hash_of(&account.user, &account.server)
             .map(str::to_owned);
@@ -953,7 +1091,9 @@ impl Backend for FileBackend {
                         "line {}: a comment that is not UTF-8: ignored, and kept as it is",
                         b.number
                     ),
-                    BadKind::Malformed => format!("line {}: {}", b.number, b.reason),
+                    BadKind::Refused | BadKind::Malformed => {
+                        format!("line {}: {}", b.number, b.reason)
+                    }
                 })
                 .collect();
             if bad.len() > MAX_WARNINGS {
@@ -1087,6 +1227,11 @@ mod tests {
             b"# Gr\xfc\xdfe\na@h:$new\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z\n"
         );
         assert!(UsersFile::parse(b"").0.render().is_empty());
+        let long = format!("{}@h:$x\n", "a".repeat(MAX_ENTRY_LINE));
+        let (users, bad) = UsersFile::parse(&long);
+        assert_eq!(users.accounts().count(), 0);
+        assert_eq!(bad[0].kind, BadKind::Malformed);
+        assert_eq!(users.render(), long.as_bytes());
         assert_eq!(UsersFile::parse(b"\n\n").0.render(), b"\n\n");
     }
 
@@ -1205,42 +1350,116 @@ mod tests {
         fs::write(&path, format!("ccc@h:{}\n", bcrypt::hash("pw", 5).unwrap())).unwrap();
         let (_, other) = backend.current().await.unwrap();
         assert_eq!(
-            HashCost::of(other.hash()),
+            HashCost::of(other.get().await.unwrap().hash()),
             Some(HashCost::Bcrypt { cost: 5 })
         );
     }
 
     #[tokio::test]
+    async fn the_decoy_is_made_once_even_when_the_first_wait_for_it_is_given_up() {
+        // Dear enough to outlast the first waiter's (tiny) deadline.
+        let cost = Some(HashCost::Argon2 {
+            algorithm: Algorithm::Argon2id,
+            version: Version::V0x13,
+            m_cost: 32_768,
+            t_cost: 4,
+            p_cost: 1,
+            output_len: Some(32),
+        });
+        let slot = DecoySlot::start(cost.clone());
+        let early = tokio::time::timeout(Duration::from_millis(1), slot.get()).await;
+        assert!(early.is_err(), "made in under a millisecond?");
+        // The work went on without its first waiter: later ones get that one decoy.
+        let first = slot.get().await.unwrap();
+        let again = slot.get().await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(HashCost::of(first.hash()), cost);
+    }
+
+    #[tokio::test]
     async fn a_cost_that_cannot_be_hashed_again_falls_back_to_the_default_decoy() {
-        // bcrypt cost 3 parses, but the bcrypt crate will not make such a hash: the backend
-        // must go on with a default decoy, not answer every request with an error.
+        // bcrypt cost 3 parses, but the bcrypt crate will not make such a hash (nor do the
+        // limits let it be the file's typical cost any more): a decoy for it is the default
+        // one, not an error for every request.
+        let slot = DecoySlot::start(Some(HashCost::Bcrypt { cost: 3 }));
+        let decoy = slot.get().await.unwrap();
+        let new_entry = hash_password(&Secret::new("pw")).unwrap();
+        assert_eq!(HashCost::of(decoy.hash()), HashCost::of(&new_entry));
+    }
+
+    #[tokio::test]
+    async fn hashes_over_the_limits_are_accounts_no_password_opens_nor_the_decoys_cost() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users");
-        let odd = "$2b$03$abcdefghijklmnopqrstuuVu4t4bIMnt8gyaUFhJ2Flkrf0gkO9Dq";
+        let bcrypt3 = "$2b$03$abcdefghijklmnopqrstuuVu4t4bIMnt8gyaUFhJ2Flkrf0gkO9Dq";
+        let bcrypt31 = "$2b$31$abcdefghijklmnopqrstuuVu4t4bIMnt8gyaUFhJ2Flkrf0gkO9Dq";
+        let argon = |m: u32, t: u32, p: u32| {
+            format!("$argon2id$v=19$m={m},t={t},p={p}$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        };
         let good = hash_password(&Secret::new("pw")).unwrap();
-        let text = format!("a@h:{odd}\nb@h:{odd}\nc@h:{good}\n");
-        let typical = UsersFile::parse(&text).0.typical_cost();
-        assert_eq!(typical, Some(HashCost::Bcrypt { cost: 3 }));
-        fs::write(&path, text).unwrap();
+        let over = [
+            bcrypt3.to_owned(),
+            bcrypt31.to_owned(),
+            argon(8, 3_000_000, 1),
+            argon(262_145, 1, 1),
+            argon(262_144, 5, 1),
+            argon(128, 1, 9),
+            argon(64, 17, 1),
+        ];
+        let mut text = String::new();
+        for (i, hash) in over.iter().enumerate() {
+            text.push_str(&format!("u{i}@h:{hash}\nv{i}@h:{hash}\n"));
+        }
+        text.push_str(&format!("c@h:{good}\n"));
+        let (users, bad) = UsersFile::parse(&text);
+        assert_eq!(bad.len(), 2 * over.len());
+        assert!(bad
+            .iter()
+            .all(|b| b.kind == BadKind::Refused && b.is_warning()));
+        assert!(bad.iter().all(|b| !b.reason.contains('$')));
+        assert_eq!(users.typical_cost(), HashCost::of(&good));
+        assert!(users.contains("u2", "h") && users.hash_of("u2", "h").is_none());
+        for hash in &over {
+            assert!(verify_password(hash, &Secret::new("pw")).is_err(), "{hash}");
+        }
+        // At the limits: accepted.
+        for hash in [argon(262_144, 4, 8), argon(65_536, 16, 1)] {
+            assert_eq!(within_limits(&hash), Ok(()), "{hash}");
+        }
+        assert_eq!(within_limits(&bcrypt::hash("pw", 4).unwrap()), Ok(()));
+        assert_eq!(
+            within_limits(bcrypt31.replace("$31$", "$13$").as_str()),
+            Ok(())
+        );
+        assert!(within_limits(bcrypt31.replace("$31$", "$14$").as_str()).is_err());
+
+        fs::write(&path, &text).unwrap();
         let backend = FileBackend::new("users", &path);
-        let (_, decoy) = backend.current().await.unwrap();
-        assert_eq!(decoy.cost, None);
         let account = |user: &str| Account {
             user: user.into(),
             server: "h".into(),
         };
+        let pw = Secret::new("pw");
         assert!(matches!(
-            backend
-                .authenticate(&account("c"), &Secret::new("pw"))
-                .await,
+            backend.authenticate(&account("c"), &pw).await,
             Ok(true)
         ));
         assert!(matches!(
-            backend
-                .authenticate(&account("nobody"), &Secret::new("pw"))
-                .await,
+            backend.authenticate(&account("u2"), &pw).await,
             Ok(false)
         ));
+        assert!(matches!(
+            backend.authenticate(&account("nobody"), &pw).await,
+            Ok(false)
+        ));
+        assert!(matches!(
+            backend.user_exists(&account("u2")).await,
+            Ok(true)
+        ));
+        // A new password makes the account usable again.
+        let mut users = users;
+        assert!(users.set_hash("u2", "h", good.clone()));
+        assert_eq!(users.hash_of("u2", "h"), Some(good.as_str()));
     }
 
     #[test]

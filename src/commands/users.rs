@@ -67,6 +67,7 @@ fn list(file: &Path) -> ExitCode {
             BadKind::Malformed | BadKind::Comment => {
                 format!("{} (ignored by the daemon)", b.reason)
             }
+            BadKind::Refused => b.reason.to_owned(),
         };
         eprintln!(
             "extauth-bridge: {} line {}: {what}",
