@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use super::{Backend, BackendError, BackendResult, CheckReport};
 // Accounts are indexed under `account_key`, the one folding the cache uses too: the servers
 // nodeprep/nameprep JIDs before asking, and an admin-edited file may not have.
-use crate::request::{account_key, Account};
+use crate::request::{account_key, normalize_account, Account};
 use crate::secret::Secret;
 
 /// Hashes a password the way every new users-file entry is hashed: argon2id with the
@@ -284,9 +284,15 @@ const MAX_ENTRY_LINE: usize = 4096;
 const MAX_WARNINGS: usize = 10;
 
 /// Characters that would break the `user@domain:HASH` line format.
+/// Also what RFC 7622 allows a localpart or domainpart (1023 bytes, as written to the file),
+/// so that every entry we write stays under [`MAX_ENTRY_LINE`] and reads back.
 pub fn storable(account: &Account) -> bool {
     let bad = |c: char| c == ':' || c == '@' || c == '#' || c.is_whitespace() || c.is_control();
-    !account.user.contains(bad) && !account.server.contains(bad)
+    let fits = |part: &str| normalize_account(part).len() <= 1023;
+    !account.user.contains(bad)
+        && !account.server.contains(bad)
+        && fits(&account.user)
+        && fits(&account.server)
 }
 
 /// What identifies one version of the file on disk.
@@ -366,15 +372,14 @@ impl BadLine {
     }
 }
 
-/// The lines of a file, as `str::lines` cuts them (`\n`, or `\r\n`, no empty last line),
-/// but as bytes: one line that is not UTF-8 must not make the whole file unreadable.
+/// The lines of a file, cut at `\n` (no empty last line), as bytes: one line that is not
+/// UTF-8 must not make the whole file unreadable. A `\r` before the `\n` stays in the line,
+/// so that a line kept as it is comes back byte for byte (and a rewrite of a rewrite changes
+/// nothing); parsing an entry trims it like any other white space.
 fn split_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let pieces = (!bytes.is_empty()).then(|| body.split(|&b| b == b'\n'));
-    pieces
-        .into_iter()
-        .flatten()
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+    pieces.into_iter().flatten()
 }
 
 impl UsersFile {
@@ -406,14 +411,23 @@ impl UsersFile {
                 file.lines.push(Line::Other(raw.to_vec()));
                 continue;
             }
+            const TOO_LONG: &str = "longer than an account line can be (4096 bytes)";
             let entry = if trimmed.len() > MAX_ENTRY_LINE {
-                Err("longer than an account line can be (4096 bytes)")
+                Err(TOO_LONG)
             } else {
-                parse_entry(trimmed)
+                // Measured as it is written back too: lower case can be longer (`İ`), and
+                // a line that grew past the limit would be lost at the next rewrite.
+                parse_entry(trimmed).and_then(|(user, server, hash)| {
+                    let key = account_key(user, server);
+                    if key.len() + 1 + hash.len() > MAX_ENTRY_LINE {
+                        Err(TOO_LONG)
+                    } else {
+                        Ok((key, hash))
+                    }
+                })
             };
             match entry {
-                Ok((user, server, hash)) => {
-                    let key = account_key(user, server);
+                Ok((key, hash)) => {
                     // One `Line` per line of text, so an index is a line number minus one.
                     if let Some(&first) = file.index.get(&key) {
                         bad.push(BadLine {
@@ -1216,17 +1230,32 @@ mod tests {
             ]
         );
         assert!(bad[0].is_warning() && !bad[1].is_warning());
-        // Cut like `str::lines`: `\r\n` ends a line, the last one needs no `\n`.
+        // Kept with its `\r`; the last line needs no `\n`.
         assert_eq!(
             users.render(),
-            b"# Gr\xfc\xdfe\na@h:$x\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z\n"
+            b"# Gr\xfc\xdfe\r\na@h:$x\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z\n"
         );
         assert!(users.set_hash("a", "h", "$new".into()));
         assert_eq!(
             users.render(),
-            b"# Gr\xfc\xdfe\na@h:$new\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z\n"
+            b"# Gr\xfc\xdfe\r\na@h:$new\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z\n"
         );
+        // An entry's own `\r` is white space around it.
+        let (users, bad) = UsersFile::parse(b"a@h:$x\r\n");
+        assert!(bad.is_empty());
+        assert_eq!(users.hash_of("a", "h"), Some("$x"));
         assert!(UsersFile::parse(b"").0.render().is_empty());
+        // Short enough as written, too long once lower-cased (`İ` is 2 bytes, `i̇` 3).
+        let grows = format!("{}@h:$x\n", "İ".repeat(MAX_ENTRY_LINE / 2 - 4));
+        let (users, bad) = UsersFile::parse(&grows);
+        assert_eq!(
+            (users.accounts().count(), bad[0].kind),
+            (0, BadKind::Malformed)
+        );
+        assert!(!storable(&Account {
+            user: "a".repeat(1024),
+            server: "h".into()
+        }));
         let long = format!("{}@h:$x\n", "a".repeat(MAX_ENTRY_LINE));
         let (users, bad) = UsersFile::parse(&long);
         assert_eq!(users.accounts().count(), 0);

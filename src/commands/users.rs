@@ -44,7 +44,7 @@ fn parse_account(text: &str) -> Result<Account, String> {
     if user.is_empty() || server.is_empty() || !storable(&account) {
         return Err(format!(
             "{text:?} is not a storable user@domain (no ':', '@', '#', spaces or control \
-             characters in either part)"
+             characters in either part, each at most 1023 bytes)"
         ));
     }
     Ok(account)
