@@ -74,3 +74,8 @@ fn ejabberd_codec_corpus_holds() {
 fn request_parse_corpus_holds() {
     replay("request_parse", fuzz_common::request_parse);
 }
+
+#[test]
+fn users_file_corpus_holds() {
+    replay("users_file", fuzz_common::users_file);
+}
