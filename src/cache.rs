@@ -35,7 +35,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::request::{Outcome, Request, Status};
+use crate::request::{normalize_account, Outcome, Request, Status};
 use crate::router::Handler;
 use crate::secret::Secret;
 
@@ -184,18 +184,15 @@ impl Keyer {
 
     /// Case-folded, so that evicting `Romeo` also forgets what was cached for `romeo`:
     /// evicting too much is harmless, too little is not.
+    /// The folding is the users file's ([`normalize_account`]), so every spelling the file
+    /// takes for one account is one group here.
     pub fn account(&self, user: &str, server: &str) -> AccountKey {
-        // Most names are lower case already: no allocation for them.
-        fn fold(s: &str) -> std::borrow::Cow<'_, str> {
-            if s.chars().any(char::is_uppercase) {
-                s.to_lowercase().into()
-            } else {
-                s.into()
-            }
-        }
         AccountKey(self.digest(
             ACCOUNT_TAG,
-            &[fold(user).as_bytes(), fold(server).as_bytes()],
+            &[
+                normalize_account(user).as_bytes(),
+                normalize_account(server).as_bytes(),
+            ],
         ))
     }
 }
@@ -523,6 +520,9 @@ mod tests {
             k.account("Romeo", "Example.NET"),
             k.account("romeo", "example.net")
         );
+        // A titlecase letter (not upper case) is folded too, as the users file folds it.
+        assert_eq!(k.account("ǅemo", "s"), k.account("ǆemo", "s"));
+        assert_eq!(k.account("Ǆemo", "s"), k.account("ǆemo", "s"));
         let pw = Secret::new("pw");
         assert_ne!(
             k.credential("Romeo", "s", &pw),

@@ -3,6 +3,7 @@
 //! Both codecs hand their payload to [`Request::parse`], so the two protocols cannot
 //! disagree about field splitting, empty fields or bad bytes.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::secret::Secret;
@@ -12,6 +13,39 @@ use crate::secret::Secret;
 pub struct Account {
     pub user: String,
     pub server: String,
+}
+
+/// The one normalisation of a user or server name, for everything that compares accounts
+/// loosely: the credential cache's account key (and so its eviction) and the users file.
+/// Lower case as Unicode defines it (`str::to_lowercase`), which also folds titlecase
+/// letters such as `ǅ` (U+01C5), neither upper nor lower case: two places folding by two
+/// different rules would let one spelling escape what happens to the other (a removed
+/// account still answered from the cache).
+///
+/// The XMPP servers nodeprep/nameprep JIDs before asking, so this is mostly a no-op; it
+/// borrows for names that are ASCII without capitals, which most are.
+pub fn normalize_account(part: &str) -> Cow<'_, str> {
+    if part
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        Cow::Borrowed(part)
+    } else {
+        Cow::Owned(part.to_lowercase())
+    }
+}
+
+impl Account {
+    /// `user@server`, both parts normalised ([`normalize_account`]): the name under which
+    /// two spellings of one account are the same.
+    pub fn key(&self) -> String {
+        account_key(&self.user, &self.server)
+    }
+}
+
+/// [`Account::key`] for parts not (yet) in an [`Account`].
+pub fn account_key(user: &str, server: &str) -> String {
+    format!("{}@{}", normalize_account(user), normalize_account(server))
 }
 
 /// One question from the XMPP server.
@@ -341,6 +375,22 @@ mod tests {
             Request::parse(b"isuser:ro\rmeo:example.net").unwrap_err(),
             BadRequest::ControlChar
         );
+    }
+
+    #[test]
+    fn normalisation_folds_every_letter_with_a_lower_case() {
+        assert!(matches!(normalize_account("romeo"), Cow::Borrowed("romeo")));
+        assert_eq!(normalize_account("Romeo"), "romeo");
+        // Titlecase and upper case dž, and a non-ASCII capital.
+        assert_eq!(normalize_account("ǅemo"), "ǆemo");
+        assert_eq!(normalize_account("Ǆemo"), "ǆemo");
+        assert_eq!(normalize_account("ÉTÉ"), "été");
+        let account = Account {
+            user: "ǅemo".into(),
+            server: "Example.NET".into(),
+        };
+        assert_eq!(account.key(), "ǆemo@example.net");
+        assert_eq!(account.key(), account_key("ǆemo", "example.net"));
     }
 
     #[test]

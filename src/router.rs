@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use crate::backend::{Backend, BackendError, BackendResult};
 use crate::config::{BackendConfig, Config, ConfigError, OnUnavailable};
-use crate::request::{Account, Outcome, Request};
+use crate::request::{normalize_account, Account, Outcome, Request};
 use crate::secret::Secret;
 
 /// Answers one request. The request loop depends on this, not on backends or routes.
@@ -33,7 +33,7 @@ pub enum DomainPattern {
 
 impl DomainPattern {
     pub fn parse(pattern: &str) -> Result<DomainPattern, String> {
-        let p = pattern.trim().to_lowercase();
+        let p = normalize_account(pattern.trim()).into_owned();
         let valid = |s: &str| {
             !s.is_empty()
                 && !s.starts_with('.')
@@ -53,13 +53,15 @@ impl DomainPattern {
         ))
     }
 
+    /// Compared after the one normalisation the cache and the users file use: with an
+    /// ASCII-only comparison, `ÉTÉ.example` would miss the route of `été.example` and be
+    /// answered by another route's backends.
     pub fn matches(&self, server: &str) -> bool {
+        let server = normalize_account(server);
         match self {
-            DomainPattern::Exact(d) => server.eq_ignore_ascii_case(d),
+            DomainPattern::Exact(d) => *server == **d,
             DomainPattern::Subdomains(suffix) => {
-                server.len() > suffix.len()
-                    && server.is_char_boundary(server.len() - suffix.len())
-                    && server[server.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                server.len() > suffix.len() && server.ends_with(suffix.as_str())
             }
         }
     }
@@ -384,6 +386,11 @@ mod tests {
         assert!(sub.matches("a.b.Example.org"));
         assert!(!sub.matches("example.org"));
         assert!(!sub.matches("badexample.org"));
+        // Non-ASCII capitals fold the way the cache and the users file fold them.
+        let accented = DomainPattern::parse("ÉTÉ.example").unwrap();
+        assert!(accented.matches("été.example") && accented.matches("Été.EXAMPLE"));
+        let accented = DomainPattern::parse("*.été.example").unwrap();
+        assert!(accented.matches("chat.ÉTÉ.example"));
         for bad in ["", "*", "*.", "a*.b", "ex ample.org", "x@y", ".x"] {
             assert!(DomainPattern::parse(bad).is_err(), "{bad:?}");
         }

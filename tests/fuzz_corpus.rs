@@ -79,3 +79,8 @@ fn request_parse_corpus_holds() {
 fn oauth2_json_corpus_holds() {
     replay("oauth2_json", fuzz_common::oauth2_json);
 }
+
+#[test]
+fn users_file_corpus_holds() {
+    replay("users_file", fuzz_common::users_file);
+}

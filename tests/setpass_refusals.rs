@@ -7,7 +7,10 @@ mod common;
 use common::*;
 
 fn check_json(config: &std::path::Path) -> serde_json::Value {
-    let out = run(&["check", "--json", "--config", config.to_str().unwrap()], b"");
+    let out = run(
+        &["check", "--json", "--config", config.to_str().unwrap()],
+        b"",
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -30,7 +33,11 @@ fn check_names_routes_that_refuse_password_changes() {
         users.display()
     );
     std::fs::write(&config, &file).unwrap();
-    assert_eq!(setpass_finding(&check_json(&config)), None, "a users file can change passwords");
+    assert_eq!(
+        setpass_finding(&check_json(&config)),
+        None,
+        "a users file can change passwords"
+    );
 
     std::fs::write(
         &config,
@@ -46,7 +53,10 @@ fn check_names_routes_that_refuse_password_changes() {
     let finding = setpass_finding(&check_json(&config)).expect("no setpass finding");
     assert_eq!(finding["level"], "warn", "{finding}");
     let detail = finding["detail"].as_str().unwrap();
-    assert!(detail.contains("example.net") && detail.contains("ejabberd"), "{detail}");
+    assert!(
+        detail.contains("example.net") && detail.contains("ejabberd"),
+        "{detail}"
+    );
     assert!(detail.contains("mod_register"), "{detail}");
 
     let human = run(&["check", "--config", config.to_str().unwrap()], b"");

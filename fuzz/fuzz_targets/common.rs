@@ -5,6 +5,7 @@
 //! `mod oracle` (tests/common/oracle.rs) at its crate root: the counts come from there.
 
 use bytes::BytesMut;
+use extauth_bridge::backend::file::{BadKind, UsersFile};
 use extauth_bridge::backend::oauth2::identity::{IdentityRule, UsernameCase, UsernameMapping};
 use extauth_bridge::backend::oauth2::{discovery, grant, introspect, jwt, userinfo, Settings};
 use extauth_bridge::protocol::{EjabberdCodec, LineCodec};
@@ -76,6 +77,52 @@ pub fn request_parse(data: &[u8]) {
         Request::CertAuth(_) => return,
     };
     assert_eq!(fields.next(), password);
+}
+
+/// The users-file parser on arbitrary bytes: never panics; keeps every line (a rewrite
+/// writes one line per line read); names its bad lines in order, within the file; and a
+/// rewrite is a fixed point: what it writes reads back as the same accounts, hashes and bad
+/// lines, and is written again unchanged. So no rewrite can lose, merge or revive an account,
+/// and every account it lists is found under its own name (the folding is idempotent).
+pub fn users_file(data: &[u8]) {
+    let (users, bad) = UsersFile::parse(data);
+    let rendered = users.render();
+    let lines = data.iter().filter(|&&b| b == b'\n').count()
+        + usize::from(!data.is_empty() && !data.ends_with(b"\n"));
+    assert_eq!(rendered.iter().filter(|&&b| b == b'\n').count(), lines);
+    assert!(bad.windows(2).all(|w| w[0].number < w[1].number));
+    assert!(bad.iter().all(|b| (1..=lines).contains(&b.number)));
+    for b in &bad {
+        if let BadKind::Duplicate(first) = b.kind {
+            assert!(first < b.number);
+        }
+    }
+
+    let (again, bad_again) = UsersFile::parse(&rendered);
+    assert_eq!(again.render(), rendered, "a rewrite changes what it wrote");
+    assert_eq!(bad_again, bad);
+    let accounts: Vec<&str> = users.accounts().collect();
+    assert_eq!(again.accounts().collect::<Vec<_>>(), accounts);
+    for key in &accounts {
+        let (user, server) = key.rsplit_once('@').expect("an account has a domain");
+        assert!(
+            users.contains(user, server),
+            "{key:?} not found under its own name"
+        );
+        assert_eq!(users.hash_of(user, server), again.hash_of(user, server));
+    }
+
+    // A password change reads back, and drops no other account.
+    let Some((user, server)) = accounts.first().and_then(|k| k.rsplit_once('@')) else {
+        return;
+    };
+    let mut changed = users.clone();
+    let hash =
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    assert!(changed.set_hash(user, server, hash.to_owned()));
+    let (reread, _) = UsersFile::parse(changed.render());
+    assert_eq!(reread.hash_of(user, server), Some(hash));
+    assert_eq!(reread.accounts().collect::<Vec<_>>(), accounts);
 }
 
 /// Every item decoded from `input` fed `piece` bytes at a time, then EOF, as `Debug` text

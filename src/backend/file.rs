@@ -34,7 +34,9 @@ use async_trait::async_trait;
 
 use super::{Backend, BackendError, BackendResult, CheckReport};
 use crate::fs::parent_dir;
-use crate::request::Account;
+// Accounts are indexed under `account_key`, the one folding the cache uses too: the servers
+// nodeprep/nameprep JIDs before asking, and an admin-edited file may not have.
+use crate::request::{account_key, normalize_account, Account};
 use crate::secret::Secret;
 
 /// Hashes a password the way every new users-file entry is hashed: argon2id with the
@@ -47,17 +49,60 @@ pub fn hash_password(password: &Secret) -> Result<String, BackendError> {
         .map_err(|e| BackendError::Internal(format!("hashing failed: {e}")))
 }
 
+/// The most password bytes bcrypt reads; the rest of a longer password is ignored by it.
+pub const BCRYPT_MAX_PASSWORD: usize = 72;
+
 /// htpasswd-style bcrypt, the one non-PHC format accepted.
 fn is_bcrypt(hash: &str) -> bool {
     ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p))
 }
 
+/// Limits on the cost a stored hash may ask for. Its parameters are the file's, not ours:
+/// verifying runs inside the request deadline (4 s by default), and the decoy is made at the
+/// file's most common cost, so one line asking for 3 000 000 argon2 passes or bcrypt cost 31
+/// would make every request time out. Measured with this crate on 2 shared cores: argon2id
+/// 256 MiB × 4 passes 1.2 s, 64 MiB × 16 passes 0.9 s; bcrypt cost 13 0.8 s (14: 2.1 s).
+///
+/// They take in every setting found in the wild that fits a login path: OWASP's argon2id
+/// ones (19 MiB × 2 … 46 MiB × 1), RFC 9106's second recommendation (64 MiB × 3, 4 lanes),
+/// libsodium's "moderate" (256 MiB × 3), PHP's default (64 MiB × 4), Django's (100 MiB × 2,
+/// 8 lanes), Keycloak's (7 MiB × 5), and htpasswd/PHP/Laravel bcrypt (cost 5 to 12). Not
+/// RFC 9106's first recommendation (2 GiB × 1): 2 GiB per login per process of the pool.
+pub const ARGON2_MAX_M_KIB: u32 = 262_144;
+pub const ARGON2_MAX_T: u32 = 16;
+pub const ARGON2_MAX_P: u32 = 8;
+/// m × t, the memory passes one verification makes: its time is proportional to it (the
+/// argon2 crate runs the lanes one after another, so p adds none), and 256 MiB × 16 passes,
+/// each within its own limit, took 6.3 s.
+pub const ARGON2_MAX_WORK_KIB: u64 = 1_048_576;
+/// bcrypt costs accepted (the crate hashes nothing below 4).
+pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=13;
+
+/// Why a stored hash is refused, for the log and `check` (never the hash itself).
+const OVER_LIMITS: &str = "hash parameters outside the limits (argon2: m <= 262144 KiB, \
+                           t <= 16, p <= 8, m*t <= 1048576; bcrypt: cost 4 to 13): no password \
+                           is accepted for this account until it is set again";
+
+/// `Err` with the reason when `hash` asks for more than the limits. A hash whose cost cannot
+/// be read passes: it cannot be verified either, and verifying says so.
+fn within_limits(hash: &str) -> Result<(), &'static str> {
+    HashCost::of(hash).map_or(Ok(()), |cost| cost.within_limits())
+}
+
 /// Checks a password against a stored hash. `Ok(false)` on mismatch; an error only when the
-/// stored hash itself is unusable.
+/// stored hash itself is unusable, or over the limits (see [`ARGON2_MAX_M_KIB`]).
 pub fn verify_password(hash: &str, password: &Secret) -> Result<bool, BackendError> {
+    // The users file refuses such lines already; this keeps any other caller bounded too.
+    within_limits(hash).map_err(|reason| BackendError::Internal(reason.into()))?;
     if is_bcrypt(hash) {
-        return bcrypt::verify(password.expose(), hash)
-            .map_err(|e| BackendError::Internal(format!("unusable bcrypt hash: {e}")));
+        // bcrypt reads only the first 72 bytes of a password: any longer one that shares
+        // them would match. A password over the limit never verifies; the hash is still
+        // computed, so that it costs what a wrong password costs. (The crate's
+        // `non_truncating_verify` would also refuse a password of exactly 72 bytes, which
+        // bcrypt does hash whole, and lock such an htpasswd user out.)
+        let matched = bcrypt::verify(password.expose(), hash)
+            .map_err(|e| BackendError::Internal(format!("unusable bcrypt hash: {e}")))?;
+        return Ok(matched && password.expose().len() <= BCRYPT_MAX_PASSWORD);
     }
     let parsed = PasswordHash::new(hash)
         .map_err(|e| BackendError::Internal(format!("unusable password hash: {e}")))?;
@@ -91,6 +136,30 @@ pub enum HashCost {
 }
 
 impl HashCost {
+    /// `Err` with the reason when this is more than [`ARGON2_MAX_M_KIB`] and its siblings
+    /// allow.
+    pub fn within_limits(&self) -> Result<(), &'static str> {
+        let fits = match *self {
+            HashCost::Argon2 {
+                m_cost,
+                t_cost,
+                p_cost,
+                ..
+            } => {
+                m_cost <= ARGON2_MAX_M_KIB
+                    && t_cost <= ARGON2_MAX_T
+                    && p_cost <= ARGON2_MAX_P
+                    && u64::from(m_cost) * u64::from(t_cost) <= ARGON2_MAX_WORK_KIB
+            }
+            HashCost::Bcrypt { cost } => BCRYPT_COSTS.contains(&cost),
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(OVER_LIMITS)
+        }
+    }
+
     /// The cost of a stored hash; `None` for one that cannot be verified anyway.
     pub fn of(hash: &str) -> Option<HashCost> {
         if is_bcrypt(hash) {
@@ -119,14 +188,15 @@ impl HashCost {
 /// more or less than a known one in a file of cheaper or dearer hashes, and tell them apart.
 #[derive(Debug)]
 pub struct Decoy {
-    /// What it was made for; `None`: a file with no usable hash, the defaults.
-    cost: Option<HashCost>,
     hash: String,
 }
 
 impl Decoy {
     /// Hashes a random password at `cost` (CPU-bound: on the blocking pool).
     pub fn new(cost: Option<HashCost>) -> Result<Decoy, BackendError> {
+        if let Some(Err(reason)) = cost.as_ref().map(HashCost::within_limits) {
+            return Err(BackendError::Internal(format!("decoy hash: {reason}")));
+        }
         let random = SaltString::generate(&mut OsRng);
         let failed = |e: &dyn std::fmt::Display| BackendError::Internal(format!("decoy hash: {e}"));
         let hash = match &cost {
@@ -151,7 +221,7 @@ impl Decoy {
                     .to_string()
             }
         };
-        Ok(Decoy { cost, hash })
+        Ok(Decoy { hash })
     }
 
     pub fn hash(&self) -> &str {
@@ -159,20 +229,73 @@ impl Decoy {
     }
 }
 
+/// The decoy for one typical cost, made once by a task of its own on the blocking pool,
+/// started when the file is read: not inside the request that needs it first. That
+/// request's future is dropped at its deadline, and a decoy made there would be thrown away
+/// with it, then made again by the next request, and the next: with a dear enough cost no
+/// request would ever be answered. A request that finds it not ready waits (under its
+/// deadline); the work goes on regardless, and the next request finds it made.
+struct DecoySlot {
+    /// The cost it is made for (the file's typical one), whatever it had to fall back to.
+    cost: Option<HashCost>,
+    made: tokio::sync::watch::Receiver<Option<Result<Arc<Decoy>, String>>>,
+}
+
+impl DecoySlot {
+    /// Starts making the decoy for `cost`. Needs a Tokio runtime (every caller is a request).
+    fn start(cost: Option<HashCost>) -> DecoySlot {
+        let (tx, made) = tokio::sync::watch::channel(None);
+        let wanted = cost.clone();
+        tokio::spawn(async move {
+            // A cost the file's hashes use but that cannot be hashed with again (an odd
+            // argon2 parameter): the default decoy, rather than no backend.
+            let decoy = FileBackend::blocking(move || {
+                Decoy::new(wanted).or_else(|e| {
+                    tracing::warn!(error = %e, "users file: the decoy hash falls back to the default parameters");
+                    Decoy::new(None)
+                })
+            })
+            .await;
+            // No receiver left (the backend was replaced) is fine.
+            let _ = tx.send(Some(decoy.map(Arc::new).map_err(|e| e.to_string())));
+        });
+        DecoySlot { cost, made }
+    }
+
+    /// The decoy, once made.
+    async fn get(&self) -> Result<Arc<Decoy>, BackendError> {
+        let mut made = self.made.clone();
+        let made = made
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| BackendError::Internal("decoy hash: its worker ended".into()))?;
+        match made.as_ref() {
+            Some(Ok(decoy)) => Ok(Arc::clone(decoy)),
+            Some(Err(e)) => Err(BackendError::Internal(format!("decoy hash: {e}"))),
+            None => Err(BackendError::Internal("decoy hash: not made".into())),
+        }
+    }
+}
+
+/// The longest account line read: a bare JID is at most 2047 bytes (RFC 7622: 1023 each for
+/// the localpart and domainpart), a PHC string a few hundred. What is longer is not an account,
+/// and is not worth parsing as one.
+const MAX_ENTRY_LINE: usize = 4096;
+
 /// Most warnings `check` lists for one file: a file with hundreds of repeated lines needs
 /// the first few named to be understood, not all of them.
 const MAX_WARNINGS: usize = 10;
 
-/// Lower-cases both parts: the servers nodeprep/nameprep JIDs before asking, and an
-/// admin-edited file may not have.
-fn account_key(user: &str, server: &str) -> String {
-    format!("{}@{}", user.to_lowercase(), server.to_lowercase())
-}
-
 /// Characters that would break the `user@domain:HASH` line format.
+/// Also what RFC 7622 allows a localpart or domainpart (1023 bytes, as written to the file),
+/// so that every entry we write stays under [`MAX_ENTRY_LINE`] and reads back.
 pub fn storable(account: &Account) -> bool {
     let bad = |c: char| c == ':' || c == '@' || c == '#' || c.is_whitespace() || c.is_control();
-    !account.user.contains(bad) && !account.server.contains(bad)
+    let fits = |part: &str| normalize_account(part).len() <= 1023;
+    !account.user.contains(bad)
+        && !account.server.contains(bad)
+        && fits(&account.user)
+        && fits(&account.server)
 }
 
 /// What identifies one version of the file on disk.
@@ -209,16 +332,18 @@ enum Line {
     Entry {
         key: String,
         hash: String,
+        /// Its hash asks for more than the limits: the account exists (`isuser`, and no
+        /// one can register it again), but no password verifies. Kept, so that a rewrite
+        /// does not lose it; a new password replaces it.
+        refused: bool,
     },
     /// A later entry for an account the file already has: never used, written back
     /// unchanged, and dropped when that account is changed or removed, so it can never
     /// come back to life as the account's entry.
-    Duplicate {
-        key: String,
-        raw: String,
-    },
-    /// Blank, comment or malformed: written back unchanged.
-    Other(String),
+    Duplicate { key: String, raw: Vec<u8> },
+    /// Blank, comment or malformed: written back unchanged, byte for byte (it may not even
+    /// be UTF-8: an admin's Latin-1 comment must survive a rewrite).
+    Other(Vec<u8>),
 }
 
 /// A line that could not be used, by number; its content is not kept (it may be a password).
@@ -226,51 +351,122 @@ enum Line {
 pub struct BadLine {
     pub number: usize,
     pub reason: &'static str,
-    /// For a second entry of an account: the line of the first one, which is the one used.
-    pub duplicate_of: Option<usize>,
+    pub kind: BadKind,
+}
+
+/// What is wrong with a [`BadLine`], and so how loud `check` is about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadKind {
+    /// Not an account line: ignored by the daemon; `check` fails on it.
+    Malformed,
+    /// A comment that is not UTF-8: ignored and kept as it is; a warning.
+    Comment,
+    /// An account whose hash is over the limits: it exists, no password verifies; a warning.
+    Refused,
+    /// A second entry for an account; holds the line of the first one, which is the one
+    /// used. A warning.
+    Duplicate(usize),
+}
+
+impl BadLine {
+    /// Whether `check` only warns about it (the file works as the admin meant).
+    pub fn is_warning(&self) -> bool {
+        self.kind != BadKind::Malformed
+    }
+}
+
+/// The lines of a file, cut at `\n` (no empty last line), as bytes: one line that is not
+/// UTF-8 must not make the whole file unreadable. A `\r` before the `\n` stays in the line,
+/// so that a line kept as it is comes back byte for byte (and a rewrite of a rewrite changes
+/// nothing); parsing an entry trims it like any other white space.
+fn split_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let pieces = (!bytes.is_empty()).then(|| body.split(|&b| b == b'\n'));
+    pieces.into_iter().flatten()
 }
 
 impl UsersFile {
-    pub fn parse(text: &str) -> (UsersFile, Vec<BadLine>) {
+    /// Parses a file's bytes. Every line is kept, whatever it holds; the ones that are not
+    /// usable entries are returned as [`BadLine`]s.
+    pub fn parse(bytes: impl AsRef<[u8]>) -> (UsersFile, Vec<BadLine>) {
         let mut file = UsersFile::default();
         let mut bad = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.strip_suffix('\r').unwrap_or(raw);
+        for (i, raw) in split_lines(bytes.as_ref()).enumerate() {
+            let Ok(line) = std::str::from_utf8(raw) else {
+                // No account can be read from it (the servers send UTF-8 names): ignored,
+                // and written back as it is. A comment is harmless, anything else is a
+                // malformed line like any other.
+                let comment = raw.trim_ascii_start().starts_with(b"#");
+                bad.push(BadLine {
+                    number: i + 1,
+                    reason: "not UTF-8",
+                    kind: if comment {
+                        BadKind::Comment
+                    } else {
+                        BadKind::Malformed
+                    },
+                });
+                file.lines.push(Line::Other(raw.to_vec()));
+                continue;
+            };
             let trimmed = line.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
-                file.lines.push(Line::Other(raw.to_owned()));
+                file.lines.push(Line::Other(raw.to_vec()));
                 continue;
             }
-            match parse_entry(trimmed) {
-                Ok((user, server, hash)) => {
+            const TOO_LONG: &str = "longer than an account line can be (4096 bytes)";
+            let entry = if trimmed.len() > MAX_ENTRY_LINE {
+                Err(TOO_LONG)
+            } else {
+                // Measured as it is written back too: lower case can be longer (`İ`), and
+                // a line that grew past the limit would be lost at the next rewrite.
+                parse_entry(trimmed).and_then(|(user, server, hash)| {
                     let key = account_key(user, server);
+                    if key.len() + 1 + hash.len() > MAX_ENTRY_LINE {
+                        Err(TOO_LONG)
+                    } else {
+                        Ok((key, hash))
+                    }
+                })
+            };
+            match entry {
+                Ok((key, hash)) => {
                     // One `Line` per line of text, so an index is a line number minus one.
                     if let Some(&first) = file.index.get(&key) {
                         bad.push(BadLine {
                             number: i + 1,
                             reason: "duplicate account (the first entry is used; a password \
                                      change or removal applies to every entry)",
-                            duplicate_of: Some(first + 1),
+                            kind: BadKind::Duplicate(first + 1),
                         });
                         file.lines.push(Line::Duplicate {
                             key,
-                            raw: raw.to_owned(),
+                            raw: raw.to_vec(),
                         });
                         continue;
+                    }
+                    let refused = within_limits(hash).err();
+                    if let Some(reason) = refused {
+                        bad.push(BadLine {
+                            number: i + 1,
+                            reason,
+                            kind: BadKind::Refused,
+                        });
                     }
                     file.index.insert(key.clone(), file.lines.len());
                     file.lines.push(Line::Entry {
                         key,
                         hash: hash.to_owned(),
+                        refused: refused.is_some(),
                     });
                 }
                 Err(reason) => {
                     bad.push(BadLine {
                         number: i + 1,
                         reason,
-                        duplicate_of: None,
+                        kind: BadKind::Malformed,
                     });
-                    file.lines.push(Line::Other(raw.to_owned()));
+                    file.lines.push(Line::Other(raw.to_vec()));
                 }
             }
         }
@@ -280,8 +476,12 @@ impl UsersFile {
     pub fn hash_of(&self, user: &str, server: &str) -> Option<&str> {
         let i = *self.index.get(&account_key(user, server))?;
         match &self.lines[i] {
-            Line::Entry { hash, .. } => Some(hash),
-            Line::Duplicate { .. } | Line::Other(_) => None,
+            Line::Entry {
+                hash,
+                refused: false,
+                ..
+            } => Some(hash),
+            Line::Entry { refused: true, .. } | Line::Duplicate { .. } | Line::Other(_) => None,
         }
     }
 
@@ -290,11 +490,17 @@ impl UsersFile {
     }
 
     /// The most common cost among the accounts' hashes (the first seen, on a tie); `None`
-    /// when no hash is usable.
+    /// when no hash is usable. Refused hashes do not count: a file of hostile lines must not
+    /// make the decoy as dear as they are.
     pub fn typical_cost(&self) -> Option<HashCost> {
         let mut counts: Vec<(HashCost, usize)> = Vec::new();
         for line in &self.lines {
-            let Line::Entry { hash, .. } = line else {
+            let Line::Entry {
+                hash,
+                refused: false,
+                ..
+            } = line
+            else {
                 continue;
             };
             let Some(cost) = HashCost::of(hash) else {
@@ -328,7 +534,8 @@ impl UsersFile {
         let Some(&i) = self.index.get(&key) else {
             return false;
         };
-        if let Line::Entry { hash, .. } = &mut self.lines[i] {
+        if let Line::Entry { hash, refused, .. } = &mut self.lines[i] {
+            *refused = within_limits(&new_hash).is_err();
             *hash = new_hash;
         }
         self.drop_duplicates_of(&key);
@@ -342,7 +549,8 @@ impl UsersFile {
             return false;
         }
         self.index.insert(key.clone(), self.lines.len());
-        self.lines.push(Line::Entry { key, hash });
+        let refused = within_limits(&hash).is_err();
+        self.lines.push(Line::Entry { key, hash, refused });
         true
     }
 
@@ -373,18 +581,18 @@ impl UsersFile {
             .collect();
     }
 
-    pub fn render(&self) -> String {
-        let mut out = String::new();
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
         for line in &self.lines {
             match line {
-                Line::Entry { key, hash } => {
-                    out.push_str(key);
-                    out.push(':');
-                    out.push_str(hash);
+                Line::Entry { key, hash, .. } => {
+                    out.extend_from_slice(key.as_bytes());
+                    out.push(b':');
+                    out.extend_from_slice(hash.as_bytes());
                 }
-                Line::Duplicate { raw, .. } | Line::Other(raw) => out.push_str(raw),
+                Line::Duplicate { raw, .. } | Line::Other(raw) => out.extend_from_slice(raw),
             }
-            out.push('\n');
+            out.push(b'\n');
         }
         out
     }
@@ -435,19 +643,23 @@ fn open_for_change(path: &Path) -> io::Result<File> {
 /// Reads and parses an opened users file (`path` for the log), with its metadata.
 fn load_from(file: File, path: &Path) -> io::Result<(UsersFile, fs::Metadata)> {
     let meta = file.metadata()?;
-    let text = io::read_to_string(file)?;
-    let (users, bad) = UsersFile::parse(&text);
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut &file, &mut bytes)?;
+    let (users, bad) = UsersFile::parse(&bytes);
     for b in &bad {
-        match b.duplicate_of {
-            Some(first) => tracing::warn!(
+        match b.kind {
+            BadKind::Duplicate(first) => tracing::warn!(
                 path = %path.display(),
                 line = b.number,
                 first,
                 "users file: second entry for an account ignored (the first is used; a \
                  password change or removal applies to both)"
             ),
-            None => {
+            BadKind::Malformed | BadKind::Comment => {
                 tracing::warn!(path = %path.display(), line = b.number, reason = b.reason, "users file: line ignored")
+            }
+            BadKind::Refused => {
+                tracing::warn!(path = %path.display(), line = b.number, reason = b.reason, "users file: hash refused")
             }
         }
     }
@@ -456,7 +668,7 @@ fn load_from(file: File, path: &Path) -> io::Result<(UsersFile, fs::Metadata)> {
 
 /// Parses a users file and reports its malformed lines, for `check` and tests.
 pub fn lint(path: &Path) -> io::Result<(UsersFile, Vec<BadLine>)> {
-    Ok(UsersFile::parse(&fs::read_to_string(path)?))
+    Ok(UsersFile::parse(fs::read(path)?))
 }
 
 /// Set when the request that asked for a change has been abandoned: its deadline fired, it
@@ -669,7 +881,7 @@ impl WriteLock {
 /// the request has been abandoned by then.
 fn write_atomically(
     path: &Path,
-    contents: &str,
+    contents: &[u8],
     old: Option<&fs::Metadata>,
     abandoned: &Abandoned,
 ) -> io::Result<bool> {
@@ -678,7 +890,7 @@ fn write_atomically(
         .map_or(0o600, |m| m.permissions().mode() & 0o7777);
     crate::fs::replace_atomically(
         path,
-        contents.as_bytes(),
+        contents,
         mode,
         |tmp| match old {
             Some(old) => keep_owner(tmp, old, path),
@@ -744,11 +956,11 @@ pub struct FileBackend {
     file_io: Arc<tokio::sync::Semaphore>,
 }
 
-/// The file as last read, with the decoy made for its hashes.
+/// The file as last read, with the decoy made (or being made) for its hashes.
 #[derive(Clone)]
 struct Loaded {
     users: Arc<UsersFile>,
-    decoy: Arc<Decoy>,
+    decoy: Arc<DecoySlot>,
     stamp: Stamp,
 }
 
@@ -773,10 +985,11 @@ impl FileBackend {
     /// the single-threaded runtime could not answer at the deadline while one blocks it. So
     /// a file that blocks costs its own requests their deadline, nothing more.
     ///
-    /// The decoy is made here, with the file, not by the first unknown user's request (which
-    /// would then cost more than a wrong password). It is kept across re-reads while the
-    /// file's typical cost stays the same, so a rewrite does not cost the next request a hash.
-    async fn current(&self) -> Result<(Arc<UsersFile>, Arc<Decoy>), BackendError> {
+    /// The decoy is started here, with the file ([`DecoySlot`]), not by the first unknown
+    /// user's request (which would then cost more than a wrong password). It is kept across
+    /// re-reads while the file's typical cost stays the same, so a rewrite does not cost the
+    /// next request a hash.
+    async fn current(&self) -> Result<(Arc<UsersFile>, Arc<DecoySlot>), BackendError> {
         let shown = self.path.display().to_string();
         let io_err = move |e: io::Error| BackendError::Internal(format!("users file {shown}: {e}"));
         let previous = self
@@ -807,17 +1020,7 @@ impl FileBackend {
         let cost = users.typical_cost();
         let decoy = match previous {
             Some(loaded) if loaded.decoy.cost == cost => loaded.decoy,
-            // A cost the file's hashes use but that cannot be hashed with again (bcrypt
-            // below 4, an odd argon2 parameter): the default decoy, rather than no backend.
-            _ => Arc::new(
-                Self::blocking(move || {
-                    Decoy::new(cost).or_else(|e| {
-                        tracing::warn!(error = %e, "users file: the decoy hash falls back to the default parameters");
-                        Decoy::new(None)
-                    })
-                })
-                .await?,
-            ),
+            _ => Arc::new(DecoySlot::start(cost)),
         };
         let users = Arc::new(users);
         *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Loaded {
@@ -917,6 +1120,9 @@ impl Backend for FileBackend {
 
     async fn authenticate(&self, account: &Account, password: &Secret) -> BackendResult {
         let (users, decoy) = self.current().await?;
+        // Every login waits for it, not only an unknown user's: right after a (re-)read, a
+        // known user waiting less would tell the two apart.
+        let decoy = decoy.get().await?;
         let stored = users
             .hash_of(&account.user, &account.server)
             .map(str::to_owned);
@@ -948,8 +1154,7 @@ impl Backend for FileBackend {
             let shown = path.display().to_string();
             let (users, bad) = lint(&path)
                 .map_err(|e| BackendError::Internal(format!("users file {shown}: {e}")))?;
-            let malformed: Vec<&BadLine> =
-                bad.iter().filter(|b| b.duplicate_of.is_none()).collect();
+            let malformed: Vec<&BadLine> = bad.iter().filter(|b| !b.is_warning()).collect();
             if let Some(b) = malformed.first() {
                 return Err(BackendError::Internal(format!(
                     "users file {shown} line {}: {} ({} bad line(s) in all)",
@@ -958,24 +1163,29 @@ impl Backend for FileBackend {
                     malformed.len()
                 )));
             }
-            let duplicates: Vec<(usize, usize)> = bad
-                .iter()
-                .filter_map(|b| b.duplicate_of.map(|first| (b.number, first)))
-                .collect();
-            let mut warnings: Vec<String> = duplicates
+            // Only warnings are left in `bad`, in line order.
+            let mut warnings: Vec<String> = bad
                 .iter()
                 .take(MAX_WARNINGS)
-                .map(|(line, first)| {
-                    format!(
-                        "line {line} repeats the account of line {first}: the first entry is \
-                         used, and a password change or removal applies to both; delete one"
-                    )
+                .map(|b| match b.kind {
+                    BadKind::Duplicate(first) => format!(
+                        "line {} repeats the account of line {first}: the first entry is \
+                         used, and a password change or removal applies to both; delete one",
+                        b.number
+                    ),
+                    BadKind::Comment => format!(
+                        "line {}: a comment that is not UTF-8: ignored, and kept as it is",
+                        b.number
+                    ),
+                    BadKind::Refused | BadKind::Malformed => {
+                        format!("line {}: {}", b.number, b.reason)
+                    }
                 })
                 .collect();
-            if duplicates.len() > MAX_WARNINGS {
+            if bad.len() > MAX_WARNINGS {
                 warnings.push(format!(
-                    "{} more repeated account line(s)",
-                    duplicates.len() - MAX_WARNINGS
+                    "{} more line(s) like these",
+                    bad.len() - MAX_WARNINGS
                 ));
             }
             let dir = parent_dir(&path);
@@ -1060,6 +1270,11 @@ impl Backend for FileBackend {
 mod tests {
     use super::*;
 
+    /// What a rewrite would write, as text (the tests' files are UTF-8).
+    fn rendered(users: &UsersFile) -> String {
+        String::from_utf8(users.render()).unwrap()
+    }
+
     #[test]
     fn parse_keeps_comments_and_reports_bad_lines() {
         let text = "# accounts\nromeo@example.net:$argon2id$x\n\nbroken line\njuliet@EXAMPLE.net:$2y$10$abc\nromeo@example.net:$argon2id$dup\n";
@@ -1067,9 +1282,58 @@ mod tests {
         assert_eq!(users.hash_of("romeo", "example.net"), Some("$argon2id$x"));
         assert_eq!(users.hash_of("Juliet", "example.NET"), Some("$2y$10$abc"));
         assert_eq!(bad.iter().map(|b| b.number).collect::<Vec<_>>(), [4, 6]);
-        assert_eq!(bad[0].duplicate_of, None);
-        assert_eq!(bad[1].duplicate_of, Some(2));
-        assert_eq!(users.render(), "# accounts\nromeo@example.net:$argon2id$x\n\nbroken line\njuliet@example.net:$2y$10$abc\nromeo@example.net:$argon2id$dup\n");
+        assert_eq!(bad[0].kind, BadKind::Malformed);
+        assert_eq!(bad[1].kind, BadKind::Duplicate(2));
+        assert_eq!(rendered(&users), "# accounts\nromeo@example.net:$argon2id$x\n\nbroken line\njuliet@example.net:$2y$10$abc\nromeo@example.net:$argon2id$dup\n");
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_one_bad_line_kept_byte_for_byte() {
+        let text = b"# Gr\xfc\xdfe\r\na@h:$x\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z";
+        let (mut users, bad) = UsersFile::parse(text);
+        assert_eq!(users.accounts().collect::<Vec<_>>(), ["a@h", "b@h"]);
+        let kinds: Vec<_> = bad.iter().map(|b| (b.number, b.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, BadKind::Comment),
+                (3, BadKind::Malformed),
+                (4, BadKind::Malformed)
+            ]
+        );
+        assert!(bad[0].is_warning() && !bad[1].is_warning());
+        // Kept with its `\r`; the last line needs no `\n`.
+        assert_eq!(
+            users.render(),
+            b"# Gr\xfc\xdfe\r\na@h:$x\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z\n"
+        );
+        assert!(users.set_hash("a", "h", "$new".into()));
+        assert_eq!(
+            users.render(),
+            b"# Gr\xfc\xdfe\r\na@h:$new\nm\xfcller@h:$y\n\xff\xfe\nb@h:$z\n"
+        );
+        // An entry's own `\r` is white space around it.
+        let (users, bad) = UsersFile::parse(b"a@h:$x\r\n");
+        assert!(bad.is_empty());
+        assert_eq!(users.hash_of("a", "h"), Some("$x"));
+        assert!(UsersFile::parse(b"").0.render().is_empty());
+        // Short enough as written, too long once lower-cased (`İ` is 2 bytes, `i̇` 3).
+        let grows = format!("{}@h:$x\n", "İ".repeat(MAX_ENTRY_LINE / 2 - 4));
+        let (users, bad) = UsersFile::parse(&grows);
+        assert_eq!(
+            (users.accounts().count(), bad[0].kind),
+            (0, BadKind::Malformed)
+        );
+        assert!(!storable(&Account {
+            user: "a".repeat(1024),
+            server: "h".into()
+        }));
+        let long = format!("{}@h:$x\n", "a".repeat(MAX_ENTRY_LINE));
+        let (users, bad) = UsersFile::parse(&long);
+        assert_eq!(users.accounts().count(), 0);
+        assert_eq!(bad[0].kind, BadKind::Malformed);
+        assert_eq!(users.render(), long.as_bytes());
+        assert_eq!(UsersFile::parse(b"\n\n").0.render(), b"\n\n");
     }
 
     #[test]
@@ -1081,7 +1345,7 @@ mod tests {
         assert!(users.insert("d", "h", "$w".into()));
         assert!(!users.insert("d", "h", "$w".into()));
         assert!(users.set_hash("b", "h", "$new".into()));
-        assert_eq!(users.render(), "b@h:$new\nc@h:$z\nd@h:$w\n");
+        assert_eq!(rendered(&users), "b@h:$new\nc@h:$z\nd@h:$w\n");
     }
 
     #[test]
@@ -1090,24 +1354,27 @@ mod tests {
         let (users, bad) = UsersFile::parse(text);
         assert_eq!(users.hash_of("a", "h"), Some("$1"));
         assert_eq!(users.accounts().collect::<Vec<_>>(), ["a@h", "b@h"]);
-        let dups: Vec<_> = bad.iter().map(|b| (b.number, b.duplicate_of)).collect();
-        assert_eq!(dups, [(3, Some(1)), (5, Some(1))]);
+        let dups: Vec<_> = bad.iter().map(|b| (b.number, b.kind)).collect();
+        assert_eq!(
+            dups,
+            [(3, BadKind::Duplicate(1)), (5, BadKind::Duplicate(1))]
+        );
         // Untouched, the repeats are written back as they were.
-        assert_eq!(users.render(), text);
+        assert_eq!(rendered(&users), text);
 
         let mut removed = users.clone();
         assert!(removed.remove("a", "h"));
-        assert_eq!(removed.render(), "b@h:$b\n# c\n");
-        let (reread, bad) = UsersFile::parse(&removed.render());
+        assert_eq!(rendered(&removed), "b@h:$b\n# c\n");
+        let (reread, bad) = UsersFile::parse(removed.render());
         assert!(!reread.contains("a", "h") && bad.is_empty());
 
         let mut changed = users;
         assert!(changed.set_hash("a", "h", "$new".into()));
-        assert_eq!(changed.render(), "a@h:$new\nb@h:$b\n# c\n");
+        assert_eq!(rendered(&changed), "a@h:$new\nb@h:$b\n# c\n");
         assert!(changed.remove("b", "h"));
         assert!(changed.insert("d", "h", "$d".into()));
         assert_eq!(changed.hash_of("d", "h"), Some("$d"));
-        assert_eq!(changed.render(), "a@h:$new\n# c\nd@h:$d\n");
+        assert_eq!(rendered(&changed), "a@h:$new\n# c\nd@h:$d\n");
     }
 
     #[test]
@@ -1142,7 +1409,7 @@ mod tests {
         );
         assert_eq!(HashCost::of(decoy.hash()), users.typical_cost());
         // A tie: the first seen.
-        let (users, _) = UsersFile::parse(&format!(
+        let (users, _) = UsersFile::parse(format!(
             "a@h:{}\nb@h:{}\n",
             argon(128, 2, 1),
             argon(64, 1, 1)
@@ -1152,7 +1419,7 @@ mod tests {
             params_of(users.hash_of("a", "h").unwrap())
         );
         // An htpasswd-style file: a bcrypt decoy of the same cost.
-        let (users, _) = UsersFile::parse(&format!("a@h:{}\n", bcrypt::hash("pw", 5).unwrap()));
+        let (users, _) = UsersFile::parse(format!("a@h:{}\n", bcrypt::hash("pw", 5).unwrap()));
         let decoy = Decoy::new(users.typical_cost()).unwrap();
         assert_eq!(
             HashCost::of(decoy.hash()),
@@ -1184,42 +1451,116 @@ mod tests {
         fs::write(&path, format!("ccc@h:{}\n", bcrypt::hash("pw", 5).unwrap())).unwrap();
         let (_, other) = backend.current().await.unwrap();
         assert_eq!(
-            HashCost::of(other.hash()),
+            HashCost::of(other.get().await.unwrap().hash()),
             Some(HashCost::Bcrypt { cost: 5 })
         );
     }
 
     #[tokio::test]
+    async fn the_decoy_is_made_once_even_when_the_first_wait_for_it_is_given_up() {
+        // Dear enough to outlast the first waiter's (tiny) deadline.
+        let cost = Some(HashCost::Argon2 {
+            algorithm: Algorithm::Argon2id,
+            version: Version::V0x13,
+            m_cost: 32_768,
+            t_cost: 4,
+            p_cost: 1,
+            output_len: Some(32),
+        });
+        let slot = DecoySlot::start(cost.clone());
+        let early = tokio::time::timeout(Duration::from_millis(1), slot.get()).await;
+        assert!(early.is_err(), "made in under a millisecond?");
+        // The work went on without its first waiter: later ones get that one decoy.
+        let first = slot.get().await.unwrap();
+        let again = slot.get().await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(HashCost::of(first.hash()), cost);
+    }
+
+    #[tokio::test]
     async fn a_cost_that_cannot_be_hashed_again_falls_back_to_the_default_decoy() {
-        // bcrypt cost 3 parses, but the bcrypt crate will not make such a hash: the backend
-        // must go on with a default decoy, not answer every request with an error.
+        // bcrypt cost 3 parses, but the bcrypt crate will not make such a hash (nor do the
+        // limits let it be the file's typical cost any more): a decoy for it is the default
+        // one, not an error for every request.
+        let slot = DecoySlot::start(Some(HashCost::Bcrypt { cost: 3 }));
+        let decoy = slot.get().await.unwrap();
+        let new_entry = hash_password(&Secret::new("pw")).unwrap();
+        assert_eq!(HashCost::of(decoy.hash()), HashCost::of(&new_entry));
+    }
+
+    #[tokio::test]
+    async fn hashes_over_the_limits_are_accounts_no_password_opens_nor_the_decoys_cost() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users");
-        let odd = "$2b$03$abcdefghijklmnopqrstuuVu4t4bIMnt8gyaUFhJ2Flkrf0gkO9Dq";
+        let bcrypt3 = "$2b$03$abcdefghijklmnopqrstuuVu4t4bIMnt8gyaUFhJ2Flkrf0gkO9Dq";
+        let bcrypt31 = "$2b$31$abcdefghijklmnopqrstuuVu4t4bIMnt8gyaUFhJ2Flkrf0gkO9Dq";
+        let argon = |m: u32, t: u32, p: u32| {
+            format!("$argon2id$v=19$m={m},t={t},p={p}$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        };
         let good = hash_password(&Secret::new("pw")).unwrap();
-        let text = format!("a@h:{odd}\nb@h:{odd}\nc@h:{good}\n");
-        let typical = UsersFile::parse(&text).0.typical_cost();
-        assert_eq!(typical, Some(HashCost::Bcrypt { cost: 3 }));
-        fs::write(&path, text).unwrap();
+        let over = [
+            bcrypt3.to_owned(),
+            bcrypt31.to_owned(),
+            argon(8, 3_000_000, 1),
+            argon(262_145, 1, 1),
+            argon(262_144, 5, 1),
+            argon(128, 1, 9),
+            argon(64, 17, 1),
+        ];
+        let mut text = String::new();
+        for (i, hash) in over.iter().enumerate() {
+            text.push_str(&format!("u{i}@h:{hash}\nv{i}@h:{hash}\n"));
+        }
+        text.push_str(&format!("c@h:{good}\n"));
+        let (users, bad) = UsersFile::parse(&text);
+        assert_eq!(bad.len(), 2 * over.len());
+        assert!(bad
+            .iter()
+            .all(|b| b.kind == BadKind::Refused && b.is_warning()));
+        assert!(bad.iter().all(|b| !b.reason.contains('$')));
+        assert_eq!(users.typical_cost(), HashCost::of(&good));
+        assert!(users.contains("u2", "h") && users.hash_of("u2", "h").is_none());
+        for hash in &over {
+            assert!(verify_password(hash, &Secret::new("pw")).is_err(), "{hash}");
+        }
+        // At the limits: accepted.
+        for hash in [argon(262_144, 4, 8), argon(65_536, 16, 1)] {
+            assert_eq!(within_limits(&hash), Ok(()), "{hash}");
+        }
+        assert_eq!(within_limits(&bcrypt::hash("pw", 4).unwrap()), Ok(()));
+        assert_eq!(
+            within_limits(bcrypt31.replace("$31$", "$13$").as_str()),
+            Ok(())
+        );
+        assert!(within_limits(bcrypt31.replace("$31$", "$14$").as_str()).is_err());
+
+        fs::write(&path, &text).unwrap();
         let backend = FileBackend::new("users", &path);
-        let (_, decoy) = backend.current().await.unwrap();
-        assert_eq!(decoy.cost, None);
         let account = |user: &str| Account {
             user: user.into(),
             server: "h".into(),
         };
+        let pw = Secret::new("pw");
         assert!(matches!(
-            backend
-                .authenticate(&account("c"), &Secret::new("pw"))
-                .await,
+            backend.authenticate(&account("c"), &pw).await,
             Ok(true)
         ));
         assert!(matches!(
-            backend
-                .authenticate(&account("nobody"), &Secret::new("pw"))
-                .await,
+            backend.authenticate(&account("u2"), &pw).await,
             Ok(false)
         ));
+        assert!(matches!(
+            backend.authenticate(&account("nobody"), &pw).await,
+            Ok(false)
+        ));
+        assert!(matches!(
+            backend.user_exists(&account("u2")).await,
+            Ok(true)
+        ));
+        // A new password makes the account usable again.
+        let mut users = users;
+        assert!(users.set_hash("u2", "h", good.clone()));
+        assert_eq!(users.hash_of("u2", "h"), Some(good.as_str()));
     }
 
     #[test]
@@ -1336,5 +1677,18 @@ mod tests {
         assert!(verify_password(&bc, &Secret::new("secret")).unwrap());
         assert!(!verify_password(&bc, &Secret::new("nope")).unwrap());
         assert!(verify_password("$md5$abc", &pw).is_err());
+    }
+
+    #[test]
+    fn bcrypt_never_accepts_a_longer_password_that_shares_the_first_72_bytes() {
+        let long = "a".repeat(72);
+        let hash = bcrypt::hash(&long, 4).unwrap();
+        assert!(verify_password(&hash, &Secret::new(long.clone())).unwrap());
+        let longer = format!("{long}x");
+        assert!(!verify_password(&hash, &Secret::new(longer.clone())).unwrap());
+        // Nor does a hash whose own password was longer (made by a truncating hasher): no
+        // password over 72 bytes ever verifies against bcrypt.
+        let truncated = bcrypt::hash(&longer, 4).unwrap();
+        assert!(!verify_password(&truncated, &Secret::new(longer)).unwrap());
     }
 }

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{fail, prompt, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
-use crate::backend::file::{hash_password, lint, lock_path, modify_file, storable, Abandoned};
+use crate::backend::file::{
+    hash_password, lint, lock_path, modify_file, storable, Abandoned, BadKind,
+};
 use crate::cli::UsersAction;
 use crate::request::Account;
 
@@ -42,7 +44,7 @@ fn parse_account(text: &str) -> Result<Account, String> {
     if user.is_empty() || server.is_empty() || !storable(&account) {
         return Err(format!(
             "{text:?} is not a storable user@domain (no ':', '@', '#', spaces or control \
-             characters in either part)"
+             characters in either part, each at most 1023 bytes)"
         ));
     }
     Ok(account)
@@ -57,12 +59,15 @@ fn list(file: &Path) -> ExitCode {
         say(format_args!("{account}"));
     }
     for b in &bad {
-        let what = match b.duplicate_of {
-            Some(first) => format!(
+        let what = match b.kind {
+            BadKind::Duplicate(first) => format!(
                 "repeats the account of line {first} (the daemon uses the first; passwd and \
                  remove change both)"
             ),
-            None => format!("{} (ignored by the daemon)", b.reason),
+            BadKind::Malformed | BadKind::Comment => {
+                format!("{} (ignored by the daemon)", b.reason)
+            }
+            BadKind::Refused => b.reason.to_owned(),
         };
         eprintln!(
             "extauth-bridge: {} line {}: {what}",

@@ -1,0 +1,16 @@
+//! The users-file parser (and its render → parse round trip) on arbitrary bytes. The property
+//! itself is `common::users_file`, shared with tests/fuzz_corpus.rs, which replays the
+//! committed corpus on stable.
+#![no_main]
+
+// Each target uses one of the shared properties; the others are dead code here.
+#[allow(dead_code)]
+#[path = "common.rs"]
+mod common;
+#[allow(dead_code)]
+#[path = "../../tests/common/oracle.rs"]
+mod oracle;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| common::users_file(data));
