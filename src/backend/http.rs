@@ -26,7 +26,8 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::body::BodyError;
-use super::{Backend, BackendError, BackendResult};
+use super::net::CountConnections;
+use super::{unavailable_status, Backend, BackendError, BackendResult};
 use crate::request::Account;
 use crate::secret::Secret;
 
@@ -303,7 +304,7 @@ struct ClientSettings {
 }
 
 impl ClientSettings {
-    fn build(&self) -> Result<Client, BackendError> {
+    fn build(&self, connections: &CountConnections) -> Result<Client, BackendError> {
         let redirects = if self.follow_redirects {
             // reqwest drops the Authorization header when a redirect leaves the origin.
             reqwest::redirect::Policy::limited(5)
@@ -317,7 +318,8 @@ impl ClientSettings {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .tls_built_in_native_certs(self.native_roots)
-            .user_agent(concat!("extauth-bridge/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("extauth-bridge/", env!("CARGO_PKG_VERSION")))
+            .connector_layer(connections.clone());
         for cert in &self.extra_roots {
             builder = builder.add_root_certificate(cert.clone());
         }
@@ -337,6 +339,8 @@ pub struct HttpBackend {
     check_account: Option<Account>,
     settings: ClientSettings,
     client: OnceCell<Client>,
+    /// Connections the client opened, for the retry's "was it a kept-alive one" test.
+    connections: CountConnections,
 }
 
 impl HttpBackend {
@@ -382,12 +386,13 @@ impl HttpBackend {
                 native_roots,
             },
             client: OnceCell::new(),
+            connections: CountConnections::default(),
         })
     }
 
     async fn client(&self) -> Result<&Client, BackendError> {
         self.client
-            .get_or_try_init(|| async { self.settings.build() })
+            .get_or_try_init(|| async { self.settings.build(&self.connections) })
             .await
     }
 
@@ -427,18 +432,29 @@ impl HttpBackend {
             }
             .send()
         };
+        let opened = self.connections.get();
         let response = match send().await {
             // The server may still close a kept-alive connection just as a request goes
             // out on it. The questions (check_password, user_exists) are safe to ask
             // twice, so they get one more try, on a new connection; a change is not
-            // repeated, since the server may have applied it.
-            Err(e) if is_question(method) && !e.is_timeout() && !e.is_connect() => {
-                tracing::debug!(backend = %self.name, method, "request failed on a kept-alive connection, retrying once");
+            // repeated, since the server may have applied it. Only when no connection was
+            // opened meanwhile, i.e. the request went on a kept-alive one: a fresh
+            // connection that took the request and closed without an answer is the API
+            // (or a WAF in front of it) refusing to answer, and asking again would count
+            // the password guess twice. Builder errors never reached the network at all.
+            Err(e)
+                if is_question(method)
+                    && e.is_request()
+                    && !e.is_timeout()
+                    && !e.is_connect()
+                    && self.connections.get() == opened =>
+            {
+                tracing::debug!(backend = %self.name, method, "a kept-alive connection closed under the request, retrying once");
                 send().await
             }
             other => other,
         }
-        .map_err(transport_error)?;
+        .map_err(|e| super::classify(method, e))?;
         let status = response.status();
         // The body is read even when only the status matters, so that the connection
         // can be reused; for a 501 only the status counts.
@@ -470,7 +486,7 @@ impl HttpBackend {
                     "{method}: HTTP {status} with a body over max_body ({} bytes)",
                     self.max_body
                 )),
-                BodyError::Transport(e) => transport_error(e),
+                BodyError::Transport(e) => super::classify(method, e),
             })
     }
 
@@ -521,21 +537,6 @@ fn is_question(method: &str) -> bool {
     matches!(method, "check_password" | "user_exists")
 }
 
-/// The statuses that say the API cannot be reached rather than that it answered: 502 and 504
-/// (a proxy or load balancer whose upstream is down or too slow) and 503 (the API, or the
-/// proxy, says it is out of service).
-///
-/// 429 is not one of them: a rate limit is the API's defence against password guessing, and
-/// treating it as unavailable would let a guesser who trips it go on against the next backend
-/// of the chain (`on_unavailable = "next"`) or against the credential cache's stale answers.
-/// It stays an error, answered `0`.
-fn unavailable_status(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
-}
-
 const CHANGED: [StatusCode; 3] = [StatusCode::OK, StatusCode::CREATED, StatusCode::NO_CONTENT];
 
 fn unexpected_status(method: &str, status: StatusCode) -> BackendError {
@@ -549,21 +550,6 @@ fn unexpected_status(method: &str, status: StatusCode) -> BackendError {
         "{method}: unexpected HTTP {}{hint}",
         status.as_u16()
     ))
-}
-
-/// Connect, TLS and timeout failures make the API unavailable. The message never includes
-/// the URL: for GET requests its query string carries the password.
-fn transport_error(e: reqwest::Error) -> BackendError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else if e.is_body() || e.is_decode() {
-        "reading the response failed"
-    } else {
-        "request failed"
-    };
-    BackendError::Unavailable(format!("{what}: {}", super::transport_failure(e)))
 }
 
 #[async_trait]

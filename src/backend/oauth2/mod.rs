@@ -300,10 +300,7 @@ pub async fn send_form(
     for (_, v) in &mut form {
         zeroize::Zeroize::zeroize(v);
     }
-    let unavailable = |e: reqwest::Error| {
-        BackendError::Unavailable(format!("{what}: {}", super::transport_failure(e)))
-    };
-    let response = response.map_err(unavailable)?;
+    let response = response.map_err(|e| super::classify(what, e))?;
     let status = response.status();
     let body = body::read_capped(response, body::MAX_RESPONSE, what).await?;
     Ok((status, body))
