@@ -240,6 +240,47 @@ fn a_reused_connection_closed_under_a_request_is_retried_once() {
     assert_eq!(api.connections(), 3);
 }
 
+/// `$host` is a domain name, not a path: `..` or `.` (or an empty label) would move the
+/// request to another path of the API (`/tenants/../xmpp` is `/xmpp`). Refused before any
+/// request; a real domain still gets its own path.
+#[test]
+fn host_names_that_would_change_the_path_are_refused_without_a_request() {
+    let api = RawServer::start(Reply::Yes);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "timeout = \"1s\"\n[[backend]]\nname = \"api\"\ntype = \"http\"\n\
+             url = \"{}/tenants/$host/xmpp\"\n",
+            api.url
+        ),
+    )
+    .unwrap();
+    let refused = [
+        "..",
+        ".",
+        "a..b",
+        ".a",
+        "a.",
+        "-..",
+        "b\u{fc}cher.example",
+        "a b",
+        "a%2e",
+    ];
+    let mut input: String = refused
+        .iter()
+        .map(|s| format!("isuser:romeo:{s}\n"))
+        .collect();
+    input.push_str("isuser:romeo:chat-1.example_net.org\n");
+    let (answers, log) = ask(&path, &input);
+    assert_eq!(answers, format!("{}1", "0".repeat(refused.len())), "{log}");
+    assert_eq!(
+        api.requests(),
+        ["GET /tenants/chat-1.example_net.org/xmpp/user_exists?user=romeo&server=chat-1.example_net.org HTTP/1.1"]
+    );
+}
+
 /// The OAuth2 backend's twin: a token used as the password goes into the userinfo
 /// request's `Authorization` header, and one with a control byte cannot be sent. That is
 /// the client's input, not an IdP outage: a final `0`, not the users file's yes.

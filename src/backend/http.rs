@@ -222,10 +222,10 @@ impl BaseUrl {
                 return Ok(url);
             }
         }
-        if self.has_host() && !usable_in_url(server) {
-            // A server name with `/`, `?`, `@`… would change where the request goes.
+        if self.has_host() && !valid_host_name(server) {
+            // The client's input must not choose where the request goes: a final no.
             return Err(BackendError::Protocol(
-                "server name has characters not allowed in $host".into(),
+                "server name is not a domain name (labels of ASCII letters, digits, - and _), refused in $host".into(),
             ));
         }
         let mut text = self.pieces.join(server);
@@ -241,12 +241,20 @@ impl BaseUrl {
     }
 }
 
-/// Letters, digits, `-`, `.` and `_`: what a domain (or an IDN in Unicode form) is made of.
-fn usable_in_url(server: &str) -> bool {
-    !server.is_empty()
-        && server
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_'))
+/// A domain name as DNS spells it: non-empty labels of ASCII letters, digits, `-` and `_`,
+/// joined by single dots, at most 253 bytes and 63 per label. Nothing else goes into `$host`:
+/// `..`, `.` or an empty label would be a path segment (`/tenants/../xmpp` is `/xmpp`), and
+/// `/`, `?`, `@`, `%` would change the URL outright. An internationalised domain must
+/// arrive in its ASCII (`xn--`) form: its Unicode form would be a second spelling of it.
+fn valid_host_name(server: &str) -> bool {
+    server.len() <= 253
+        && server.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        })
 }
 
 /// HTTP Basic credentials, split once at construction.
@@ -665,6 +673,23 @@ mod tests {
         );
         assert!(b.for_method("evil.com/x?", "user_exists").is_err());
         assert!(b.for_method("a@b", "user_exists").is_err());
+        let long_label = "a".repeat(64);
+        for not_a_domain in [
+            "..",
+            ".",
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "b\u{fc}cher.de",
+            long_label.as_str(),
+        ] {
+            assert!(
+                b.for_method(not_a_domain, "user_exists").is_err(),
+                "{not_a_domain}"
+            );
+        }
+        assert!(b.for_method("xn--bcher-kva.de", "user_exists").is_ok());
         let b = BaseUrl::parse("http://127.0.0.1:1/x").unwrap();
         assert_eq!(
             b.for_method("a/b", "register").unwrap().as_str(),
