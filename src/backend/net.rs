@@ -1,9 +1,25 @@
-//! What the HTTP and OAuth2 backends' clients share: the connection counter the HTTP
-//! backend's retry relies on. The reading of their errors is [`super::classify`].
+//! What the HTTP and OAuth2 backends' clients share: one starting builder (no `Referer`),
+//! and the connection counter the HTTP backend's retry relies on.
+//! The reading of their errors is [`super::classify`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The client builder every backend starts from: its timeouts, our user agent, and no
+/// `Referer` (on a redirect it would repeat the previous URL,
+/// query string and so a GET `check_password`'s password included).
+pub fn client_builder(
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("extauth-bridge/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout)
+        .referer(false)
+}
 
 /// A connector layer that counts the connections a client opens. The HTTP backend compares
 /// the count before and after a request that failed: unchanged means the request went on a

@@ -642,11 +642,9 @@ fn build_http_client(
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("extauth-bridge/", env!("CARGO_PKG_VERSION")))
+    // The shared base: no Referer (and no redirects to carry one anyway).
+    let mut builder = crate::backend::net::client_builder(connect_timeout, request_timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(connect_timeout)
-        .timeout(request_timeout)
         .pool_idle_timeout(Duration::from_secs(60));
     if let Some(path) = ca_file {
         let pem = std::fs::read(path)
