@@ -642,7 +642,7 @@ fn build_http_client(
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> Result<reqwest::Client, String> {
-    // The shared base: no Referer (and no redirects to carry one anyway).
+    // The shared base: no Referer, name lookups bounded per backend.
     let mut builder = crate::backend::net::client_builder(connect_timeout, request_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60));
