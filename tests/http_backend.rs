@@ -36,6 +36,7 @@ struct Received {
     params: HashMap<String, String>,
     authorization: Option<String>,
     content_type: Option<String>,
+    referer: Option<String>,
     version: Version,
 }
 
@@ -52,6 +53,9 @@ enum Misbehave {
     /// Never answers.
     Hang,
     Redirect(String),
+    /// Redirects with this status to `{url}/{method}`, without the query string: whatever
+    /// secret reaches the target, the bridge sent it.
+    RedirectTo(u16, String),
 }
 
 #[derive(Default)]
@@ -83,6 +87,26 @@ impl TestApi {
         basic: Option<&str>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> TestApi {
+        TestApi::start_listening(accounts, basic, tls, false)
+    }
+
+    /// An https API whose port also answers plain http (told apart by the first byte), so
+    /// that a redirect from `https://` to `http://` on the same host and port has somewhere
+    /// to go.
+    fn start_dual(
+        accounts: &[(&str, &str)],
+        basic: &str,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> TestApi {
+        TestApi::start_listening(accounts, Some(basic), Some(tls), true)
+    }
+
+    fn start_listening(
+        accounts: &[(&str, &str)],
+        basic: Option<&str>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        plain_too: bool,
+    ) -> TestApi {
         let state = Arc::new(ApiState {
             basic: basic.map(|b| format!("Basic {}", b64(b))),
             ..ApiState::default()
@@ -109,6 +133,7 @@ impl TestApi {
                 inner: listener,
                 state: counted,
                 tls: tls.map(tokio_rustls::TlsAcceptor::from),
+                plain_too,
             };
             axum::serve(listener, app).await.unwrap();
         });
@@ -141,6 +166,14 @@ impl TestApi {
 
     fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
+    }
+
+    /// The requests whose path starts with one of `prefixes`: where redirects led.
+    fn received_under(&self, prefixes: &[&str]) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| prefixes.iter().any(|p| r.path.starts_with(p)))
+            .collect()
     }
 
     fn last(&self) -> Received {
@@ -186,6 +219,8 @@ struct CountingListener {
     inner: tokio::net::TcpListener,
     state: Arc<ApiState>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Also accept plain http on the TLS port (a connection not starting with a handshake).
+    plain_too: bool,
 }
 
 type BoxedIo = Box<dyn Io>;
@@ -206,6 +241,9 @@ impl axum::serve::Listener for CountingListener {
                 None => return (Box::new(tcp), addr),
                 // A failed handshake (the client rejected our certificate) is the point
                 // of some tests: wait for the next connection.
+                Some(_) if self.plain_too && !starts_tls(&tcp).await => {
+                    return (Box::new(tcp), addr)
+                }
                 Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(tcp).await {
                         return (Box::new(stream), addr);
@@ -218,6 +256,12 @@ impl axum::serve::Listener for CountingListener {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.local_addr()
     }
+}
+
+/// Whether the client's first byte is a TLS handshake record (0x16).
+async fn starts_tls(tcp: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(tcp.peek(&mut first).await, Ok(1) if first[0] == 0x16)
 }
 
 async fn handle(
@@ -248,6 +292,7 @@ async fn handle(
         params: params.clone(),
         authorization: header_text(header::AUTHORIZATION),
         content_type: header_text(header::CONTENT_TYPE),
+        referer: header_text(header::REFERER),
         version,
     };
     state.received.lock().unwrap().push(received.clone());
@@ -261,7 +306,16 @@ async fn handle(
     }
     let user = received.param("user").to_owned();
     let server = received.param("server").to_owned();
-    let misbehave = state.misbehave.lock().unwrap().get(&user).cloned();
+    // Under /ok/ everything is a 200 `true`, as from an API that answers any GET; under
+    // /moved/ (and /ok/) the misbehaviour that sent the request there is not repeated.
+    if received.path.starts_with("/ok/") {
+        return (StatusCode::OK, "true").into_response();
+    }
+    let misbehave = if received.path.starts_with("/moved/") {
+        None
+    } else {
+        state.misbehave.lock().unwrap().get(&user).cloned()
+    };
     match misbehave {
         Some(Misbehave::Status(code, body)) => {
             return (StatusCode::from_u16(code).unwrap(), body).into_response()
@@ -270,6 +324,11 @@ async fn handle(
         Some(Misbehave::Redirect(to)) => {
             let location = format!("{to}/{method}?{encoded}");
             return (StatusCode::FOUND, [(header::LOCATION, location)]).into_response();
+        }
+        Some(Misbehave::RedirectTo(code, to)) => {
+            let location = format!("{to}/{method}");
+            let code = StatusCode::from_u16(code).unwrap();
+            return (code, [(header::LOCATION, location)]).into_response();
         }
         None => {}
     }
@@ -896,7 +955,7 @@ fn a_backend_that_is_down_answers_zero_fast() {
 }
 
 #[test]
-fn redirects_are_refused_unless_enabled_and_never_carry_credentials() {
+fn redirects_are_refused_unless_enabled_and_never_leave_the_origin() {
     let elsewhere = TestApi::start(&[("romeo@example.net", "pw")]);
     let api = TestApi::start(&[]);
     api.misbehave("romeo", Misbehave::Redirect(elsewhere.url()));
@@ -911,6 +970,8 @@ fn redirects_are_refused_unless_enabled_and_never_carry_credentials() {
     assert!(log.contains("HTTP 302"), "{log}");
     assert!(elsewhere.received().is_empty());
 
+    // Enabled, a redirect to another origin (here another port) is still refused: the GET
+    // would take the password there, a 307 the POST's form (the new password).
     let cfg = config(
         dir.path(),
         &http_backend(
@@ -919,12 +980,104 @@ fn redirects_are_refused_unless_enabled_and_never_carry_credentials() {
             "credentials = \"api:s3cret\"\nfollow_redirects = true",
         ),
     );
-    assert_eq!(ask_lines(&cfg, "auth:romeo:example.net:pw\n").0, "1");
-    let r = elsewhere.last();
-    assert_eq!(r.param("pass"), "pw");
+    api.misbehave("juliet", Misbehave::RedirectTo(307, elsewhere.url()));
+    let (answers, log) = ask_lines(
+        &cfg,
+        "auth:romeo:example.net:pw\nsetpass:juliet:example.net:new-secret\n",
+    );
+    assert_eq!(answers, "00", "{log}");
+    assert!(
+        elsewhere.received().is_empty(),
+        "followed to another origin: {:?}",
+        elsewhere.received()
+    );
+    assert!(log.contains("another origin"), "{log}");
+    assert!(
+        !log.contains("new-secret") && !log.contains("s3cret"),
+        "{log}"
+    );
+}
+
+/// Same-origin redirects are followed (that is what `follow_redirects` is for), with no
+/// `Referer` (it would repeat the GET's query string, password included); a POST follows a
+/// 307 with its form, and is never turned into a bodiless GET by a 302, whose 200 would
+/// report a change that was never made.
+#[test]
+fn same_origin_redirects_carry_no_referer_and_never_turn_a_change_into_a_get() {
+    let api = TestApi::start(&[("romeo@example.net", "pw"), ("juliet@example.net", "old")]);
+    let moved = format!("{}/moved", api.url());
+    api.misbehave("romeo", Misbehave::Redirect(moved.clone()));
+    api.misbehave("juliet", Misbehave::RedirectTo(307, moved));
+    api.misbehave(
+        "mercutio",
+        Misbehave::RedirectTo(302, format!("{}/ok", api.url())),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &http_backend("api", &api.url(), "follow_redirects = true"),
+    );
+    let (answers, log) = ask_lines(
+        &cfg,
+        "auth:romeo:example.net:pw\nsetpass:juliet:example.net:new\nsetpass:mercutio:example.net:x\n",
+    );
+    assert_eq!(answers, "110", "{log}");
+    let followed = api.received_under(&["/moved/", "/ok/"]);
+    let paths: Vec<&str> = followed.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/moved/check_password", "/moved/set_password"]);
+    for r in &followed {
+        assert_eq!(r.referer, None, "Referer sent on a redirect");
+    }
+    assert_eq!(followed[1].http_method, Method::POST);
     assert_eq!(
-        r.authorization, None,
-        "credentials followed a redirect to another origin"
+        api.password("juliet", "example.net").as_deref(),
+        Some("new")
+    );
+    assert!(
+        log.contains("HTTP 302 would turn the POST into a GET"),
+        "{log}"
+    );
+}
+
+/// `https://` redirecting to `http://` on the same host and port: reqwest would keep the
+/// Basic credentials (same host and port) and send them, and a 307's form, in clear.
+#[test]
+fn https_never_redirects_to_plain_http() {
+    let (ca_pem, server_config) = test_pki();
+    let api = TestApi::start_dual(
+        &[
+            ("romeo@example.net", "pw"),
+            ("juliet@example.net", "old"),
+            ("benvolio@example.net", "pw"),
+        ],
+        "api:s3cret",
+        server_config,
+    );
+    let plain = format!("http://{}/moved", api.addr);
+    api.misbehave("romeo", Misbehave::RedirectTo(302, plain.clone()));
+    api.misbehave("juliet", Misbehave::RedirectTo(307, plain));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let extra = format!(
+        "credentials = \"api:s3cret\"\nfollow_redirects = true\nca_file = \"{}\"",
+        ca.display()
+    );
+    let cfg = config(dir.path(), &http_backend("api", &api.url(), &extra));
+    let (answers, log) = ask_lines(
+        &cfg,
+        "auth:romeo:example.net:pw\nsetpass:juliet:example.net:new\nisuser:benvolio:example.net\n",
+    );
+    assert_eq!(answers, "001", "{log}");
+    let in_clear: Vec<String> = api
+        .received_under(&["/moved/"])
+        .iter()
+        .map(|r| format!("{} {:?}", r.path, r.authorization))
+        .collect();
+    assert!(in_clear.is_empty(), "sent over plain http: {in_clear:?}");
+    assert_eq!(
+        api.password("juliet", "example.net").as_deref(),
+        Some("old")
     );
 }
 

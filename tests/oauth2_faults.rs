@@ -167,7 +167,8 @@ fn faults_answer_0_in_time_and_the_next_login_is_answered_right() {
         (introspection(&idp.base), "/introspect", Wire::Ejabberd),
     ];
     let faults = [
-        (Fault::ResetMidResponse, "outcome=\"unavailable\""),
+        // The IdP answered, then broke off: an answer gone bad, not an outage (SPEC §10).
+        (Fault::ResetMidResponse, "outcome=\"protocol\""),
         (Fault::ServerError, "HTTP 503"),
         (Fault::GarbageJson, "outcome=\"protocol\""),
         (Fault::Slow, "deadline expired"),

@@ -26,7 +26,8 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::body::BodyError;
-use super::{Backend, BackendError, BackendResult};
+use super::net::CountConnections;
+use super::{unavailable_status, Backend, BackendError, BackendResult};
 use crate::request::Account;
 use crate::secret::Secret;
 
@@ -221,10 +222,10 @@ impl BaseUrl {
                 return Ok(url);
             }
         }
-        if self.has_host() && !usable_in_url(server) {
-            // A server name with `/`, `?`, `@`… would change where the request goes.
+        if self.has_host() && !valid_host_name(server) {
+            // The client's input must not choose where the request goes: a final no.
             return Err(BackendError::Protocol(
-                "server name has characters not allowed in $host".into(),
+                "server name is not a domain name (labels of ASCII letters, digits, - and _), refused in $host".into(),
             ));
         }
         let mut text = self.pieces.join(server);
@@ -240,12 +241,20 @@ impl BaseUrl {
     }
 }
 
-/// Letters, digits, `-`, `.` and `_`: what a domain (or an IDN in Unicode form) is made of.
-fn usable_in_url(server: &str) -> bool {
-    !server.is_empty()
-        && server
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_'))
+/// A domain name as DNS spells it: non-empty labels of ASCII letters, digits, `-` and `_`,
+/// joined by single dots, at most 253 bytes and 63 per label. Nothing else goes into `$host`:
+/// `..`, `.` or an empty label would be a path segment (`/tenants/../xmpp` is `/xmpp`), and
+/// `/`, `?`, `@`, `%` would change the URL outright. An internationalised domain must
+/// arrive in its ASCII (`xn--`) form: its Unicode form would be a second spelling of it.
+fn valid_host_name(server: &str) -> bool {
+    server.len() <= 253
+        && server.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        })
 }
 
 /// HTTP Basic credentials, split once at construction.
@@ -296,28 +305,26 @@ struct ClientSettings {
     connect_timeout: Duration,
     request_timeout: Duration,
     follow_redirects: bool,
+    check_password_method: CheckPasswordMethod,
     extra_roots: Vec<reqwest::Certificate>,
-    /// Whether to load the system's root certificates: not for a plain-http API that
-    /// cannot redirect elsewhere, since loading them is the costly part of building.
+    /// Whether to load the system's root certificates: not for a plain-http API (redirects
+    /// never leave its origin), since loading them is the costly part of building.
     native_roots: bool,
 }
 
 impl ClientSettings {
-    fn build(&self) -> Result<Client, BackendError> {
+    fn build(&self, connections: &CountConnections) -> Result<Client, BackendError> {
         let redirects = if self.follow_redirects {
-            // reqwest drops the Authorization header when a redirect leaves the origin.
-            reqwest::redirect::Policy::limited(5)
+            same_origin_redirects(self.check_password_method)
         } else {
             reqwest::redirect::Policy::none()
         };
-        let mut builder = Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.request_timeout)
+        let mut builder = super::net::client_builder(self.connect_timeout, self.request_timeout)
             .redirect(redirects)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .tls_built_in_native_certs(self.native_roots)
-            .user_agent(concat!("extauth-bridge/", env!("CARGO_PKG_VERSION")));
+            .connector_layer(connections.clone());
         for cert in &self.extra_roots {
             builder = builder.add_root_certificate(cert.clone());
         }
@@ -325,6 +332,58 @@ impl ClientSettings {
             .build()
             .map_err(|e| BackendError::Internal(format!("cannot build the HTTP client: {e}")))
     }
+}
+
+/// Most redirects followed for one call.
+const MAX_REDIRECTS: usize = 5;
+
+/// Why a redirect was not followed. The messages hold no URL: a `Location` may repeat the
+/// query string, password included.
+#[derive(Debug, thiserror::Error)]
+enum RedirectRefused {
+    #[error("redirect to another origin (scheme, host or port): not followed, it would carry the password there")]
+    OtherOrigin,
+    #[error(
+        "HTTP {0} would turn the POST into a GET without its form: the change would not be made"
+    )]
+    WouldDropBody(u16),
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooMany,
+}
+
+/// `follow_redirects = true`: follow a redirect only within the API's own origin (same
+/// scheme, host and port), where the password and the Basic credentials already go. Another
+/// host or port could be anyone's (an open redirect on the API's site), and `https` → `http`
+/// would send them in clear; reqwest itself only drops `Authorization` on a host or port
+/// change and re-sends a 307's body anywhere. A POST (a change, or `check_password` sent as
+/// POST) follows only 307 and 308, which keep the method and the form: a 301, 302 or 303
+/// makes it a bodiless GET, whose 200 would report a change that never happened.
+fn same_origin_redirects(check_password: CheckPasswordMethod) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let previous = attempt.previous();
+        // The first URL is the call's own, `{base}/{method}`; when in doubt, a POST.
+        let posted = previous
+            .first()
+            .and_then(|url| url.path_segments()?.next_back())
+            .map_or(true, |method| match method {
+                "user_exists" => false,
+                "check_password" => check_password == CheckPasswordMethod::Post,
+                _ => true,
+            });
+        let status = attempt.status().as_u16();
+        if previous.len() > MAX_REDIRECTS {
+            attempt.error(RedirectRefused::TooMany)
+        } else if previous
+            .last()
+            .map_or(true, |from| from.origin() != attempt.url().origin())
+        {
+            attempt.error(RedirectRefused::OtherOrigin)
+        } else if posted && !matches!(status, 307 | 308) {
+            attempt.error(RedirectRefused::WouldDropBody(status))
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// An account API speaking mod_auth_http.
@@ -337,6 +396,8 @@ pub struct HttpBackend {
     check_account: Option<Account>,
     settings: ClientSettings,
     client: OnceCell<Client>,
+    /// Connections the client opened, for the retry's "was it a kept-alive one" test.
+    connections: CountConnections,
 }
 
 impl HttpBackend {
@@ -366,7 +427,7 @@ impl HttpBackend {
                 certs
             }
         };
-        let native_roots = config.follow_redirects || base.is_https();
+        let native_roots = base.is_https();
         Ok(HttpBackend {
             name: config.name.clone(),
             base,
@@ -378,16 +439,18 @@ impl HttpBackend {
                 connect_timeout: config.connect_timeout,
                 request_timeout: config.request_timeout,
                 follow_redirects: config.follow_redirects,
+                check_password_method: config.check_password_method,
                 extra_roots,
                 native_roots,
             },
             client: OnceCell::new(),
+            connections: CountConnections::default(),
         })
     }
 
     async fn client(&self) -> Result<&Client, BackendError> {
         self.client
-            .get_or_try_init(|| async { self.settings.build() })
+            .get_or_try_init(|| async { self.settings.build(&self.connections) })
             .await
     }
 
@@ -427,18 +490,29 @@ impl HttpBackend {
             }
             .send()
         };
+        let opened = self.connections.get();
         let response = match send().await {
             // The server may still close a kept-alive connection just as a request goes
             // out on it. The questions (check_password, user_exists) are safe to ask
             // twice, so they get one more try, on a new connection; a change is not
-            // repeated, since the server may have applied it.
-            Err(e) if is_question(method) && !e.is_timeout() && !e.is_connect() => {
-                tracing::debug!(backend = %self.name, method, "request failed on a kept-alive connection, retrying once");
+            // repeated, since the server may have applied it. Only when no connection was
+            // opened meanwhile, i.e. the request went on a kept-alive one: a fresh
+            // connection that took the request and closed without an answer is the API
+            // (or a WAF in front of it) refusing to answer, and asking again would count
+            // the password guess twice. Builder errors never reached the network at all.
+            Err(e)
+                if is_question(method)
+                    && e.is_request()
+                    && !e.is_timeout()
+                    && !e.is_connect()
+                    && self.connections.get() == opened =>
+            {
+                tracing::debug!(backend = %self.name, method, "a kept-alive connection closed under the request, retrying once");
                 send().await
             }
             other => other,
         }
-        .map_err(transport_error)?;
+        .map_err(|e| super::classify(method, e))?;
         let status = response.status();
         // The body is read even when only the status matters, so that the connection
         // can be reused; for a 501 only the status counts.
@@ -470,7 +544,7 @@ impl HttpBackend {
                     "{method}: HTTP {status} with a body over max_body ({} bytes)",
                     self.max_body
                 )),
-                BodyError::Transport(e) => transport_error(e),
+                BodyError::Transport(e) => super::classify(method, e),
             })
     }
 
@@ -521,21 +595,6 @@ fn is_question(method: &str) -> bool {
     matches!(method, "check_password" | "user_exists")
 }
 
-/// The statuses that say the API cannot be reached rather than that it answered: 502 and 504
-/// (a proxy or load balancer whose upstream is down or too slow) and 503 (the API, or the
-/// proxy, says it is out of service).
-///
-/// 429 is not one of them: a rate limit is the API's defence against password guessing, and
-/// treating it as unavailable would let a guesser who trips it go on against the next backend
-/// of the chain (`on_unavailable = "next"`) or against the credential cache's stale answers.
-/// It stays an error, answered `0`.
-fn unavailable_status(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
-}
-
 const CHANGED: [StatusCode; 3] = [StatusCode::OK, StatusCode::CREATED, StatusCode::NO_CONTENT];
 
 fn unexpected_status(method: &str, status: StatusCode) -> BackendError {
@@ -549,21 +608,6 @@ fn unexpected_status(method: &str, status: StatusCode) -> BackendError {
         "{method}: unexpected HTTP {}{hint}",
         status.as_u16()
     ))
-}
-
-/// Connect, TLS and timeout failures make the API unavailable. The message never includes
-/// the URL: for GET requests its query string carries the password.
-fn transport_error(e: reqwest::Error) -> BackendError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else if e.is_body() || e.is_decode() {
-        "reading the response failed"
-    } else {
-        "request failed"
-    };
-    BackendError::Unavailable(format!("{what}: {}", super::transport_failure(e)))
 }
 
 #[async_trait]
@@ -679,6 +723,23 @@ mod tests {
         );
         assert!(b.for_method("evil.com/x?", "user_exists").is_err());
         assert!(b.for_method("a@b", "user_exists").is_err());
+        let long_label = "a".repeat(64);
+        for not_a_domain in [
+            "..",
+            ".",
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "b\u{fc}cher.de",
+            long_label.as_str(),
+        ] {
+            assert!(
+                b.for_method(not_a_domain, "user_exists").is_err(),
+                "{not_a_domain}"
+            );
+        }
+        assert!(b.for_method("xn--bcher-kva.de", "user_exists").is_ok());
         let b = BaseUrl::parse("http://127.0.0.1:1/x").unwrap();
         assert_eq!(
             b.for_method("a/b", "register").unwrap().as_str(),

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod file;
 pub mod http;
+pub(crate) mod net;
 pub mod oauth2;
 
 use async_trait::async_trait;
@@ -48,6 +49,60 @@ pub(crate) fn transport_failure(e: reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The one reading of a reqwest failure, for every backend (SPEC §10: *unavailable* means the
+/// peer or the network failed). `what` names the call in the message, which never holds the
+/// URL (a GET `check_password` carries the password in its query string).
+///
+/// | reqwest says | meaning | result |
+/// |---|---|---|
+/// | `is_timeout()` | connect or answer too slow | `Unavailable` |
+/// | `is_connect()` | DNS, TCP connect (refused, reset, unreachable), TLS handshake | `Unavailable` |
+/// | `is_builder()` | the request cannot be built from this input (URL, header value) | `Protocol` |
+/// | `is_redirect()` | a redirect the policy refused | `Protocol` |
+/// | `is_body()`, `is_decode()` | the answer broke off or is malformed mid-body | `Protocol` |
+/// | `is_request()` and anything else | connected, request sent, no valid answer (closed, garbage, oversized headers) | `Protocol` |
+///
+/// Only a failure to reach the peer lets a chain try its next backend: the rest is either
+/// caused by what the client sent (a password that makes the URL too long: the client would
+/// choose the fall-through) or an answer, and a bad answer is still an answer (a WAF that
+/// drops a throttled guess must not hand it to the users file behind the API).
+pub(crate) fn classify(what: &str, e: reqwest::Error) -> BackendError {
+    let (reachable, kind) = if e.is_timeout() {
+        (false, "timed out")
+    } else if e.is_connect() {
+        (false, "cannot connect")
+    } else if e.is_builder() {
+        (true, "the request cannot be built from this input")
+    } else if e.is_redirect() {
+        (true, "redirect refused")
+    } else if e.is_body() || e.is_decode() {
+        (true, "reading the response failed")
+    } else {
+        (true, "no valid response")
+    };
+    let text = format!("{what}: {kind}: {}", transport_failure(e));
+    if reachable {
+        BackendError::Protocol(text)
+    } else {
+        BackendError::Unavailable(text)
+    }
+}
+
+/// The statuses that say the peer cannot be reached rather than that it answered: 502 and
+/// 504 (a proxy or load balancer whose upstream is down or too slow) and 503 (the service,
+/// or the proxy, says it is out of service). Every other status is an answer.
+///
+/// 429 is not one of them: a rate limit is the API's defence against password guessing, and
+/// treating it as unavailable would let a guesser who trips it go on against the next backend
+/// of the chain (`on_unavailable = "next"`) or against the credential cache's stale answers.
+pub(crate) fn unavailable_status(status: reqwest::StatusCode) -> bool {
+    use reqwest::StatusCode;
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
 }
 
 impl BackendError {

@@ -3,7 +3,7 @@
 //! login is answered `0` and the reason logged.
 
 use crate::backend::body::BodyError;
-use crate::backend::{transport_failure, BackendError};
+use crate::backend::{classify, BackendError};
 
 /// Token, introspection and userinfo responses: a token or a handful of claims, a few KiB
 /// at most. 64 KiB is the HTTP backend's default `max_body` too.
@@ -27,8 +27,6 @@ pub async fn read_capped(
             BodyError::OverLimit => {
                 BackendError::Protocol(format!("{what}: response body over {limit} bytes"))
             }
-            BodyError::Transport(e) => {
-                BackendError::Unavailable(format!("{what}: {}", transport_failure(e)))
-            }
+            BodyError::Transport(e) => classify(what, e),
         })
 }

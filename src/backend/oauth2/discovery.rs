@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 
 use super::body::{read_capped, MAX_DOCUMENT};
 use super::RETRY_AFTER_FAILURE;
-use crate::backend::{transport_failure, BackendError};
+use crate::backend::{classify, BackendError};
 
 /// Where to send each kind of request. `None`: neither configured nor discovered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -248,12 +248,7 @@ async fn fetch_document(
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| {
-            DocError::Failed(BackendError::Unavailable(format!(
-                "{url}: {}",
-                transport_failure(e)
-            )))
-        })?;
+        .map_err(|e| DocError::Failed(classify(url, e)))?;
     let status = response.status();
     if status == reqwest::StatusCode::NOT_FOUND {
         return Err(DocError::NotFound);

@@ -91,7 +91,8 @@ pub async fn password_grant(
     let code = error_code(&body);
     match (status.as_u16(), code.as_str()) {
         (400 | 401, "invalid_grant") => Ok(Grant::Refused("invalid_grant")),
-        (s, _) if s >= 500 => Err(BackendError::Unavailable(format!(
+        // Only a gateway's "down" falls through: a 500 is the IdP's answer to this password.
+        _ if crate::backend::unavailable_status(status) => Err(BackendError::Unavailable(format!(
             "token endpoint: HTTP {status} {code}"
         ))),
         _ => Err(BackendError::Protocol(format!(

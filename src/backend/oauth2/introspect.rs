@@ -41,7 +41,10 @@ pub async fn introspect(
             401 | 403 => BackendError::Protocol(format!(
                 "introspection: HTTP {status} {code}: the client credentials or bearer were refused"
             )),
-            s if s >= 500 => BackendError::Unavailable(format!("introspection: HTTP {status}")),
+            // Only a gateway's "down" falls through: a 500 is the IdP's answer to this token.
+            _ if crate::backend::unavailable_status(status) => {
+                BackendError::Unavailable(format!("introspection: HTTP {status}"))
+            }
             _ => BackendError::Protocol(format!("introspection: HTTP {status} {code}")),
         });
     }

@@ -29,7 +29,7 @@ use super::body::{read_capped, MAX_DOCUMENT};
 use super::identity::{Claims, Verdict};
 use super::introspect::LEEWAY_SECS;
 use super::RETRY_AFTER_FAILURE;
-use crate::backend::{transport_failure, BackendError};
+use crate::backend::{classify, BackendError};
 use crate::secret::Secret;
 
 /// Accepted when `algorithms` is not configured.
@@ -280,7 +280,7 @@ async fn fetch(http: &reqwest::Client, uri: &str) -> Result<KeySet, BackendError
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| BackendError::Unavailable(format!("JWKS: {}", transport_failure(e))))?;
+        .map_err(|e| classify("JWKS", e))?;
     let status = response.status();
     if !status.is_success() {
         return Err(BackendError::Unavailable(format!("JWKS: HTTP {status}")));

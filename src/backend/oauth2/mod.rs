@@ -365,10 +365,7 @@ pub async fn send_form(
     for (_, v) in &mut form {
         zeroize::Zeroize::zeroize(v);
     }
-    let unavailable = |e: reqwest::Error| {
-        BackendError::Unavailable(format!("{what}: {}", super::transport_failure(e)))
-    };
-    let response = response.map_err(unavailable)?;
+    let response = response.map_err(|e| super::classify(what, e))?;
     let status = response.status();
     let body = body::read_capped(response, body::MAX_RESPONSE, what).await?;
     Ok((status, body))
@@ -766,11 +763,9 @@ fn build_http_client(
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("extauth-bridge/", env!("CARGO_PKG_VERSION")))
+    // The shared base: no Referer, name lookups bounded per backend.
+    let mut builder = crate::backend::net::client_builder(connect_timeout, request_timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(connect_timeout)
-        .timeout(request_timeout)
         .pool_idle_timeout(Duration::from_secs(60));
     if let Some(path) = ca_file {
         let pem = std::fs::read(path)

@@ -5,7 +5,7 @@
 //! that is refused as a protocol error rather than trusted unverified.
 
 use super::identity::{Claims, Verdict};
-use crate::backend::{transport_failure, BackendError};
+use crate::backend::{classify, unavailable_status, BackendError};
 use crate::secret::Secret;
 
 pub async fn fetch(
@@ -19,12 +19,13 @@ pub async fn fetch(
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| BackendError::Unavailable(format!("userinfo: {}", transport_failure(e))))?;
+        .map_err(|e| classify("userinfo", e))?;
     let status = response.status();
     match status.as_u16() {
         200 => {}
         401 | 403 => return Ok(Err("userinfo refused the token")),
-        s if s >= 500 => {
+        // Only a gateway's "down" falls through: a 500 is the IdP's answer to this token.
+        _ if unavailable_status(status) => {
             return Err(BackendError::Unavailable(format!(
                 "userinfo: HTTP {status}"
             )))
