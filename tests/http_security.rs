@@ -296,7 +296,7 @@ fn an_oauth2_token_that_cannot_be_a_header_is_a_final_no() {
         format!(
             "timeout = \"1s\"\n\
              [[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nmode = \"token\"\n\
-             validate = \"userinfo\"\nuserinfo_endpoint = \"{}/userinfo\"\n\
+             validate = \"userinfo\"\naudience = \"any\"\nuserinfo_endpoint = \"{}/userinfo\"\n\
              [[backend]]\nname = \"local\"\ntype = \"file\"\npath = \"{}\"\n\
              [[route]]\ndomains = [\"example.net\"]\nbackends = [\"idp\", \"local\"]\n\
              on_unavailable = \"next\"\n",
