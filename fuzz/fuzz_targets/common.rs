@@ -171,16 +171,19 @@ pub fn oauth2_json(data: &[u8]) {
         let token = token.expose();
         assert!(!token.is_empty() && token.bytes().all(|b| (0x21..=0x7e).contains(&b)));
     }
+    // serde skips an unknown field without checking its string's UTF-8, so a document can
+    // parse into our types and still not be a `Value` (found by this target): the
+    // comparisons with the `Value` are made only when it is one.
     if let Ok(n) = jwt::usable_keys_in(data) {
-        let entries = parsed
-            .as_ref()
-            .and_then(|v| v["keys"].as_array())
-            .map(Vec::len);
-        assert!(n <= entries.expect("a JWKS that parsed has a keys array"));
+        if let Some(v) = parsed.as_ref() {
+            let entries = v["keys"].as_array().map(Vec::len);
+            assert!(n <= entries.expect("a JWKS that parsed has a keys array"));
+        }
     }
     if let Ok(endpoints) = discovery::parse_document(data, "https://idp.example/.wk", ISSUER) {
-        let doc = parsed.as_ref().expect("a document that parsed is JSON");
-        assert_eq!(doc["issuer"].as_str(), Some(ISSUER));
+        if let Some(doc) = parsed.as_ref() {
+            assert_eq!(doc["issuer"].as_str(), Some(ISSUER));
+        }
         for url in [
             &endpoints.token,
             &endpoints.introspection,
