@@ -27,7 +27,7 @@ pub const EXIT_CONFIG: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let code = match cli.command {
         Some(Command::HashPassword) => hash_password_command(),
         Some(Command::Check { json }) => crate::commands::check::run(&cli, json),
         Some(Command::Query {
@@ -38,7 +38,11 @@ pub fn main() -> ExitCode {
         Some(Command::Users { ref action }) => crate::commands::users::run(action),
         Some(Command::Generate { ref what }) => crate::commands::generate::run(what),
         Some(Command::Run) | None => run(&cli),
-    }
+    };
+    // Log lines are written by a thread of their own (see logging.rs): give it a moment to
+    // write the last ones before the process ends.
+    crate::logging::finish();
+    code
 }
 
 /// Where the configuration comes from.
