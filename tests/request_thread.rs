@@ -1,6 +1,7 @@
 //! SPEC §10, "nothing blocks past the deadline", for what the request thread does besides
 //! answering: writing log lines to a stderr nobody reads never holds up a reply (lines are
-//! dropped and counted instead, and the count is logged once writing works again).
+//! dropped and counted instead, and the count is logged once writing works again), and the
+//! latency logged is what the server waited, not only the handler's own time.
 
 mod common;
 
@@ -89,4 +90,36 @@ fn a_stderr_nobody_reads_never_delays_the_exit_much() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Two requests read together, the first one (a password change) waiting 1 s for the users
+/// file's lock: the second waits behind it, and its logged latency says so.
+#[test]
+fn the_logged_latency_is_what_the_server_waited() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "pw")]);
+    let lock = hold_write_lock(&users);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        drop(lock);
+    });
+    let args = ["--users", users.to_str().unwrap(), "--log-format", "json"];
+    let out = run(
+        &args,
+        b"setpass:romeo:example.net:new\nisuser:romeo:example.net\n",
+    );
+    release.join().unwrap();
+    assert_eq!(out.stdout, b"1\n1\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let latency = |command: &str| -> u64 {
+        stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["command"] == command)
+            .and_then(|v| v["latency_us"].as_u64())
+            .unwrap_or_else(|| panic!("no {command} line with a latency: {stderr}"))
+    };
+    assert!(latency("setpass") >= 900_000, "{stderr}");
+    // Handled in microseconds, but answered only after the setpass.
+    assert!(latency("isuser") >= 900_000, "{stderr}");
 }
