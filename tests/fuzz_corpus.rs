@@ -74,3 +74,8 @@ fn ejabberd_codec_corpus_holds() {
 fn request_parse_corpus_holds() {
     replay("request_parse", fuzz_common::request_parse);
 }
+
+#[test]
+fn protocol_detect_corpus_holds() {
+    replay("protocol_detect", fuzz_common::protocol_detect);
+}
