@@ -5,7 +5,9 @@
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
+use std::time::Instant;
 
 use clap::Parser;
 
@@ -26,19 +28,25 @@ use crate::stdio::{StdinReader, StdoutWriter};
 pub const EXIT_CONFIG: u8 = 2;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    // Leaked: the daemon prepares reloads on a thread of their own (see `SignalControl`),
+    // which needs the command line for as long as the process runs, and it is parsed once.
+    let cli: &'static Cli = Box::leak(Box::new(Cli::parse()));
+    let code = match cli.command {
         Some(Command::HashPassword) => hash_password_command(),
-        Some(Command::Check { json }) => crate::commands::check::run(&cli, json),
+        Some(Command::Check { json }) => crate::commands::check::run(cli, json),
         Some(Command::Query {
             request,
             ref user,
             ref server,
-        }) => crate::commands::query::run(&cli, request, user, server),
+        }) => crate::commands::query::run(cli, request, user, server),
         Some(Command::Users { ref action }) => crate::commands::users::run(action),
         Some(Command::Generate { ref what }) => crate::commands::generate::run(what),
-        Some(Command::Run) | None => run(&cli),
-    }
+        Some(Command::Run) | None => run(cli),
+    };
+    // Log lines are written by a thread of their own (see logging.rs): give it a moment to
+    // write the last ones before the process ends.
+    crate::logging::finish();
+    code
 }
 
 /// Where the configuration comes from.
@@ -149,7 +157,7 @@ fn config_failure(e: &dyn std::fmt::Display, under_pty: bool) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn run(cli: &Cli) -> ExitCode {
+fn run(cli: &'static Cli) -> ExitCode {
     // Prosody's pty (see pty.rs). What the command line and detection say is known before
     // the configuration is read, and reading it opens a file: close inherited descriptors and
     // keep panics off stderr first.
@@ -254,6 +262,9 @@ fn run(cli: &Cli) -> ExitCode {
         running: config,
         metrics,
         metrics_settings,
+        runtime: runtime.handle().clone(),
+        preparing: None,
+        again: false,
     };
     let result = serve(
         &runtime,
@@ -326,34 +337,66 @@ fn limit_allocator_retention() {
 /// (which starts empty), `timeout`, `max_in_flight`, `log.level` and the metrics settings
 /// (the exporter is restarted). The rest is fixed at start-up (see [`restart_only_changes`]) and a change
 /// to it is logged as needing a restart.
+///
+/// The new configuration is read, parsed and built on a thread of its own, and swapped in
+/// between two requests only once it is complete. Reading it opens files (the configuration,
+/// secret files, users files) and any of them may block for as long as it likes: a FIFO
+/// nobody writes, a hung network mount. On the request thread that would hold every reply
+/// past the deadline (SPEC §10), since the runtime cannot interrupt a blocking call. Until
+/// the new configuration is ready, requests are answered with the old one; a reload that
+/// never completes is never applied (each further SIGHUP says it is still waiting), and a
+/// SIGHUP that comes while one is being prepared starts one more after it, so the latest
+/// edit is what ends up applied.
 struct SignalControl<'a> {
     signals: &'a Signals,
-    cli: &'a Cli,
+    cli: &'static Cli,
     /// The configuration the process started with: what the restart-only settings still are.
     running: Config,
     metrics: crate::metrics::Exporter,
     metrics_settings: crate::metrics::Settings,
+    /// Entered by the reload thread: building a handler may need the runtime's context.
+    runtime: tokio::runtime::Handle,
+    /// The reload being prepared, and when it started.
+    preparing: Option<(Receiver<Prepared>, Instant)>,
+    /// A SIGHUP came while one was being prepared: start another once it is done.
+    again: bool,
 }
 
-impl Control for SignalControl<'_> {
-    fn should_stop(&self) -> bool {
-        self.signals.shutdown_requested()
+/// What the reload thread hands over: the configuration and the handler built from it.
+type Prepared = Result<(Config, Arc<dyn Handler>), ConfigError>;
+
+impl SignalControl<'_> {
+    /// Starts preparing a reload on its own thread.
+    fn start_reload(&mut self) {
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        let (cli, runtime) = (self.cli, self.runtime.clone());
+        let spawned = std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || {
+                // Signals belong to the request thread, which waits for them.
+                crate::signals::block_in_this_thread();
+                let _context = runtime.enter();
+                let loaded = load_config(cli).and_then(|(config, source)| {
+                    build_handler(&config, &source).map(|handler| (config, handler))
+                });
+                // The request loop may have ended meanwhile: nobody to tell, fine.
+                let _ = done.send(loaded);
+                // The loop may be waiting for input: let it apply the result now.
+                crate::signals::wake();
+            });
+        match spawned {
+            Ok(_) => {
+                tracing::info!("reloading the configuration");
+                self.preparing = Some((result, Instant::now()));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed (cannot start a thread), keeping the previous configuration");
+            }
+        }
     }
 
-    fn reload(&mut self) -> Option<Reloaded> {
-        if !self.signals.take_reload() {
-            return None;
-        }
-        let loaded = load_config(self.cli).and_then(|(config, source)| {
-            build_handler(&config, &source).map(|handler| (config, handler))
-        });
-        let (config, handler) = match loaded {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                tracing::error!(error = %e, "reload failed, keeping the previous configuration");
-                return None;
-            }
-        };
+    /// Applies a prepared configuration.
+    fn apply(&mut self, config: Config, handler: Arc<dyn Handler>) -> Reloaded {
         let fixed = restart_only_changes(&self.running, &config);
         if !fixed.is_empty() {
             tracing::warn!(
@@ -383,13 +426,58 @@ impl Control for SignalControl<'_> {
             "configuration reloaded (backends, routes, cache, which starts empty, timeout, \
              max_in_flight, log level, metrics)"
         );
-        Some(Reloaded {
+        Reloaded {
             handler,
             options: ServeOptions {
                 timeout: config.timeout,
                 max_in_flight: config.max_in_flight,
             },
-        })
+        }
+    }
+}
+
+impl Control for SignalControl<'_> {
+    fn should_stop(&self) -> bool {
+        self.signals.shutdown_requested()
+    }
+
+    /// Never blocks: starts a reload on SIGHUP, hands over one that is ready.
+    fn reload(&mut self) -> Option<Reloaded> {
+        if self.signals.take_reload() {
+            match &self.preparing {
+                Some((_, since)) => {
+                    tracing::warn!(
+                        waiting_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        "a reload is still being prepared (a file it reads does not answer?): \
+                         requests go on with the running configuration, another reload follows \
+                         once it is done"
+                    );
+                    self.again = true;
+                }
+                None => self.start_reload(),
+            }
+        }
+        let (result, _) = self.preparing.as_ref()?;
+        let prepared = match result.try_recv() {
+            Ok(prepared) => prepared,
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => Err(ConfigError::new(
+                "(reload)",
+                "(thread)",
+                "the reload thread ended without a result".to_owned(),
+            )),
+        };
+        self.preparing = None;
+        if std::mem::take(&mut self.again) {
+            self.start_reload();
+        }
+        match prepared {
+            Ok((config, handler)) => Some(self.apply(config, handler)),
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed, keeping the previous configuration");
+                None
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! to stderr either (the same pty). Text or JSON lines to stderr or a file; datagrams to the
 //! systemd journal or to syslog; or nowhere.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io;
@@ -9,7 +10,8 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Layered, SubscriberExt};
@@ -152,7 +154,7 @@ pub fn init(config: &LogConfig, under_pty: bool) -> Result<(), InitError> {
         }
         Destination::Syslog(path) => return datagrams(Wire::Syslog(config.facility), path, filter),
     };
-    let writer = deferred(Sink::Stream(stream));
+    let writer = deferred(queued(stream));
     let lines = tracing_subscriber::fmt::layer().with_target(false);
     match config.format {
         LogFormat::Text => install(filter, lines.with_ansi(ansi).with_writer(writer)),
@@ -211,8 +213,9 @@ fn datagrams(wire: Wire, path: PathBuf, filter: LevelFilter) -> Result<(), InitE
     Ok(())
 }
 
-/// Log lines wait here until the request loop has written its replies, then go out in one
-/// write: a reply never waits for its own log line, and a piped file's thousands of lines
+/// Log lines wait here until the request loop has written its replies, then go out together
+/// (to the writer thread for stderr or a file, see [`Queue`]): a reply never waits for its
+/// own log line, and a piped file's thousands of lines
 /// cost a few writes instead of one each. The loop calls [`flush`] before it blocks on input
 /// and before it returns, so a line waits at most until its reply is out; a line from
 /// another thread while the loop is idle waits for the next request (or the 64 KiB mark).
@@ -235,10 +238,149 @@ impl Deferred {
 
 /// Where held lines go.
 enum Sink {
-    /// stderr or a file: the held text is written as it is.
+    /// stderr or a file, through the writer thread.
+    Queued(Arc<Queue>),
+    /// stderr or a file written in place: only when the writer thread could not be started.
     Stream(Box<dyn io::Write + Send>),
     /// The journal or syslog: one datagram per held record.
     Datagrams(Datagrams),
+}
+
+/// Most bytes of log text waiting for the writer thread; past it, lines are dropped.
+const QUEUE_LIMIT: usize = 1024 * 1024;
+
+/// How long [`finish`] waits for the writer thread to write what is queued.
+const FINISH_WAIT: Duration = Duration::from_millis(500);
+
+/// Log text on its way to stderr or a file, written by a thread of its own.
+///
+/// A write to stderr or a file can block for as long as the other side likes: a stderr pipe
+/// nobody reads (the XMPP server busy, or reading it only when the process ends) fills after
+/// 64 KiB, a file on a hung mount never returns. On the request thread that would hold every
+/// reply past the deadline (SPEC §10), and the runtime cannot interrupt it. So the request
+/// thread only queues, and never waits: when the queue is full, lines are dropped and
+/// counted, like the journal's and syslog's datagrams, and once writing works again the
+/// writer logs `log lines dropped count=N` before the next lines.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// The writer waits here for text.
+    work: Condvar,
+    /// [`finish`] waits here for the queue to empty.
+    written: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes in `chunks` plus those being written.
+    bytes: usize,
+    /// Lines dropped since the writer last reported it.
+    unreported: u64,
+}
+
+impl Queue {
+    /// Queues `lines`, or drops and counts them when the queue is full. Never blocks on I/O.
+    fn push(&self, lines: &[u8]) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.bytes + lines.len() > QUEUE_LIMIT {
+            let count = line_count(lines);
+            state.unreported += count;
+            DROPPED.fetch_add(count, Ordering::Relaxed);
+            return;
+        }
+        state.bytes += lines.len();
+        state.chunks.push_back(lines.to_vec());
+        self.work.notify_one();
+    }
+
+    /// The writer thread: writes what is queued, in order, then says what was dropped.
+    fn run(&self, mut stream: Box<dyn io::Write + Send>) {
+        crate::signals::block_in_this_thread();
+        loop {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            while state.chunks.is_empty() {
+                state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            let chunks: Vec<Vec<u8>> = state.chunks.drain(..).collect();
+            drop(state);
+            let mut len = 0;
+            for chunk in &chunks {
+                len += chunk.len();
+                // Nowhere to report a failing log destination; the protocol must go on.
+                if io::Write::write_all(&mut stream, chunk).is_err() {
+                    DROPPED.fetch_add(line_count(chunk), Ordering::Relaxed);
+                }
+            }
+            let _ = io::Write::flush(&mut stream);
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.bytes -= len;
+            let unreported = std::mem::take(&mut state.unreported);
+            self.written.notify_all();
+            drop(state);
+            if unreported > 0 {
+                // Through the subscriber, so it has the configured format; queued by the
+                // flush like any line (and counted again, should that fail too).
+                tracing::warn!(
+                    count = unreported,
+                    "log lines dropped (the log destination did not keep up)"
+                );
+                flush();
+            }
+        }
+    }
+
+    /// Waits until the queue is written, at most `wait`.
+    fn drain(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.bytes > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            state = self
+                .written
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// How many log lines `text` holds (a cut line counts as one).
+fn line_count(text: &[u8]) -> u64 {
+    let lines = text.iter().filter(|&&b| b == b'\n').count();
+    (lines + usize::from(text.last().is_some_and(|&b| b != b'\n'))) as u64
+}
+
+/// Starts the writer thread for `stream`; if no thread can be started, `stream` is written
+/// in place, as before there was one.
+fn queued(stream: Box<dyn io::Write + Send>) -> Sink {
+    let queue = Arc::new(Queue {
+        state: Mutex::new(QueueState::default()),
+        work: Condvar::new(),
+        written: Condvar::new(),
+    });
+    let writer = Arc::clone(&queue);
+    // A failed spawn drops the closure, and a stream moved into it: the closure takes the
+    // stream from a slot instead, so that on failure it is still here to write in place.
+    let slot = Arc::new(Mutex::new(Some(stream)));
+    let taken = Arc::clone(&slot);
+    let spawned = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || {
+            let stream = taken.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(stream) = stream {
+                writer.run(stream);
+            }
+        });
+    match spawned {
+        Ok(_) => Sink::Queued(queue),
+        Err(_) => match slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(stream) => Sink::Stream(stream),
+            None => Sink::Queued(queue),
+        },
+    }
 }
 
 /// Lines past this size are written at once rather than held.
@@ -293,6 +435,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for DeferredWriter {
 fn write_lines(d: &Deferred, lines: &[u8]) {
     let mut sink = d.sink.lock().unwrap_or_else(|p| p.into_inner());
     match &mut *sink {
+        Sink::Queued(queue) => queue.push(lines),
         Sink::Stream(stream) => {
             // Nowhere to report a failing log destination; the protocol must go on.
             let _ = io::Write::write_all(stream, lines);
@@ -302,7 +445,21 @@ fn write_lines(d: &Deferred, lines: &[u8]) {
     }
 }
 
-/// Writes out the log lines held since the last call. Cheap when there are none.
+/// Before the process ends: hands over the held lines and gives the writer thread a moment
+/// ([`FINISH_WAIT`]) to write them. Bounded, so that a stderr nobody reads cannot hold up
+/// the exit.
+pub fn finish() {
+    flush();
+    let Some(d) = DEFERRED.get() else { return };
+    let queue = match &*d.sink.lock().unwrap_or_else(|p| p.into_inner()) {
+        Sink::Queued(queue) => Arc::clone(queue),
+        _ => return,
+    };
+    queue.drain(FINISH_WAIT);
+}
+
+/// Hands the log lines held since the last call to their destination. Cheap when there
+/// are none; never blocks on I/O.
 pub fn flush() {
     let Some(d) = DEFERRED.get() else { return };
     if !d.pending.swap(false, Ordering::AcqRel) {
@@ -317,12 +474,11 @@ pub fn flush() {
     write_lines(d, &held);
 }
 
-/// Log lines the journal or syslog did not take (receive queue full, no daemon, too big),
-/// since start.
+/// Log lines dropped since start: the journal or syslog did not take them (receive queue
+/// full, no daemon, too big), or stderr or the file did not keep up (see [`Queue`]).
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// How many log lines were dropped since start (journal and syslog only: a file or stderr
-/// blocks instead).
+/// How many log lines were dropped since start.
 pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }

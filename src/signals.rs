@@ -36,6 +36,21 @@ extern "C" fn on_signal(signal: libc::c_int) {
     }
 }
 
+/// Wakes the request loop from its wait for input, as a signal would, so that it looks at
+/// its controls (a reload prepared on another thread is ready). Harmless before
+/// [`Signals::install`] and when the loop is busy: it then finds the byte on its next wait
+/// and finds nothing more to do.
+pub fn wake() {
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: writing one byte from a static buffer to the self-pipe, which lives as long
+        // as the process serves requests; a full pipe (EAGAIN) already holds a wake-up.
+        unsafe {
+            libc::write(fd, b"w".as_ptr().cast(), 1);
+        }
+    }
+}
+
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread. Run at the start of every thread
 /// the runtime spawns (blocking pool included), so these signals are always delivered to the
 /// main thread, where the request loop waits for them. Delivered to a pool thread instead,
@@ -57,6 +72,14 @@ pub fn block_in_this_thread() {
 pub struct Signals {
     wake_read: OwnedFd,
     _wake_write: OwnedFd,
+}
+
+impl Drop for Signals {
+    /// The descriptor number must not reach a handler or [`wake`] once it is closed: it may
+    /// be reused for a file.
+    fn drop(&mut self) {
+        WAKE_FD.store(-1, Ordering::SeqCst);
+    }
 }
 
 impl Signals {

@@ -84,3 +84,8 @@ fn oauth2_json_corpus_holds() {
 fn users_file_corpus_holds() {
     replay("users_file", fuzz_common::users_file);
 }
+
+#[test]
+fn protocol_detect_corpus_holds() {
+    replay("protocol_detect", fuzz_common::protocol_detect);
+}

@@ -1,7 +1,8 @@
 //! Property tests for the wire codecs and the request loop:
 //! - any request, framed by either protocol, decodes to the same request;
 //! - any byte stream, read in any pieces, gets exactly one reply per complete request, in
-//!   order, each reply well-formed, and never a panic.
+//!   order, each reply well-formed, and never a panic;
+//! - auto-detection picks the right framing for a first request of any length (SPEC §4).
 
 mod common;
 
@@ -14,7 +15,7 @@ use proptest::prelude::*;
 use tokio_util::codec::Decoder;
 
 use common::oracle::{complete_frames, line_requests};
-use extauth_bridge::protocol::{EjabberdCodec, LineCodec, Protocol, WireCodec};
+use extauth_bridge::protocol::{EjabberdCodec, LineCodec, Protocol, WireCodec, DETECT_BYTES};
 use extauth_bridge::request::{Command, Incoming, Outcome, Request};
 use extauth_bridge::router::Handler;
 use extauth_bridge::server::{serve, NoControl, ServeOptions};
@@ -236,10 +237,146 @@ proptest! {
         let codec = WireCodec::new(Protocol::Auto, 32);
         let expected = expected_answers(codec.clone(), &input);
         let out = served(codec, &input, sizes);
-        let width = match input.first() {
-            Some(&b) if Protocol::detect(b) == Protocol::Ejabberd => 4,
+        let start = &input[..input.len().min(DETECT_BYTES)];
+        let width = match Protocol::detect(start, true) {
+            Some(Protocol::Ejabberd) => 4,
             _ => 2,
         };
         prop_assert_eq!(out.len(), expected.len() * width);
+    }
+}
+
+/// An auth payload of exactly `len` bytes (cut short below 24: then not a valid request,
+/// which detection must still frame correctly).
+fn auth_payload(len: usize) -> Vec<u8> {
+    let mut payload = b"auth:romeo:example.net:".to_vec();
+    payload.resize(len.max(payload.len()), b'p');
+    payload.truncate(len);
+    payload
+}
+
+fn ejabberd_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = u16::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Feeds `input` to an auto-detecting codec: the first bytes one at a time (so detection
+/// sees every prefix), the rest in one piece, then EOF. Returns the framing it settled on
+/// (checked to be settled by [`DETECT_BYTES`]) and the items, as `Debug` text.
+fn auto_decode(input: &[u8], max_line: usize) -> (Protocol, Vec<String>) {
+    let mut codec = WireCodec::new(Protocol::Auto, max_line);
+    let mut buf = BytesMut::new();
+    let mut items = Vec::new();
+    let (start, rest) = input.split_at(input.len().min(DETECT_BYTES + 2));
+    for (i, &b) in start.iter().enumerate() {
+        buf.extend_from_slice(&[b]);
+        while let Some(item) = codec.decode(&mut buf).unwrap() {
+            items.push(format!("{item:?}"));
+        }
+        if i + 1 >= DETECT_BYTES {
+            assert_ne!(
+                codec.protocol(),
+                Protocol::Auto,
+                "undecided after {DETECT_BYTES} bytes"
+            );
+        }
+    }
+    buf.extend_from_slice(rest);
+    while let Some(item) = codec.decode_eof(&mut buf).unwrap() {
+        items.push(format!("{item:?}"));
+    }
+    (codec.protocol(), items)
+}
+
+/// What a fixed codec makes of the same bytes.
+fn fixed_decode<D: Decoder<Item = Incoming, Error = io::Error>>(
+    mut codec: D,
+    input: &[u8],
+) -> Vec<String> {
+    let mut buf = BytesMut::from(input);
+    let mut items = Vec::new();
+    while let Some(item) = codec.decode_eof(&mut buf).unwrap() {
+        items.push(format!("{item:?}"));
+    }
+    items
+}
+
+/// Every frame length ejabberd can send, the ones whose first byte is a letter (0x61xx:
+/// `a`, 24 832 bytes and up) included, followed by a second frame: detected as ejabberd,
+/// both frames decoded as the ejabberd codec decodes them.
+#[test]
+fn auto_detects_a_first_ejabberd_frame_of_every_length() {
+    let next = ejabberd_frame(b"isuser:romeo:example.net");
+    let second = fixed_decode(EjabberdCodec, &next);
+    let longest = auth_payload(65_535);
+    // What the ejabberd codec makes of the first frame alone. Its `Debug` text withholds the
+    // password, so it is the same for every auth frame: computed once, not 65 000 times.
+    let expected_auth = fixed_decode(EjabberdCodec, &ejabberd_frame(&longest));
+    for len in 0..=65_535 {
+        let mut input = ejabberd_frame(&longest[..len]);
+        let expected = if len < 24 {
+            [fixed_decode(EjabberdCodec, &input), second.clone()].concat()
+        } else {
+            [expected_auth.clone(), second.clone()].concat()
+        };
+        input.extend_from_slice(&next);
+        let (protocol, items) = auto_decode(&input, 1024);
+        assert_eq!(protocol, Protocol::Ejabberd, "frame of {len} bytes");
+        assert_eq!(items, expected, "frame of {len} bytes");
+    }
+}
+
+/// Every line length up to the configured limit, and one past it, followed by a second
+/// line: detected as the line protocol, decoded as the line codec decodes them.
+#[test]
+fn auto_detects_a_first_line_of_every_length() {
+    const MAX_LINE: usize = 4096;
+    // From 5 bytes (`auth:`) on: shorter, the first line is no request, and `a\n` followed
+    // by `isuser:…` is as much a frame of 24 842 bytes (SPEC §4: matching neither).
+    for len in 5..=MAX_LINE + 1 {
+        let input = [&auth_payload(len)[..], b"\nisuser:romeo:example.net\n"].concat();
+        let (protocol, items) = auto_decode(&input, MAX_LINE);
+        assert_eq!(protocol, Protocol::Line, "line of {len} bytes");
+        assert_eq!(
+            items,
+            fixed_decode(LineCodec::new(MAX_LINE), &input),
+            "line of {len} bytes"
+        );
+        assert_eq!(items.len(), 2, "line of {len} bytes");
+    }
+}
+
+fn frames(payloads: &[Vec<u8>]) -> Vec<u8> {
+    payloads.iter().flat_map(|p| ejabberd_frame(p)).collect()
+}
+
+/// A request payload of any length up to a frame's limit, often long enough for its frame
+/// length to start with a printable byte.
+fn long_payload() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        (0usize..40).prop_map(auth_payload),
+        (8_000usize..65_536).prop_map(auth_payload),
+        (0x6100usize..0x6200).prop_map(auth_payload),
+        (command(), name(), name()).prop_map(|(c, u, s)| payload(c, &u, &s, "pw").into_bytes()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A stream of frames, read in any pieces through the real loop: one 4-byte reply each.
+    #[test]
+    fn auto_detected_ejabberd_streams_are_answered_in_frames(
+        payloads in prop::collection::vec(long_payload(), 1..4),
+        sizes in sizes(),
+    ) {
+        let input = frames(&payloads);
+        let (protocol, items) = auto_decode(&input, 1024);
+        prop_assert_eq!(protocol, Protocol::Ejabberd);
+        prop_assert_eq!(items, fixed_decode(EjabberdCodec, &input));
+        let out = served(WireCodec::new(Protocol::Auto, 1024), &input, sizes);
+        prop_assert_eq!(out.len(), payloads.len() * 4);
+        prop_assert!(out.chunks(4).all(|r| r == [0, 2, 0, 0] || r == [0, 2, 0, 1]));
     }
 }

@@ -250,3 +250,76 @@ fn sighup_applies_a_new_log_level_at_once() {
     let (status, _) = bridge.wait_within(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
 }
+
+/// SPEC §10, "nothing blocks past the deadline": a reload whose secret file blocks (a FIFO
+/// nobody writes yet) is prepared off the request thread. Requests keep being answered, within
+/// the deadline, with the running configuration; once the FIFO is written the reload
+/// completes and applies.
+#[test]
+fn a_reload_stuck_on_a_secret_file_never_delays_a_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = users_file(dir.path(), &[("romeo@example.net", "first")]);
+    let other = dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let second = users_file(&other, &[("romeo@example.net", "second")]);
+    let config = dir.path().join("config.toml");
+    write_config_with(&config, &first, "1s", "debug");
+    let mut bridge = Live::spawn(&["--config", config.to_str().unwrap()]);
+    assert_eq!(bridge.ask("auth:romeo:example.net:first"), "1\n");
+
+    let fifo = dir.path().join("credentials");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path in our own temporary directory.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    // The users file first (it answers), then an API whose credentials come from the FIFO.
+    write_config_with(&config, &second, "1s", "debug");
+    let api = format!(
+        "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"http://127.0.0.1:9\"\n\
+         credentials_file = {fifo:?}\n"
+    );
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, format!("{text}{api}")).unwrap();
+    bridge.signal(libc::SIGHUP);
+
+    // Opening the FIFO blocks until a writer comes: meanwhile, every reply within 1 s.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut asked = 0;
+    while Instant::now() < until {
+        let started = Instant::now();
+        bridge.send(b"auth:romeo:example.net:first\n");
+        let reply = bridge.read_exact_within(2, Duration::from_secs(1));
+        assert_eq!(reply, b"1\n", "the running configuration answers");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        asked += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(asked > 10);
+    // A second SIGHUP while the first is stuck says so, and blocks nothing either.
+    bridge.signal(libc::SIGHUP);
+    bridge.wait_for_log("still being prepared", Duration::from_secs(5));
+    assert_eq!(bridge.ask("auth:romeo:example.net:first"), "1\n");
+
+    // The writer comes (the bridge is the reader waiting at the other end).
+    let mut writer = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while writer.is_none() && Instant::now() < deadline {
+        use std::os::unix::fs::OpenOptionsExt;
+        writer = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .ok();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut writer = writer.expect("the reload opened the FIFO");
+    std::io::Write::write_all(&mut writer, b"bridge:api-secret\n").unwrap();
+    drop(writer);
+    bridge.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    assert_eq!(bridge.ask("auth:romeo:example.net:first"), "0\n");
+    assert_eq!(bridge.ask("auth:romeo:example.net:second"), "1\n");
+
+    bridge.close_stdin();
+    let (status, rest) = bridge.wait_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(!rest.iter().any(|l| l.contains("api-secret")), "{rest:#?}");
+}

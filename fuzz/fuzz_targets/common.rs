@@ -8,10 +8,10 @@ use bytes::BytesMut;
 use extauth_bridge::backend::file::{BadKind, UsersFile};
 use extauth_bridge::backend::oauth2::identity::{IdentityRule, UsernameCase, UsernameMapping};
 use extauth_bridge::backend::oauth2::{discovery, grant, introspect, jwt, userinfo, Settings};
-use extauth_bridge::protocol::{EjabberdCodec, LineCodec};
+use extauth_bridge::protocol::{EjabberdCodec, LineCodec, Protocol, WireCodec, DETECT_BYTES};
 use extauth_bridge::request::{Account, Incoming, Request};
 use serde_json::Value;
-use tokio_util::codec::Decoder;
+use tokio_util::codec::{Decoder, Encoder};
 
 use crate::oracle;
 
@@ -27,7 +27,8 @@ pub fn line_codec(data: &[u8]) {
     let Some((&split, input)) = data.split_first() else {
         return;
     };
-    let decode = |piece| decode_in_pieces(LineCodec::new(MAX_LINE), input, piece, MAX_LINE + 1);
+    let decode =
+        |piece| decode_in_pieces(&mut LineCodec::new(MAX_LINE), input, piece, MAX_LINE + 1);
     let whole = decode(input.len().max(1));
     let pieces = decode(usize::from(split % 17) + 1);
     assert_eq!(whole.len(), oracle::line_requests(input));
@@ -41,11 +42,103 @@ pub fn ejabberd_codec(data: &[u8]) {
     let Some((&split, input)) = data.split_first() else {
         return;
     };
-    let decode = |piece| decode_in_pieces(EjabberdCodec, input, piece, 2 + 65_535);
+    let decode = |piece| decode_in_pieces(&mut EjabberdCodec, input, piece, 2 + 65_535);
     let whole = decode(input.len().max(1));
     let pieces = decode(usize::from(split % 17) + 1);
     assert_eq!(whole.len(), oracle::complete_frames(input));
     assert_eq!(whole, pieces);
+}
+
+/// Auto-detection (`protocol = "auto"`) and decoding, fed in arbitrary pieces. The first
+/// byte picks the piece size, the second what the rest is:
+/// - `0 mod 3`: arbitrary bytes. The framing is decided within [`DETECT_BYTES`] and is the
+///   same however the input is split; the items are exactly what that framing's codec makes
+///   of the whole input; the buffer stays bounded; every reply is well-formed in that framing.
+/// - `1 mod 3`: valid ejabberd frames built from the input (split at `0xff`, each chunk an
+///   `auth` payload, padded by `chunk[0] * 257` bytes so that long frames, whose length
+///   starts with a printable byte, are cheap to reach): always detected as ejabberd and
+///   decoded as the ejabberd codec decodes them.
+/// - `2 mod 3`: valid lines built the same way: always detected as lines.
+pub fn protocol_detect(data: &[u8]) {
+    let [split, mode, rest @ ..] = data else {
+        return;
+    };
+    let piece = usize::from(split % 17) + 1;
+    let (input, must_be) = match mode % 3 {
+        0 => (rest.to_vec(), None),
+        1 => (valid_stream(rest, true), Some(Protocol::Ejabberd)),
+        _ => (valid_stream(rest, false), Some(Protocol::Line)),
+    };
+    let whole_start = &input[..input.len().min(DETECT_BYTES)];
+    let Some(decided) = Protocol::detect(whole_start, true) else {
+        assert!(input.is_empty(), "undecided on a non-empty stream at EOF");
+        return;
+    };
+    if let Some(protocol) = must_be {
+        assert_eq!(
+            decided, protocol,
+            "a valid stream detected as the other framing"
+        );
+    }
+    let bound = (2 + 65_535).max(MAX_LINE + 1);
+    let mut auto = WireCodec::new(Protocol::Auto, MAX_LINE);
+    let items = decode_in_pieces(&mut auto, &input, piece, bound);
+    assert_eq!(auto.protocol(), decided, "split input decided otherwise");
+    let expected = match decided {
+        Protocol::Ejabberd => {
+            decode_in_pieces(&mut EjabberdCodec, &input, input.len().max(1), bound)
+        }
+        _ => decode_in_pieces(
+            &mut LineCodec::new(MAX_LINE),
+            &input,
+            input.len().max(1),
+            bound,
+        ),
+    };
+    assert_eq!(items, expected);
+    // Replies: one per item, each complete and in the decided framing.
+    for answer in [false, true] {
+        let mut out = BytesMut::new();
+        auto.encode(answer, &mut out).expect("encoding never fails");
+        let wanted: &[u8] = match (decided, answer) {
+            (Protocol::Ejabberd, false) => &[0, 2, 0, 0],
+            (Protocol::Ejabberd, true) => &[0, 2, 0, 1],
+            (_, false) => b"0\n",
+            (_, true) => b"1\n",
+        };
+        assert_eq!(&out[..], wanted);
+    }
+}
+
+/// A stream of valid requests made from `data`: ejabberd frames (`frames`) or lines.
+fn valid_stream(data: &[u8], frames: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in data.split(|&b| b == 0xff) {
+        let mut payload = b"auth:romeo:example.net:".to_vec();
+        // Lines end at `\n`, and a `\r` before it is stripped: keep both out of a line's
+        // password, so each chunk stays one request.
+        payload.extend(
+            chunk
+                .iter()
+                .filter(|&&b| frames || (b != b'\n' && b != b'\r')),
+        );
+        let pad = usize::from(chunk.first().copied().unwrap_or(0)) * 257;
+        let limit = if frames { 65_535 } else { MAX_LINE };
+        payload.resize((payload.len() + pad).min(limit), b'p');
+        payload.truncate(limit);
+        if frames {
+            out.extend_from_slice(
+                &u16::try_from(payload.len())
+                    .unwrap_or(u16::MAX)
+                    .to_be_bytes(),
+            );
+            out.extend_from_slice(&payload);
+        } else {
+            out.extend_from_slice(&payload);
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 /// `Request::parse` on arbitrary bytes: never panics, and what it accepts is what the SPEC
@@ -128,7 +221,7 @@ pub fn users_file(data: &[u8]) {
 /// Every item decoded from `input` fed `piece` bytes at a time, then EOF, as `Debug` text
 /// (comparable; secrets print redacted). Checks the buffer never holds more than `bound`
 /// plus one piece, and that EOF leaves nothing behind.
-fn decode_in_pieces<D>(mut codec: D, input: &[u8], piece: usize, bound: usize) -> Vec<String>
+fn decode_in_pieces<D>(codec: &mut D, input: &[u8], piece: usize, bound: usize) -> Vec<String>
 where
     D: Decoder<Item = Incoming, Error = std::io::Error>,
 {

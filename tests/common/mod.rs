@@ -144,6 +144,28 @@ impl Live {
         }
     }
 
+    /// Like [`Live::spawn`], but stderr is handed to the caller, unread: its lines never
+    /// reach [`Live::wait_for_log`].
+    pub fn spawn_keeping_stderr(args: &[&str]) -> (Live, std::process::ChildStderr) {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("EXTAUTH_BRIDGE_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bridge");
+        let stderr = child.stderr.take().unwrap();
+        let (_, rx) = std::sync::mpsc::channel();
+        let live = Live {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            child,
+            stderr_lines: rx,
+        };
+        (live, stderr)
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stdin.as_mut().unwrap().write_all(bytes).unwrap();
     }
