@@ -237,6 +237,11 @@ pub enum Status {
     Refused(&'static str),
     /// A backend failed: its error kind and message.
     Error(&'static str, String),
+    /// A backend was unavailable and one below it said no. Counted as the outage
+    /// (`unavailable`): the backend that may hold the account never answered, so it is no
+    /// wrong password. Yet no cached yes may stand in for it (`stale_if_error`): a backend
+    /// that holds credentials did answer, and said no. Holds the outage's message.
+    UnavailableThenNo(String),
     /// The request deadline expired.
     Timeout,
     /// Request handling panicked; answered `0`.
@@ -255,6 +260,7 @@ impl Status {
             Status::No => "no",
             Status::Refused(_) => "refused",
             Status::Error(kind, _) => kind,
+            Status::UnavailableThenNo(_) => "unavailable",
             Status::Timeout => "timeout",
             Status::Panic => "panic",
             Status::Invalid(_) => "invalid",

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use crate::backend::{Backend, BackendError, BackendResult};
 use crate::config::{BackendConfig, Config, ConfigError, OnUnavailable};
-use crate::request::{normalize_account, Account, Outcome, Request};
+use crate::request::{normalize_account, Account, Outcome, Request, Status};
 use crate::secret::Secret;
 
 /// Answers one request. The request loop depends on this, not on backends or routes.
@@ -221,7 +221,9 @@ impl Chain {
     /// A *no* below a backend that was unavailable is not a no: the backend that may hold the
     /// account never answered. It is reported as that backend's outage (still `0`), so that
     /// logs, metrics and the throttle never count an outage as a wrong password or a missing
-    /// account. A *yes* below it stands: that backend holds the credential itself.
+    /// account; but as [`Status::UnavailableThenNo`], never as a plain outage, so that no
+    /// cached yes is served in its place (the backend below holds credentials and refused
+    /// this one). A *yes* below it stands: that backend holds the credential itself.
     async fn ask(&self, op: Op<'_>, account: &Account) -> Answer {
         let mut last_error: Option<(usize, BackendError)> = None;
         let mut unavailable: Option<(usize, BackendError)> = None;
@@ -232,7 +234,23 @@ impl Chain {
                 crate::metrics::passed_over(self.backends[*j].name(), e.kind());
             }
             match op.run(backend.as_ref(), account).await {
-                Ok(false) if unavailable.is_some() => break,
+                Ok(false) if unavailable.is_some() => {
+                    let Some((j, outage)) = unavailable else {
+                        break;
+                    };
+                    return Answer {
+                        by: None,
+                        outcome: Outcome {
+                            answer: false,
+                            backend: Some(self.backends[j].name().to_owned()),
+                            status: Status::UnavailableThenNo(format!(
+                                "{outage}; `{}` below it said no",
+                                backend.name()
+                            )),
+                        },
+                        passed_unavailable: true,
+                    };
+                }
                 Ok(answer) => {
                     return Answer {
                         by: Some(i),

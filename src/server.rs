@@ -506,6 +506,7 @@ fn log_outcome(id: u64, request: &Request, outcome: &Outcome, took: Duration) {
         Status::Stale(message) => message.as_str().into(),
         Status::Refused(why) => (*why).into(),
         Status::Error(_, message) => message.as_str().into(),
+        Status::UnavailableThenNo(message) => message.as_str().into(),
         Status::Timeout => "deadline expired".into(),
         Status::Panic => "request handling panicked".into(),
         Status::Invalid(bad) => bad.to_string().into(),

@@ -150,3 +150,50 @@ on_unavailable = "next"
         "the users file changed"
     );
 }
+
+/// A no from a backend below an outage is no outage a cached yes may paper over: the users
+/// file holds the account, and it refused the credential (changed since it was cached, by
+/// another process of the pool or by `users passwd`). `stale_if_error` must not answer `1`.
+#[test]
+fn a_no_below_an_outage_is_never_answered_from_the_stale_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = FaultServer::start();
+    let users = common::users_file(dir.path(), &[("alice@example.net", "changed")]);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[cache]
+enabled = true
+ttl = "1s"
+stale_if_error = "10m"
+
+[[backend]]
+name = "api"
+type = "http"
+url = "{}/xmpp"
+
+[[backend]]
+name = "local"
+type = "file"
+path = "{}"
+
+[[route]]
+domains = ["example.net"]
+backends = ["api", "local"]
+on_unavailable = "next"
+"#,
+            api.url(),
+            users.display()
+        ),
+    )
+    .unwrap();
+    let mut bridge = common::Live::spawn(&["--config", config.to_str().unwrap()]);
+    // The API says yes to `right` (and the cache remembers it)…
+    assert_eq!(bridge.ask("auth:alice:example.net:right"), "1\n");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // …then it is down: the file, which holds alice with another password, says no.
+    api.set(Mode::ServerError);
+    assert_eq!(bridge.ask("auth:alice:example.net:right"), "0\n");
+}

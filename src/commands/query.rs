@@ -97,6 +97,7 @@ fn why(command: Command, outcome: &Outcome) -> String {
         Status::Stale(message) => format!("stale: {message}"),
         Status::Refused(reason) => format!("refused: {reason} (no backend asked)"),
         Status::Error(kind, message) => format!("{kind}: {message}"),
+        Status::UnavailableThenNo(message) => format!("unavailable: {message}"),
         Status::Invalid(bad) => format!("invalid: {bad}"),
         Status::Timeout => "timeout: the request deadline expired".to_owned(),
         Status::Panic => "panic: handling the request panicked".to_owned(),
