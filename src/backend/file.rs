@@ -249,7 +249,7 @@ impl DecoySlot {
         tokio::spawn(async move {
             // A cost the file's hashes use but that cannot be hashed with again (an odd
             // argon2 parameter): the default decoy, rather than no backend.
-            let decoy = FileBackend::blocking(move || {
+            let decoy = blocking(move || {
                 Decoy::new(wanted).or_else(|e| {
                     tracing::warn!(error = %e, "users file: the decoy hash falls back to the default parameters");
                     Decoy::new(None)
@@ -943,6 +943,45 @@ pub fn modify_file(
     Ok(true)
 }
 
+/// Runs CPU-bound work (hashing) on the blocking pool, under the process-wide limit.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    // At most one hash per core at a time: more gains nothing, and each argon2 run holds
+    // its memory cost (19 MiB with the defaults) while it lasts, so a piped file of
+    // requests must not start dozens at once. Only hashing counts here: file access,
+    // which may block for good, has its own limit per backend (`file_io`), so a hung
+    // file can neither take these permits nor be queued behind them.
+    static HASHING: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    let permits = HASHING.get_or_init(|| {
+        Arc::new(tokio::sync::Semaphore::new(
+            crate::memory::hashing_parallelism(),
+        ))
+    });
+    limited(permits, f).await
+}
+
+/// Runs `f` on the blocking pool once a permit of `permits` is free. The permit is
+/// taken before the thread (so what waits is a future, which the deadline drops, not a
+/// pool thread) and moves into the worker: a request whose deadline expired stops
+/// waiting, but its work still counts until it really ends.
+async fn limited<T: Send + 'static>(
+    permits: &Arc<tokio::sync::Semaphore>,
+    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    let permit = Arc::clone(permits)
+        .acquire_owned()
+        .await
+        .map_err(|e| BackendError::Internal(format!("worker limit: {e}")))?;
+    tokio::task::spawn_blocking(move || {
+        let result = f();
+        drop(permit);
+        result
+    })
+    .await
+    .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
+}
+
 pub struct FileBackend {
     name: String,
     path: PathBuf,
@@ -1031,52 +1070,13 @@ impl FileBackend {
         Ok((users, decoy))
     }
 
-    /// Runs CPU-bound work (hashing) on the blocking pool, under the process-wide limit.
-    async fn blocking<T: Send + 'static>(
-        f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
-    ) -> Result<T, BackendError> {
-        // At most one hash per core at a time: more gains nothing, and each argon2 run holds
-        // its memory cost (19 MiB with the defaults) while it lasts, so a piped file of
-        // requests must not start dozens at once. Only hashing counts here: file access,
-        // which may block for good, has its own limit per backend (`file_io`), so a hung
-        // file can neither take these permits nor be queued behind them.
-        static HASHING: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
-        let permits = HASHING.get_or_init(|| {
-            Arc::new(tokio::sync::Semaphore::new(
-                crate::memory::hashing_parallelism(),
-            ))
-        });
-        Self::limited(permits, f).await
-    }
-
     /// Runs file access of this backend on the blocking pool, one at a time
     /// (see `file_io`).
     async fn file_access<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
-        Self::limited(&self.file_io, f).await
-    }
-
-    /// Runs `f` on the blocking pool once a permit of `permits` is free. The permit is
-    /// taken before the thread (so what waits is a future, which the deadline drops, not a
-    /// pool thread) and moves into the worker: a request whose deadline expired stops
-    /// waiting, but its work still counts until it really ends.
-    async fn limited<T: Send + 'static>(
-        permits: &Arc<tokio::sync::Semaphore>,
-        f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
-    ) -> Result<T, BackendError> {
-        let permit = Arc::clone(permits)
-            .acquire_owned()
-            .await
-            .map_err(|e| BackendError::Internal(format!("worker limit: {e}")))?;
-        tokio::task::spawn_blocking(move || {
-            let result = f();
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| BackendError::Internal(format!("worker failed: {e}")))?
+        limited(&self.file_io, f).await
     }
 
     /// Runs a change of the file as this backend's file access, outside the hashing limit
@@ -1096,7 +1096,7 @@ impl FileBackend {
     /// Hashes a new password on the blocking pool, before the write lock is taken.
     async fn new_hash(password: &Secret) -> Result<String, BackendError> {
         let password = password.clone();
-        Self::blocking(move || hash_password(&password)).await
+        blocking(move || hash_password(&password)).await
     }
 
     /// Whether the account is in the file as last read; `None` if the file cannot be read
@@ -1127,7 +1127,7 @@ impl Backend for FileBackend {
             .hash_of(&account.user, &account.server)
             .map(str::to_owned);
         let password = password.clone();
-        Self::blocking(move || match stored {
+        blocking(move || match stored {
             Some(hash) => verify_password(&hash, &password),
             None => {
                 // Same work as a wrong password, then no.
