@@ -1,3 +1,10 @@
+//! The decoy ([`Decoy`]): a hash of a random password, verified against when the user does
+//! not exist, so that an unknown user costs what a wrong password costs; made at the file's
+//! typical cost, once per cost, by a task of its own (`DecoySlot`).
+//!
+//! It must not read the file (it is handed the cost), nor be made inside a request: that
+//! request's deadline would throw the work away.
+
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;

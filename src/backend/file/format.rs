@@ -1,3 +1,11 @@
+//! The users file's text: one line kept per line of the file, parsed and rendered back byte
+//! for byte, the index of its accounts ([`UsersFile`]), which accounts a line can hold
+//! ([`storable`]), and what is wrong with a line ([`BadLine`], [`BadKind`]).
+//!
+//! Pure, bytes in and bytes out: the fuzz targets drive it directly. It must not touch the
+//! file system, log, or hash; whether a stored hash is over the cost limits it asks
+//! [`super::hash`].
+
 use std::collections::HashMap;
 
 use super::hash::{within_limits, HashCost};

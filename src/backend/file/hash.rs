@@ -1,3 +1,11 @@
+//! Password hashes: making one for a new entry ([`hash_password`], argon2id), verifying one
+//! read from the file ([`verify_password`], argon2 or htpasswd-style bcrypt), and the limits
+//! on what a stored hash may cost ([`HashCost`], [`ARGON2_MAX_M_KIB`] and its siblings).
+//!
+//! Synchronous and CPU-bound: callers run it on the blocking pool, under the hashing limit.
+//! It must not know the file's format or where a hash came from, and puts no password in an
+//! error.
+
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};

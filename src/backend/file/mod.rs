@@ -17,6 +17,15 @@
 //! blocking pool where the request deadline can still fire around it. So does every file
 //! access (the per-request `stat` included: on a hung mount it may never return), one at a
 //! time per backend, so a stuck file holds one pool thread and starves nothing else.
+//!
+//! This file owns [`FileBackend`]: when the file is re-read and which decoy goes with it,
+//! how each account operation runs (on which thread, under which limit), and `check`'s
+//! report. It must not parse or render lines, hash, or lock and rewrite the file itself:
+//! - [`format`](mod@format): the lines, parse and render, what is wrong with a line;
+//! - [`hash`]: making and verifying hashes, the limits on a stored hash's cost;
+//! - [`decoy`]: the hash an unknown user is verified against;
+//! - [`store`]: reading the file, the lock, the atomic rewrite, owners and hand-over;
+//! - `pool`: the blocking-pool limits (hashing per process, one permit at a time).
 
 pub mod decoy;
 pub mod format;

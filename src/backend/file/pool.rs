@@ -1,3 +1,11 @@
+//! The blocking pool's limits: at most `memory::hashing_parallelism()` hashes at a time in
+//! the process (`blocking`), and the permit-before-thread rule every blocking call of this
+//! backend follows (`limited`), so that what waits for a permit is a future the deadline
+//! can drop, not a pool thread.
+//!
+//! It must not know what the work is: the file-access permit (one per backend) belongs to
+//! the `FileBackend` that owns it, and only hashing goes through `blocking`.
+
 use std::sync::{Arc, OnceLock};
 
 use crate::backend::BackendError;

@@ -1,3 +1,13 @@
+//! The users file on disk: reading it (with the `Stamp` that tells the next read whether it
+//! changed), and changing it while other bridge processes read and write it ([`modify_file`]):
+//! the advisory lock on `{path}.lock` ([`lock_path`]; never through a link, handed over to the
+//! file's owner only when this process created it), the atomic rewrite through [`crate::fs`],
+//! the owner and mode a rewrite keeps, and giving up once the request is [`Abandoned`].
+//!
+//! Synchronous, blocking I/O: callers run it on the blocking pool. It must not hash (the
+//! change runs under the lock every writer waits for), nor decide what a change is: the
+//! caller's closure does, on the parsed [`UsersFile`].
+
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
