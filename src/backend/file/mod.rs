@@ -181,6 +181,27 @@ impl FileBackend {
     }
 }
 
+/// What `check` says of the lock of the users file at `path`, if anything. A lock this user
+/// cannot open makes every change fail, whatever the file's own permissions say; typically
+/// left by a `users` command run as root. Non-blocking, should the path be a FIFO nobody
+/// reads.
+fn lock_warning(path: &Path) -> Option<String> {
+    let lock = lock_path(path);
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&lock)
+    {
+        Ok(opened) => foreign_lock(&opened, &lock, path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!(
+            "cannot open the lock {} for writing as this user ({e}): setpass, \
+             tryregister and removeuser will fail; give it the users file's owner",
+            lock.display()
+        )),
+    }
+}
+
 #[async_trait]
 impl Backend for FileBackend {
     fn name(&self) -> &str {
@@ -272,23 +293,7 @@ impl Backend for FileBackend {
                     dir.display()
                 ));
             }
-            // A lock this user cannot open makes every change fail, whatever the file's
-            // own permissions say; typically left by a `users` command run as root.
-            // Non-blocking, should the path be a FIFO nobody reads.
-            let lock = lock_path(&path);
-            match OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-                .open(&lock)
-            {
-                Ok(opened) => warnings.extend(foreign_lock(&opened, &lock, &path)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => warnings.push(format!(
-                    "cannot open the lock {} for writing as this user ({e}): setpass, \
-                     tryregister and removeuser will fail; give it the users file's owner",
-                    lock.display()
-                )),
-            }
+            warnings.extend(lock_warning(&path));
             Ok(CheckReport {
                 detail: format!(
                     "{} account(s) in {shown}; {}",
