@@ -33,9 +33,8 @@ pub mod hash;
 mod pool;
 pub mod store;
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -49,7 +48,7 @@ use decoy::DecoySlot;
 use format::{storable, BadKind, BadLine, UsersFile};
 use hash::{hash_password, verify_password};
 use pool::{blocking, limited};
-use store::{foreign_lock, lint, load, lock_path, modify_file, AbandonOnDrop, Abandoned, Stamp};
+use store::{lint, load, lock_warning, modify_file, AbandonOnDrop, Abandoned, Stamp};
 
 /// Most warnings `check` lists for one file: a file with hundreds of repeated lines needs
 /// the first few named to be understood, not all of them.
@@ -178,27 +177,6 @@ impl FileBackend {
     async fn known(&self, account: &Account) -> Option<bool> {
         let (users, _) = self.current().await.ok()?;
         Some(users.contains(&account.user, &account.server))
-    }
-}
-
-/// What `check` says of the lock of the users file at `path`, if anything. A lock this user
-/// cannot open makes every change fail, whatever the file's own permissions say; typically
-/// left by a `users` command run as root. Non-blocking, should the path be a FIFO nobody
-/// reads.
-fn lock_warning(path: &Path) -> Option<String> {
-    let lock = lock_path(path);
-    match OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(&lock)
-    {
-        Ok(opened) => foreign_lock(&opened, &lock, path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => Some(format!(
-            "cannot open the lock {} for writing as this user ({e}): setpass, \
-             tryregister and removeuser will fail; give it the users file's owner",
-            lock.display()
-        )),
     }
 }
 

@@ -216,7 +216,7 @@ fn open_lock(lock: &Path) -> io::Result<(File, bool)> {
 /// owner's may be one the XMPP server's account cannot open (left by an older `users`
 /// command run as root, or created by one before the users file existed). Not root,
 /// opening it as this user was the test.
-pub(super) fn foreign_lock(opened: &File, lock: &Path, path: &Path) -> Option<String> {
+fn foreign_lock(opened: &File, lock: &Path, path: &Path) -> Option<String> {
     if !rustix::process::geteuid().is_root() {
         return None;
     }
@@ -234,6 +234,27 @@ pub(super) fn foreign_lock(opened: &File, lock: &Path, path: &Path) -> Option<St
             users.gid()
         )
     })
+}
+
+/// What `check` says of the lock of the users file at `path`, if anything. A lock this user
+/// cannot open makes every change fail, whatever the file's own permissions say; typically
+/// left by a `users` command run as root. Non-blocking, should the path be a FIFO nobody
+/// reads.
+pub(super) fn lock_warning(path: &Path) -> Option<String> {
+    let lock = lock_path(path);
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&lock)
+    {
+        Ok(opened) => foreign_lock(&opened, &lock, path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!(
+            "cannot open the lock {} for writing as this user ({e}): setpass, \
+             tryregister and removeuser will fail; give it the users file's owner",
+            lock.display()
+        )),
+    }
 }
 
 /// Gives the temp file of a rewrite the replaced file's owner and group, before the rename:
