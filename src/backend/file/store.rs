@@ -2,7 +2,8 @@
 //! changed), and changing it while other bridge processes read and write it ([`modify_file`]):
 //! the advisory lock on `{path}.lock` ([`lock_path`]; never through a link, handed over to the
 //! file's owner only when this process created it), the atomic rewrite through [`crate::fs`],
-//! the owner and mode a rewrite keeps, and giving up once the request is [`Abandoned`].
+//! the owner and mode a rewrite keeps, and giving up once the request is [`Abandoned`]; and
+//! what `check` says of a lock the daemon could not use (`lock_warning`).
 //!
 //! Synchronous, blocking I/O: callers run it on the blocking pool. It must not hash (the
 //! change runs under the lock every writer waits for), nor decide what a change is: the
