@@ -523,7 +523,7 @@ fn hash_password_command() -> ExitCode {
         eprintln!("extauth-bridge: empty password");
         return ExitCode::from(EXIT_CONFIG);
     }
-    match crate::backend::file::hash_password(&password) {
+    match crate::backend::file::hash::hash_password(&password) {
         Ok(hash) => {
             let mut stdout = io::stdout().lock();
             // stdout-ok: the hash is this command's output.

@@ -5,7 +5,7 @@
 //! `mod oracle` (tests/common/oracle.rs) at its crate root: the counts come from there.
 
 use bytes::BytesMut;
-use extauth_bridge::backend::file::{BadKind, UsersFile};
+use extauth_bridge::backend::file::format::{BadKind, UsersFile};
 use extauth_bridge::backend::oauth2::identity::{IdentityRule, UsernameCase, UsernameMapping};
 use extauth_bridge::backend::oauth2::{discovery, grant, introspect, jwt, userinfo, Settings};
 use extauth_bridge::protocol::{EjabberdCodec, LineCodec, Protocol, WireCodec, DETECT_BYTES};

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{fail, prompt, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
-use crate::backend::file::{
-    hash_password, lint, lock_path, modify_file, storable, Abandoned, BadKind,
-};
+use crate::backend::file::format::{storable, BadKind};
+use crate::backend::file::hash::hash_password;
+use crate::backend::file::store::{lint, lock_path, modify_file, Abandoned};
 use crate::cli::UsersAction;
 use crate::request::Account;
 
