@@ -259,7 +259,10 @@ const NOW: u64 = 1_700_000_000;
 ///   case aside under `ascii`), taken from the claims themselves; `exact` accepts nothing
 ///   `ascii` refuses; a name from `email` needs `email_verified: true`.
 pub fn oauth2_json(data: &[u8]) {
-    let parsed: Option<Value> = serde_json::from_slice(data).ok();
+    // serde also reads a struct from an array of its fields in order (`[[]]` is a JWKS with
+    // no keys, found by this target): the comparisons with the `Value` below are made only
+    // for an object.
+    let parsed: Option<Value> = serde_json::from_slice(data).ok().filter(Value::is_object);
     if let Ok(token) = grant::parse_token_response(data) {
         let token = token.expose();
         assert!(!token.is_empty() && token.bytes().all(|b| (0x21..=0x7e).contains(&b)));
