@@ -149,9 +149,9 @@ struct Shared {
 /// not write the same file (through the same temp file name) at the same time.
 static WRITING: Mutex<()> = Mutex::new(());
 
-/// How long stopping waits for the writer thread. Its work is one small write, so this is
-/// only reached when the file system hangs: then the thread is left behind (it ends with
-/// the process) rather than hold up a reload, which runs on the request thread, or the exit.
+/// How long stopping at exit waits for the writer thread (a reload does not wait). Its work
+/// is one small write, so this is only reached when the file system hangs: then the thread
+/// is left behind (it ends with the process) rather than hold up the exit.
 const STOP_WAIT: Duration = Duration::from_millis(500);
 
 /// Marks the thread ended when dropped, so a panic in it counts too.
@@ -207,7 +207,7 @@ impl Exporter {
 
     /// Stops the thread, logs the final summary, and writes or removes the file.
     pub fn finish(self) {
-        self.stop("at exit", false);
+        self.stop("at exit", false, STOP_WAIT);
     }
 
     /// [`finish`](Self::finish) for an exporter that a SIGHUP replaces with `next`: the
@@ -217,13 +217,16 @@ impl Exporter {
     pub fn replace_for_reload(self, next: &Exporter) {
         // The same setting in the same process: the same file.
         let shared_file = self.settings.file.is_some() && self.settings.file == next.settings.file;
-        self.stop("before a reload", shared_file);
+        // Not waited for at all: this runs on the request thread, and the old writer does
+        // its last write or removal on its own thread (serialised with the new one's by
+        // `WRITING`), so a reply is never held up by it, not even for `STOP_WAIT`.
+        self.stop("before a reload", shared_file, Duration::ZERO);
     }
 
     /// The file is written or removed by the thread itself, never here: this runs on the
     /// request thread at a reload, and a metrics directory on a hung mount must not delay
     /// a reply (nor the exit) by more than [`STOP_WAIT`].
-    fn stop(mut self, when: &'static str, leave_file: bool) {
+    fn stop(mut self, when: &'static str, leave_file: bool, wait: Duration) {
         let leaving = match self.settings.on_exit {
             _ if leave_file => Leaving::Untouched,
             OnExit::Keep => Leaving::Write,
@@ -231,12 +234,12 @@ impl Exporter {
         };
         *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(leaving);
         self.shared.wake.notify_all();
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.thread.take().filter(|_| !wait.is_zero()) {
             let ended = self.shared.ended.lock().unwrap_or_else(|p| p.into_inner());
             let (ended, _) = self
                 .shared
                 .ended_wake
-                .wait_timeout_while(ended, STOP_WAIT, |ended| !*ended)
+                .wait_timeout_while(ended, wait, |ended| !*ended)
                 .unwrap_or_else(|p| p.into_inner());
             if *ended {
                 drop(ended);
@@ -245,7 +248,7 @@ impl Exporter {
                 // Dropping the handle detaches the thread.
                 tracing::warn!(
                     metrics_file = %self.settings.file.as_deref().unwrap_or(Path::new("")).display(),
-                    waited_ms = u64::try_from(STOP_WAIT.as_millis()).unwrap_or(u64::MAX),
+                    waited_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                     "the metrics writer is stuck (a file system that does not answer?): left behind"
                 );
             }
