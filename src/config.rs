@@ -198,7 +198,7 @@ pub enum BackendConfig {
     File(FileBackendConfig),
     Http(crate::backend::http::HttpBackendConfig),
     #[serde(rename = "oauth2")]
-    Oauth2(Box<crate::backend::oauth2::OAuth2BackendConfig>),
+    Oauth2(Box<crate::backend::oauth2::config::OAuth2BackendConfig>),
 }
 
 impl BackendConfig {

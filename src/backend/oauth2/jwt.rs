@@ -26,9 +26,9 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::body::{read_capped, MAX_DOCUMENT};
+use super::client::RETRY_AFTER_FAILURE;
 use super::identity::{Claims, Verdict};
 use super::introspect::LEEWAY_SECS;
-use super::RETRY_AFTER_FAILURE;
 use crate::backend::{classify, BackendError};
 use crate::secret::Secret;
 
