@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use crate::backend::http::HttpBackendConfig;
+use crate::backend::http::config::HttpBackendConfig;
 use crate::cache::CachingHandler;
 use crate::cli::{Cli, Command};
 use crate::config::{
