@@ -1,3 +1,7 @@
+//! Building the backend's reqwest client on first use (`ClientSettings`): timeouts, root
+//! certificates, and the redirect policy that keeps the password within the API's origin.
+//! Nothing here sends a request or reads the configuration.
+
 use std::time::Duration;
 
 use reqwest::Client;

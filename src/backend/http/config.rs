@@ -1,3 +1,8 @@
+//! The `[[backend]]` table with `type = "http"` ([`HttpBackendConfig`]), its defaults and the
+//! checks that need no file or environment ([`HttpBackendConfig::validate`]), plus the HTTP
+//! Basic credentials it names, read from their source at start-up. Nothing here sends a
+//! request.
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -16,8 +16,13 @@
 //! alive across requests; it is built on first use, because loading the system's root
 //! certificates is the most expensive thing the bridge does at start-up and a process that
 //! is only asked `check` or never asked anything should not pay for it.
+//!
+//! Layout: [`config`] (the table, its checks, the Basic credentials), [`url`] (the base URL
+//! and `$host`), `client.rs` (how the reqwest client is built, the redirect policy); this file
+//! is the backend itself: the calls, the one retry, and how a status and body become an
+//! answer. Configuration checks belong in `config`, not here.
 
-pub mod client;
+mod client;
 pub mod config;
 pub mod url;
 

@@ -1,3 +1,7 @@
+//! The configured base URL (`BaseUrl`): parsed and checked once, split around `$host`, and
+//! turned into `{base}/{method}` per request. The only place where the request's server name
+//! enters a URL, so the only place that decides which names may (`valid_host_name`).
+
 use reqwest::Url;
 
 use crate::backend::BackendError;

@@ -1,3 +1,9 @@
+//! What every request to the IdP shares: our client credentials and how they are sent
+//! ([`Client`]), the form POST that wipes its copy of a credential ([`send_form`]), the
+//! backend's HTTP client, the rules an endpoint URL and a token must follow, and the retry
+//! pause after a failed fetch. No OAuth2 flow lives here (see the grant, introspect,
+//! userinfo, discovery and jwt modules), and nothing here reads the configuration.
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,3 +1,8 @@
+//! The `[[backend]]` table with `type = "oauth2"` as it is written in TOML: the option enums,
+//! [`OAuth2BackendConfig`] and its defaults. Plain data: nothing here reads a file or the
+//! environment, checks one key against another or talks to the IdP; that is
+//! `validate.rs` (`OAuth2Backend::new`).
+
 use std::path::PathBuf;
 use std::time::Duration;
 

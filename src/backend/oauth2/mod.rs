@@ -14,6 +14,12 @@
 //! Endpoints come from discovery ([`discovery`]) unless configured explicitly. The HTTP
 //! client is built on first use; discovery documents and the JWKS are fetched lazily and
 //! cached. Any failure to reach the IdP is `Unavailable` (answer `0`, logged), never a crash.
+//!
+//! Layout, in the order the data flows: [`config`] (the TOML table, plain data) →
+//! `validate.rs` (`OAuth2Backend::new`: the table becomes [`settings::Settings`], the client
+//! credentials, discovery and the JWKS cache) → this file (the backend: the mode dispatch and
+//! the flows, asking [`grant`], [`introspect`], [`userinfo`] and [`jwt`]) → [`identity`]. The
+//! shared request plumbing is [`client`]. No configuration is read or checked here.
 
 pub mod body;
 pub mod client;

@@ -1,3 +1,7 @@
+//! [`Settings`]: what a request needs from the configuration, read by the flows (grant,
+//! introspection, identity). Built once by `OAuth2Backend::new`; holds no secret and does
+//! no I/O.
+
 use super::config::{
     default_scope, default_username_field, IsUserPolicy, Mode, UsernameFormat, Validate, Verify,
 };

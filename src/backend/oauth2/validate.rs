@@ -1,3 +1,9 @@
+//! The configuration becomes a backend: `OAuth2Backend::new` resolves the secrets, checks the
+//! keys against each other and the mode (every error names its key, [`KeyError`]), and
+//! builds the [`Settings`], the client credentials, discovery and the JWKS cache. Nothing is
+//! fetched here (the IdP may be down while we start), and nothing after start-up comes back
+//! here.
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
