@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::identity::{UsernameCase, UsernameMapping};
-use super::jwt;
 use crate::secret::Secret;
 
 /// How the client proves itself to the token and introspection endpoints.
@@ -159,11 +158,11 @@ pub(super) fn default_username_field() -> String {
 fn yes() -> bool {
     true
 }
+/// Accepted when `algorithms` is not configured.
+pub const DEFAULT_ALGORITHMS: &[&str] = &["RS256", "PS256", "ES256", "EdDSA"];
+
 fn default_algorithms() -> Vec<String> {
-    jwt::DEFAULT_ALGORITHMS
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+    DEFAULT_ALGORITHMS.iter().map(|s| (*s).to_owned()).collect()
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)

@@ -32,9 +32,6 @@ use super::introspect::LEEWAY_SECS;
 use crate::backend::{classify, BackendError};
 use crate::secret::Secret;
 
-/// Accepted when `algorithms` is not configured.
-pub const DEFAULT_ALGORITHMS: &[&str] = &["RS256", "PS256", "ES256", "EdDSA"];
-
 /// The least time between two refetches caused by an unknown `kid`.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
