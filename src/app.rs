@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use crate::backend::http::HttpBackendConfig;
+use crate::backend::http::config::HttpBackendConfig;
 use crate::cache::CachingHandler;
 use crate::cli::{Cli, Command};
 use crate::config::{

@@ -196,9 +196,9 @@ impl Facility {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
     File(FileBackendConfig),
-    Http(crate::backend::http::HttpBackendConfig),
+    Http(crate::backend::http::config::HttpBackendConfig),
     #[serde(rename = "oauth2")]
-    Oauth2(Box<crate::backend::oauth2::OAuth2BackendConfig>),
+    Oauth2(Box<crate::backend::oauth2::config::OAuth2BackendConfig>),
 }
 
 impl BackendConfig {

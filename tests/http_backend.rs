@@ -1334,7 +1334,7 @@ fn secrets_never_reach_the_log_even_at_trace_level() {
 
 #[test]
 fn check_probes_the_api() {
-    use extauth_bridge::backend::http::{HttpBackend, HttpBackendConfig};
+    use extauth_bridge::backend::http::{config::HttpBackendConfig, HttpBackend};
     use extauth_bridge::backend::Backend;
     let api = TestApi::start(&[("probe@example.net", "x")]);
     let rt = tokio::runtime::Builder::new_current_thread()

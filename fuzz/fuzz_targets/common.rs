@@ -7,7 +7,8 @@
 use bytes::BytesMut;
 use extauth_bridge::backend::file::format::{BadKind, UsersFile};
 use extauth_bridge::backend::oauth2::identity::{IdentityRule, UsernameCase, UsernameMapping};
-use extauth_bridge::backend::oauth2::{discovery, grant, introspect, jwt, userinfo, Settings};
+use extauth_bridge::backend::oauth2::settings::Settings;
+use extauth_bridge::backend::oauth2::{discovery, grant, introspect, jwt, userinfo};
 use extauth_bridge::protocol::{EjabberdCodec, LineCodec, Protocol, WireCodec, DETECT_BYTES};
 use extauth_bridge::request::{Account, Incoming, Request};
 use serde_json::Value;

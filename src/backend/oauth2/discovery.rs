@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::body::{read_capped, MAX_DOCUMENT};
-use super::RETRY_AFTER_FAILURE;
+use super::client::RETRY_AFTER_FAILURE;
 use crate::backend::{classify, BackendError};
 
 /// Where to send each kind of request. `None`: neither configured nor discovered.
@@ -287,7 +287,7 @@ pub fn parse_document(body: &[u8], url: &str, issuer: &str) -> Result<Endpoints,
         ("userinfo_endpoint", &doc.userinfo_endpoint),
         ("jwks_uri", &doc.jwks_uri),
     ] {
-        if let Some(Err(why)) = value.as_deref().map(super::endpoint_url) {
+        if let Some(Err(why)) = value.as_deref().map(super::client::endpoint_url) {
             return Err(DocError::Failed(BackendError::Protocol(format!(
                 "{url}: {field} {why}"
             ))));

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::Client;
+use super::client::Client;
 use crate::backend::BackendError;
 use crate::secret::Secret;
 
@@ -50,7 +50,7 @@ pub fn parse_token_response(body: &[u8]) -> Result<Secret, BackendError> {
         .ok_or_else(|| BackendError::Protocol("token endpoint: no access_token".into()))?;
     // It goes into an `Authorization` header next (userinfo) or an introspection: one
     // that cannot be built must be the IdP's protocol error, not an outage.
-    if !super::is_token_syntax(token.expose()) {
+    if !super::client::is_token_syntax(token.expose()) {
         return Err(BackendError::Protocol(
             "token endpoint: access_token is not visible ASCII".into(),
         ));
@@ -84,7 +84,7 @@ pub async fn password_grant(
         form.push(("scope", scope.to_owned()));
     }
     let request = client.apply(http.post(token_endpoint), &mut form);
-    let (status, body) = super::send_form(request, form, "token endpoint").await?;
+    let (status, body) = super::client::send_form(request, form, "token endpoint").await?;
     if status == reqwest::StatusCode::OK {
         return parse_token_response(&body).map(Grant::Token);
     }

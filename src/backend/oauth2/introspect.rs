@@ -7,9 +7,10 @@
 
 use serde_json::Value;
 
+use super::client::Client;
 use super::grant::error_code;
 use super::identity::{Claims, Verdict};
-use super::{Client, Settings};
+use super::settings::Settings;
 use crate::backend::BackendError;
 use crate::secret::Secret;
 
@@ -34,7 +35,7 @@ pub async fn introspect(
         Some(b) => http.post(endpoint).bearer_auth(b.expose()),
         None => client.apply(http.post(endpoint), &mut form),
     };
-    let (status, body) = super::send_form(request, form, "introspection").await?;
+    let (status, body) = super::client::send_form(request, form, "introspection").await?;
     if status != reqwest::StatusCode::OK {
         let code = error_code(&body);
         return Err(match status.as_u16() {

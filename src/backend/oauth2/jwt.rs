@@ -26,14 +26,11 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::body::{read_capped, MAX_DOCUMENT};
+use super::client::RETRY_AFTER_FAILURE;
 use super::identity::{Claims, Verdict};
 use super::introspect::LEEWAY_SECS;
-use super::RETRY_AFTER_FAILURE;
 use crate::backend::{classify, BackendError};
 use crate::secret::Secret;
-
-/// Accepted when `algorithms` is not configured.
-pub const DEFAULT_ALGORITHMS: &[&str] = &["RS256", "PS256", "ES256", "EdDSA"];
 
 /// The least time between two refetches caused by an unknown `kid`.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
