@@ -20,21 +20,23 @@ pub(super) struct BaseUrl {
 }
 
 impl BaseUrl {
+    /// The reasons never repeat the URL: it may carry `user:password@` (refused here, but
+    /// only after the checks before it), and the error names the key anyway.
     pub(super) fn parse(url: &str) -> Result<BaseUrl, String> {
         let trimmed = url.trim().trim_end_matches('/');
         let pieces: Vec<String> = trimmed.split(HOST_PLACEHOLDER).map(str::to_owned).collect();
-        let sample = Url::parse(&pieces.join("example.org"))
-            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        let sample =
+            Url::parse(&pieces.join("example.org")).map_err(|e| format!("not a URL: {e}"))?;
         if !matches!(sample.scheme(), "http" | "https") {
-            return Err(format!("{url:?}: the scheme must be http or https"));
+            return Err("the scheme must be http or https".into());
         }
         if sample.host_str().is_none() {
-            return Err(format!("{url:?}: no host"));
+            return Err("no host".into());
         }
         if sample.query().is_some() || sample.fragment().is_some() {
-            return Err(format!(
-                "{url:?}: no query string or fragment (the method name is appended to the path)"
-            ));
+            return Err(
+                "no query string or fragment (the method name is appended to the path)".into(),
+            );
         }
         if !sample.username().is_empty() || sample.password().is_some() {
             return Err("put credentials in `credentials`, not in the URL".into());
@@ -72,7 +74,7 @@ impl BaseUrl {
         if self.has_host() && !valid_host_name(server) {
             // The client's input must not choose where the request goes: a final no.
             return Err(BackendError::Protocol(
-                "server name is not a domain name (labels of ASCII letters, digits, - and _), refused in $host".into(),
+                "server name is not a domain name (labels of letters, digits, - and _), refused in $host".into(),
             ));
         }
         let mut text = self.pieces.join(server);
@@ -88,19 +90,20 @@ impl BaseUrl {
     }
 }
 
-/// A domain name as DNS spells it: non-empty labels of ASCII letters, digits, `-` and `_`,
-/// joined by single dots, at most 253 bytes and 63 per label. Nothing else goes into `$host`:
-/// `..`, `.` or an empty label would be a path segment (`/tenants/../xmpp` is `/xmpp`), and
-/// `/`, `?`, `@`, `%` would change the URL outright. An internationalised domain must
-/// arrive in its ASCII (`xn--`) form: its Unicode form would be a second spelling of it.
+/// A domain name: non-empty labels of letters, digits, `-` and `_`, joined by single dots,
+/// at most 253 characters and 63 per label. Nothing else goes into `$host`: `..`, `.` or an
+/// empty label would be a path segment (`/tenants/../xmpp` is `/xmpp`), and `/`, `?`, `@`,
+/// `%`, a space would change the URL outright. Letters and digits may be Unicode: ejabberd
+/// and Prosody nameprep a host but keep an internationalised one in its Unicode form
+/// (`bücher.de`), and no Unicode letter or digit is a URL delimiter.
 fn valid_host_name(server: &str) -> bool {
-    server.len() <= 253
+    server.chars().count() <= 253
         && server.split('.').all(|label| {
             !label.is_empty()
-                && label.len() <= 63
+                && label.chars().count() <= 63
                 && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_'))
         })
 }
 
@@ -134,8 +137,9 @@ mod tests {
             "a..b",
             ".a",
             "a.",
-            "b\u{fc}cher.de",
             long_label.as_str(),
+            "a\u{2044}b",
+            "a\u{ff0e}b",
         ] {
             assert!(
                 b.for_method(not_a_domain, "user_exists").is_err(),
@@ -143,6 +147,13 @@ mod tests {
             );
         }
         assert!(b.for_method("xn--bcher-kva.de", "user_exists").is_ok());
+        // An internationalised host as the servers send it, nameprepped but in Unicode.
+        assert_eq!(
+            b.for_method("b\u{fc}cher.de", "user_exists")
+                .unwrap()
+                .as_str(),
+            "https://xn--bcher-kva.de/api/user_exists"
+        );
         let b = BaseUrl::parse("http://127.0.0.1:1/x").unwrap();
         assert_eq!(
             b.for_method("a/b", "register").unwrap().as_str(),
