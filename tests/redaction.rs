@@ -384,6 +384,16 @@ fn config_errors_never_quote_a_secret_of_any_type() {
             "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"https://api.example\"\n\
              credentials = 7741952213\n",
         ),
+        // A URL is no secret key, but one may carry credentials; an error found before
+        // they are refused must not quote it.
+        (
+            "hunter2-in-a-url",
+            "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"ftp://u:hunter2-in-a-url@api.example/x\"\n",
+        ),
+        (
+            "hunter3-in-a-url",
+            "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"https://u:hunter3-in-a-url@api.example/x?q\"\n",
+        ),
         (
             "hunter2-in-an-array",
             "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"https://api.example\"\n\
