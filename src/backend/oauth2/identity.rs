@@ -75,6 +75,16 @@ impl IdentityRule {
             UsernameCase::Ascii => user.eq_ignore_ascii_case(&account.user),
         };
         if !same {
+            // The servers send lower-case names, so an IdP that keeps `Romeo.M` never matches
+            // under `exact`: say what would, for the operator reading the log (earlier
+            // versions folded case, so this is what an upgrade shows).
+            if user.eq_ignore_ascii_case(&account.user) {
+                return Err(
+                    "token belongs to another user: the IdP's name differs only in \
+                            ASCII case (username_case = \"ascii\" if the IdP's names are \
+                            case-insensitive)",
+                );
+            }
             return Err("token belongs to another user");
         }
         match domain {
@@ -188,14 +198,27 @@ mod tests {
             ("\u{130}nci", "i\u{307}nci"),
         ] {
             let c = claims(json!({ "preferred_username": name }));
-            assert_eq!(
-                r.check(&c, &account(user)),
-                Err("token belongs to another user"),
-                "{name} as {user}"
+            let why = r.check(&c, &account(user));
+            assert!(
+                why.is_err_and(|why| why.starts_with("token belongs to another user")),
+                "{name} as {user}: {why:?}"
             );
         }
         let sub = claims(json!({"sub": "xmpp:Romeo@example.net"}));
         assert!(r.check(&sub, &romeo()).is_err());
+    }
+
+    #[test]
+    fn a_name_refused_only_for_its_ascii_case_says_so() {
+        let r = rule(UsernameMapping::Localpart);
+        let c = claims(json!({ "preferred_username": "Romeo.M" }));
+        let why = r.check(&c, &account("romeo.m")).unwrap_err();
+        assert!(why.contains("username_case = \"ascii\""), "{why}");
+        let c = claims(json!({ "preferred_username": "juliet" }));
+        assert_eq!(
+            r.check(&c, &account("romeo.m")),
+            Err("token belongs to another user")
+        );
     }
 
     /// `username_case = "ascii"` folds A-Z only: `Romeo` is `romeo`, but KELVIN SIGN,
