@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::config::CacheConfig;
 use crate::request::{normalize_account, Outcome, Request, Status};
 use crate::router::Handler;
 use crate::secret::Secret;
@@ -44,65 +44,6 @@ type HmacSha256 = Hmac<Sha256>;
 /// Most credentials remembered per account: several app passwords or tokens of one user
 /// may be in use at once, but a user must not be able to fill the cache alone.
 const PER_ACCOUNT: usize = 8;
-
-/// The `[cache]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheConfig {
-    #[serde(default)]
-    pub enabled: bool,
-    /// How long a positive answer is served without asking the backend.
-    #[serde(default = "default_ttl", deserialize_with = "crate::config::duration")]
-    pub ttl: Duration,
-    /// Most credentials remembered (least recently used go first).
-    #[serde(default = "default_max_entries")]
-    pub max_entries: u64,
-    /// How old a positive answer may be and still be served while the backend is unavailable.
-    /// `0` (the default) never serves a stale answer.
-    #[serde(default, deserialize_with = "crate::config::duration")]
-    pub stale_if_error: Duration,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            enabled: false,
-            ttl: default_ttl(),
-            max_entries: default_max_entries(),
-            stale_if_error: Duration::ZERO,
-        }
-    }
-}
-
-fn default_ttl() -> Duration {
-    Duration::from_secs(300)
-}
-
-fn default_max_entries() -> u64 {
-    10_000
-}
-
-impl CacheConfig {
-    /// What types alone cannot check; returns the offending key and why.
-    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
-        if !self.enabled {
-            return Ok(());
-        }
-        if self.ttl.is_zero() {
-            return Err((
-                "cache.ttl",
-                "must be greater than zero when the cache is enabled",
-            ));
-        }
-        if self.max_entries == 0 {
-            return Err((
-                "cache.max_entries",
-                "must be at least 1 when the cache is enabled",
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Makes cache keys. Holds the per-process HMAC key; there is no other way to a key.
 #[derive(Clone)]
@@ -758,19 +699,5 @@ mod tests {
         let o = ask(&h, "auth:u:s:right");
         assert!(!o.answer);
         assert_eq!(o.status.as_str(), "unavailable");
-    }
-
-    #[test]
-    fn config_defaults_and_checks() {
-        let c = CacheConfig::default();
-        assert!(!c.enabled);
-        assert_eq!(c.stale_if_error, Duration::ZERO);
-        assert!(c.check().is_ok());
-        let c = CacheConfig {
-            enabled: true,
-            ttl: Duration::ZERO,
-            ..CacheConfig::default()
-        };
-        assert_eq!(c.check().unwrap_err().0, "cache.ttl");
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::protocol::Protocol;
+use crate::request::normalize_account;
 
 mod validate;
 
@@ -43,7 +44,7 @@ pub struct Config {
     #[serde(default)]
     pub pty: crate::pty::PtyMode,
     #[serde(default)]
-    pub cache: crate::cache::CacheConfig,
+    pub cache: CacheConfig,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
     #[serde(default, rename = "route")]
@@ -70,7 +71,7 @@ impl Default for Config {
             max_in_flight: default_max_in_flight(),
             log: LogConfig::default(),
             pty: crate::pty::PtyMode::default(),
-            cache: crate::cache::CacheConfig::default(),
+            cache: CacheConfig::default(),
             backends: Vec::new(),
             routes: Vec::new(),
             metrics_file: None,
@@ -242,6 +243,87 @@ pub enum OnUnavailable {
     Next,
 }
 
+/// A domain in a route: exact, or `*.example.org` for any subdomain of example.org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainPattern {
+    Exact(String),
+    /// Holds `.example.org`.
+    Subdomains(String),
+}
+
+impl DomainPattern {
+    pub fn parse(pattern: &str) -> Result<DomainPattern, String> {
+        let p = normalize_account(pattern.trim()).into_owned();
+        let valid = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && !s.ends_with('.')
+                && !s.contains(['*', ':', '@', '/'])
+                && !s.chars().any(char::is_whitespace)
+        };
+        if let Some(rest) = p.strip_prefix("*.") {
+            if valid(rest) {
+                return Ok(DomainPattern::Subdomains(format!(".{rest}")));
+            }
+        } else if valid(&p) {
+            return Ok(DomainPattern::Exact(p));
+        }
+        Err(format!(
+            "invalid domain pattern {pattern:?} (use \"example.org\" or \"*.example.org\")"
+        ))
+    }
+
+    /// Compared after the one normalisation the cache and the users file use: with an
+    /// ASCII-only comparison, `ÉTÉ.example` would miss the route of `été.example` and be
+    /// answered by another route's backends.
+    pub fn matches(&self, server: &str) -> bool {
+        let server = normalize_account(server);
+        match self {
+            DomainPattern::Exact(d) => *server == **d,
+            DomainPattern::Subdomains(suffix) => {
+                server.len() > suffix.len() && server.ends_with(suffix.as_str())
+            }
+        }
+    }
+}
+
+/// The `[cache]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// How long a positive answer is served without asking the backend.
+    #[serde(default = "default_ttl", deserialize_with = "crate::config::duration")]
+    pub ttl: Duration,
+    /// Most credentials remembered (least recently used go first).
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    /// How old a positive answer may be and still be served while the backend is unavailable.
+    /// `0` (the default) never serves a stale answer.
+    #[serde(default, deserialize_with = "crate::config::duration")]
+    pub stale_if_error: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            ttl: default_ttl(),
+            max_entries: default_max_entries(),
+            stale_if_error: Duration::ZERO,
+        }
+    }
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_max_entries() -> u64 {
+    10_000
+}
+
 /// Parses durations such as `4s`, `500ms`, `1m 30s`.
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
@@ -310,5 +392,25 @@ backends = ["local"]
         assert_eq!(e.key, "log.facility", "{e}");
         let e = Config::parse("[log]\nsocket = \"\"\n", "a.toml").unwrap_err();
         assert_eq!(e.key, "log.socket", "{e}");
+    }
+
+    #[test]
+    fn domain_patterns() {
+        let exact = DomainPattern::parse("Example.net").unwrap();
+        assert!(exact.matches("example.NET"));
+        assert!(!exact.matches("sub.example.net"));
+        let sub = DomainPattern::parse("*.example.org").unwrap();
+        assert!(sub.matches("chat.example.org"));
+        assert!(sub.matches("a.b.Example.org"));
+        assert!(!sub.matches("example.org"));
+        assert!(!sub.matches("badexample.org"));
+        // Non-ASCII capitals fold the way the cache and the users file fold them.
+        let accented = DomainPattern::parse("ÉTÉ.example").unwrap();
+        assert!(accented.matches("été.example") && accented.matches("Été.EXAMPLE"));
+        let accented = DomainPattern::parse("*.été.example").unwrap();
+        assert!(accented.matches("chat.ÉTÉ.example"));
+        for bad in ["", "*", "*.", "a*.b", "ex ample.org", "x@y", ".x"] {
+            assert!(DomainPattern::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

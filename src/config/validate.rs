@@ -1,7 +1,7 @@
 use std::fmt;
 use std::path::Path;
 
-use super::{BackendConfig, Config, LogTarget, RouteConfig};
+use super::{BackendConfig, CacheConfig, Config, DomainPattern, LogTarget, RouteConfig};
 
 /// A configuration error: always names the file and the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +137,7 @@ impl Config {
                 ));
             }
             for d in &r.domains {
-                if let Err(why) = crate::router::DomainPattern::parse(d) {
+                if let Err(why) = DomainPattern::parse(d) {
                     return Err(ConfigError::new(file, format!("route[{i}].domains"), why));
                 }
             }
@@ -157,6 +157,28 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl CacheConfig {
+    /// What types alone cannot check; returns the offending key and why.
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.ttl.is_zero() {
+            return Err((
+                "cache.ttl",
+                "must be greater than zero when the cache is enabled",
+            ));
+        }
+        if self.max_entries == 0 {
+            return Err((
+                "cache.max_entries",
+                "must be at least 1 when the cache is enabled",
+            ));
         }
         Ok(())
     }
@@ -377,6 +399,7 @@ fn table_at(text: &str, pos: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn errors_name_file_and_key() {
@@ -413,5 +436,19 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "route[0].backends");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn config_defaults_and_checks() {
+        let c = CacheConfig::default();
+        assert!(!c.enabled);
+        assert_eq!(c.stale_if_error, Duration::ZERO);
+        assert!(c.check().is_ok());
+        let c = CacheConfig {
+            enabled: true,
+            ttl: Duration::ZERO,
+            ..CacheConfig::default()
+        };
+        assert_eq!(c.check().unwrap_err().0, "cache.ttl");
     }
 }
