@@ -10,7 +10,6 @@ use std::sync::Arc;
 use clap::Parser;
 
 use crate::backend::http::HttpBackendConfig;
-use crate::cache::CachingHandler;
 use crate::cli::{Cli, Command};
 use crate::config::{
     BackendConfig, Config, ConfigError, FileBackendConfig, CONFIG_ENV, DEFAULT_CONFIG_PATH,
@@ -20,6 +19,7 @@ use crate::router::{Handler, Router};
 use crate::secret::Secret;
 use crate::server::{serve, Control, Ended, Reloaded, ServeOptions};
 use crate::signals::Signals;
+use crate::state::cache::CachingHandler;
 use crate::stdio::{StdinReader, StdoutWriter};
 
 /// Exit status for configuration and usage errors.

@@ -5,7 +5,6 @@
 
 pub mod app;
 pub mod backend;
-pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -20,4 +19,5 @@ pub mod router;
 pub mod secret;
 pub mod server;
 pub mod signals;
+pub mod state;
 pub mod stdio;
