@@ -12,6 +12,7 @@ pub mod fs;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod outcome;
 pub mod protocol;
 pub mod pty;
 pub mod request;

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 
 use crate::backend::{Backend, BackendError, BackendResult};
 use crate::config::{BackendConfig, Config, ConfigError, DomainPattern, OnUnavailable};
-use crate::request::{Account, Outcome, Request};
+use crate::outcome::Outcome;
+use crate::request::{Account, Request};
 use crate::secret::Secret;
 
 /// Answers one request. The request loop depends on this, not on backends or routes.
@@ -330,7 +331,7 @@ impl Handler for Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Status;
+    use crate::outcome::Status;
 
     struct Fixed(&'static str, Result<bool, fn() -> BackendError>);
 

@@ -34,7 +34,8 @@ use subtle::ConstantTimeEq;
 
 use super::keyed::{AccountKey, CredentialKey, Keyer};
 use crate::config::CacheConfig;
-use crate::request::{Outcome, Request, Status};
+use crate::outcome::{Outcome, Status};
+use crate::request::Request;
 use crate::router::Handler;
 use crate::secret::Secret;
 
