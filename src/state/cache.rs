@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use subtle::ConstantTimeEq;
 
 use super::keyed::{AccountKey, CredentialKey, Keyer};
 use crate::config::CacheConfig;
@@ -109,8 +108,7 @@ impl CredentialCache {
         let group = self.entries.get(&account)?;
         group
             .iter()
-            // Constant-time: the comparison must not tell how many leading bytes matched.
-            .find(|e| bool::from(e.credential.0.ct_eq(&credential.0)))
+            .find(|e| e.credential.matches(credential))
             .map(|e| Hit {
                 age: now.saturating_duration_since(e.stored),
                 backend: e.backend.clone(),

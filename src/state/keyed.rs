@@ -1,5 +1,6 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::request::normalize_account;
 use crate::secret::Secret;
@@ -15,11 +16,18 @@ pub struct Keyer {
 
 /// The keyed hash of one (user, server, password). Only a [`Keyer`] makes one.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CredentialKey(pub(super) [u8; 32]);
+pub struct CredentialKey([u8; 32]);
 
 /// The keyed hash of one account (user and server, case-folded). Only a [`Keyer`] makes one.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AccountKey([u8; 32]);
+
+impl CredentialKey {
+    /// Constant-time: the comparison must not tell how many leading bytes matched.
+    pub fn matches(&self, other: &CredentialKey) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
 
 // The digests are not secret the way a password is, but there is no reason to print them.
 impl std::fmt::Debug for CredentialKey {
