@@ -1,3 +1,10 @@
+//! How a request was answered: the reply on the wire and why, for the log line and metrics.
+//!
+//! Sits between [`crate::request`] (what was asked) and [`crate::backend`] (whose errors it
+//! records), so that neither of those imports the other's way: backends know `Account`,
+//! requests know nothing of backends. Must not hold a secret, nor decide an answer: it only
+//! records one.
+
 use crate::backend::BackendError;
 use crate::request::BadRequest;
 

@@ -2,6 +2,9 @@
 //!
 //! Both codecs hand their payload to [`Request::parse`], so the two protocols cannot
 //! disagree about field splitting, empty fields or bad bytes.
+//!
+//! Must not know how a request is answered: that is `outcome.rs`, and backends import
+//! this module (for [`Account`]), never the other way round.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -1,8 +1,14 @@
-//! The configuration file (TOML) and its validation.
+//! The configuration file (TOML): its types and their defaults, as plain data.
 //!
-//! Every error names the file and the key, on one line, because the person reading it is
-//! usually looking at an XMPP server's log, not at our terminal. Unknown keys are errors:
-//! a typo in a security setting must not silently fall back to a default.
+//! Owns what each key means and what it is when unset, down to the value types of keys
+//! (`DomainPattern`, `OnUnavailable`, durations). Unknown keys are errors: a typo in a
+//! security setting must not silently fall back to a default.
+//!
+//! Must not build anything (backends, the router and the cache are built from a `Config`
+//! elsewhere) nor import the router, the state or the request loop: they import it. (The
+//! `[[backend]]` tables of type `http` and `oauth2`, and a few enums, are still defined
+//! next to the code they configure.) Reading the file, the checks that types alone cannot
+//! make and the errors that name file and key are in `validate.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,7 +56,7 @@ pub struct Config {
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
     /// Prometheus text file written by each process (`{pid}` is replaced), or a directory
-    /// for `extauth-bridge-{pid}.prom` files. Unset: no file. See `metrics.rs`.
+    /// for `extauth-bridge-{pid}.prom` files. Unset: no file. See `metrics/export.rs`.
     #[serde(default)]
     pub metrics_file: Option<PathBuf>,
     #[serde(default = "default_metrics_interval", deserialize_with = "duration")]

@@ -1,3 +1,12 @@
+//! Validation of a parsed configuration, and the one error type that comes out of it.
+//!
+//! Every error names the file and the key, on one line, because the person reading it is
+//! usually looking at an XMPP server's log, not at our terminal: a TOML error is located
+//! (its key found from its span, or by deserializing each `[[backend]]`/`[[route]]` element
+//! on its own), and a message never quotes the value of a secret key.
+//!
+//! Must not change or fill in the configuration: what it reads is what the types say.
+
 use std::fmt;
 use std::path::Path;
 

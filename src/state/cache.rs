@@ -24,6 +24,10 @@
 //!
 //! Each bridge process has its own cache: a password changed through another process of the
 //! pool, or outside the bridge, is noticed when the entry expires (`ttl`).
+//!
+//! Must not hash anything itself (keys come from [`super::keyed`]), cache a negative answer,
+//! or decide anything the inner handler would not have: it only answers sooner, or, within
+//! `stale_if_error`, during an outage.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,3 +1,14 @@
+//! Keyed hashes of credentials and accounts: how state refers to a user or a password.
+//!
+//! A [`Keyer`] holds a random key made at start-up and never written anywhere; a
+//! [`CredentialKey`] (user, server, password) or an [`AccountKey`] (user and server,
+//! folded as the users file folds them) can only be made through it. The fields are
+//! length-prefixed and tagged, so no two inputs meet by shifting a separator.
+//!
+//! Must not expose a digest's bytes, compare one in variable time, or keep the input:
+//! whatever holds these keys (the cache, later the throttle and breaker) learns nothing a
+//! dictionary attack could use without the per-process key.
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
