@@ -62,7 +62,7 @@ pub struct Config {
     #[serde(default = "default_metrics_interval", deserialize_with = "duration")]
     pub metrics_interval: Duration,
     #[serde(default)]
-    pub metrics_on_exit: crate::metrics::OnExit,
+    pub metrics_on_exit: OnExit,
     /// How often to log a one-line summary of the metrics; `0s`: at exit only.
     #[serde(default = "default_summary_interval", deserialize_with = "duration")]
     pub metrics_summary_interval: Duration,
@@ -82,7 +82,7 @@ impl Default for Config {
             routes: Vec::new(),
             metrics_file: None,
             metrics_interval: default_metrics_interval(),
-            metrics_on_exit: crate::metrics::OnExit::default(),
+            metrics_on_exit: OnExit::default(),
             metrics_summary_interval: default_summary_interval(),
         }
     }
@@ -106,6 +106,17 @@ fn default_max_in_flight() -> usize {
 
 fn default_max_line() -> usize {
     crate::protocol::line::DEFAULT_MAX_LINE
+}
+
+/// What to do with the metrics file when the process exits cleanly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    /// Remove it: a dead process's series should not be exported forever.
+    #[default]
+    Remove,
+    /// Write the final numbers and leave the file.
+    Keep,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
