@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 
-use extauth_bridge::cache::{CacheConfig, CredentialCache};
+use extauth_bridge::config::CacheConfig;
 use extauth_bridge::secret::Secret;
+use extauth_bridge::state::cache::CredentialCache;
 
 fn cache(c: &mut Criterion) {
     let config = CacheConfig {

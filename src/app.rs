@@ -12,7 +12,6 @@ use std::time::Instant;
 use clap::Parser;
 
 use crate::backend::http::config::HttpBackendConfig;
-use crate::cache::CachingHandler;
 use crate::cli::{Cli, Command};
 use crate::config::{
     BackendConfig, Config, ConfigError, FileBackendConfig, CONFIG_ENV, DEFAULT_CONFIG_PATH,
@@ -22,6 +21,7 @@ use crate::router::{Handler, Router};
 use crate::secret::Secret;
 use crate::server::{serve, Control, Ended, Reloaded, ServeOptions};
 use crate::signals::Signals;
+use crate::state::cache::CachingHandler;
 use crate::stdio::{StdinReader, StdoutWriter};
 
 /// Exit status for configuration and usage errors.

@@ -5,7 +5,6 @@
 
 pub mod app;
 pub mod backend;
-pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -13,6 +12,7 @@ pub mod fs;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod outcome;
 pub mod protocol;
 pub mod pty;
 pub mod request;
@@ -20,4 +20,5 @@ pub mod router;
 pub mod secret;
 pub mod server;
 pub mod signals;
+pub mod state;
 pub mod stdio;

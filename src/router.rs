@@ -13,58 +13,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::backend::{Backend, BackendError, BackendResult};
-use crate::config::{BackendConfig, Config, ConfigError, OnUnavailable};
-use crate::request::{normalize_account, Account, Outcome, Request, Status};
+use crate::config::{BackendConfig, Config, ConfigError, DomainPattern, OnUnavailable};
+use crate::outcome::{Outcome, Status};
+use crate::request::{Account, Request};
 use crate::secret::Secret;
 
 /// Answers one request. The request loop depends on this, not on backends or routes.
 #[async_trait]
 pub trait Handler: Send + Sync {
     async fn handle(&self, request: &Request) -> Outcome;
-}
-
-/// A domain in a route: exact, or `*.example.org` for any subdomain of example.org.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DomainPattern {
-    Exact(String),
-    /// Holds `.example.org`.
-    Subdomains(String),
-}
-
-impl DomainPattern {
-    pub fn parse(pattern: &str) -> Result<DomainPattern, String> {
-        let p = normalize_account(pattern.trim()).into_owned();
-        let valid = |s: &str| {
-            !s.is_empty()
-                && !s.starts_with('.')
-                && !s.ends_with('.')
-                && !s.contains(['*', ':', '@', '/'])
-                && !s.chars().any(char::is_whitespace)
-        };
-        if let Some(rest) = p.strip_prefix("*.") {
-            if valid(rest) {
-                return Ok(DomainPattern::Subdomains(format!(".{rest}")));
-            }
-        } else if valid(&p) {
-            return Ok(DomainPattern::Exact(p));
-        }
-        Err(format!(
-            "invalid domain pattern {pattern:?} (use \"example.org\" or \"*.example.org\")"
-        ))
-    }
-
-    /// Compared after the one normalisation the cache and the users file use: with an
-    /// ASCII-only comparison, `ÉTÉ.example` would miss the route of `été.example` and be
-    /// answered by another route's backends.
-    pub fn matches(&self, server: &str) -> bool {
-        let server = normalize_account(server);
-        match self {
-            DomainPattern::Exact(d) => *server == **d,
-            DomainPattern::Subdomains(suffix) => {
-                server.len() > suffix.len() && server.ends_with(suffix.as_str())
-            }
-        }
-    }
 }
 
 struct Route {
@@ -392,27 +349,7 @@ impl Handler for Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Status;
-
-    #[test]
-    fn domain_patterns() {
-        let exact = DomainPattern::parse("Example.net").unwrap();
-        assert!(exact.matches("example.NET"));
-        assert!(!exact.matches("sub.example.net"));
-        let sub = DomainPattern::parse("*.example.org").unwrap();
-        assert!(sub.matches("chat.example.org"));
-        assert!(sub.matches("a.b.Example.org"));
-        assert!(!sub.matches("example.org"));
-        assert!(!sub.matches("badexample.org"));
-        // Non-ASCII capitals fold the way the cache and the users file fold them.
-        let accented = DomainPattern::parse("ÉTÉ.example").unwrap();
-        assert!(accented.matches("été.example") && accented.matches("Été.EXAMPLE"));
-        let accented = DomainPattern::parse("*.été.example").unwrap();
-        assert!(accented.matches("chat.ÉTÉ.example"));
-        for bad in ["", "*", "*.", "a*.b", "ex ample.org", "x@y", ".x"] {
-            assert!(DomainPattern::parse(bad).is_err(), "{bad:?}");
-        }
-    }
+    use crate::outcome::Status;
 
     struct Fixed(&'static str, Result<bool, fn() -> BackendError>);
 

@@ -24,7 +24,8 @@ use futures_util::FutureExt;
 use tokio::runtime::Runtime;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::request::{Command, Incoming, Outcome, Request, Status};
+use crate::outcome::{Outcome, Status};
+use crate::request::{Command, Incoming, Request};
 use crate::router::Handler;
 
 /// How much to read at once. Large reads keep piped files fast; memory stays bounded by this

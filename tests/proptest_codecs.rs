@@ -15,8 +15,9 @@ use proptest::prelude::*;
 use tokio_util::codec::Decoder;
 
 use common::oracle::{complete_frames, line_requests};
+use extauth_bridge::outcome::Outcome;
 use extauth_bridge::protocol::{EjabberdCodec, LineCodec, Protocol, WireCodec, DETECT_BYTES};
-use extauth_bridge::request::{Command, Incoming, Outcome, Request};
+use extauth_bridge::request::{Command, Incoming, Request};
 use extauth_bridge::router::Handler;
 use extauth_bridge::server::{serve, NoControl, ServeOptions};
 

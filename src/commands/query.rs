@@ -9,7 +9,8 @@ use std::time::Instant;
 use super::{fail, millis, prompt, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
 use crate::app::load_config;
 use crate::cli::{Cli, QueryRequest};
-use crate::request::{Account, Command, Outcome, Request, Status};
+use crate::outcome::{Outcome, Status};
+use crate::request::{Account, Command, Request};
 use crate::secret::Secret;
 use crate::server::handle_request;
 

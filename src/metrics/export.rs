@@ -7,20 +7,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
 use super::global;
-
-/// What to do with the metrics file when the process exits cleanly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnExit {
-    /// Remove it: a dead process's series should not be exported forever.
-    #[default]
-    Remove,
-    /// Write the final numbers and leave the file.
-    Keep,
-}
+use crate::config::OnExit;
 
 /// The metrics settings of the configuration.
 #[derive(Debug, Clone)]

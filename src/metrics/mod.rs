@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use export::{resolve_path, write_atomically, Exporter, OnExit, Settings};
+pub use export::{resolve_path, write_atomically, Exporter, Settings};
 
 /// Upper bounds of the latency buckets, in seconds. From well under a cache hit to past
 /// Prosody's 5 s and up to ejabberd's 30 s.

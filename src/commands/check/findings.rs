@@ -424,8 +424,8 @@ pub(super) fn metrics(config: &Config) -> Option<Finding> {
     let example = crate::metrics::resolve_path(configured, std::process::id());
     let per_process = example != configured;
     let on_exit = match config.metrics_on_exit {
-        crate::metrics::OnExit::Remove => "removed at exit",
-        crate::metrics::OnExit::Keep => "kept at exit",
+        crate::config::OnExit::Remove => "removed at exit",
+        crate::config::OnExit::Keep => "kept at exit",
     };
     let mut detail = format!(
         "{} every {} ({on_exit}), e.g. {}",

@@ -24,178 +24,27 @@
 //!
 //! Each bridge process has its own cache: a password changed through another process of the
 //! pool, or outside the bridge, is noticed when the entry expires (`ttl`).
+//!
+//! Must not hash anything itself (keys come from [`super::keyed`]), cache a negative answer,
+//! or decide anything the inner handler would not have: it only answers sooner, or, within
+//! `stale_if_error`, during an outage.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hmac::{Hmac, Mac};
-use serde::Deserialize;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
-use crate::request::{normalize_account, Outcome, Request, Status};
+use super::keyed::{AccountKey, CredentialKey, Keyer};
+use crate::config::CacheConfig;
+use crate::outcome::{Outcome, Status};
+use crate::request::Request;
 use crate::router::Handler;
 use crate::secret::Secret;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Most credentials remembered per account: several app passwords or tokens of one user
 /// may be in use at once, but a user must not be able to fill the cache alone.
 const PER_ACCOUNT: usize = 8;
-
-/// The `[cache]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheConfig {
-    #[serde(default)]
-    pub enabled: bool,
-    /// How long a positive answer is served without asking the backend.
-    #[serde(default = "default_ttl", deserialize_with = "crate::config::duration")]
-    pub ttl: Duration,
-    /// Most credentials remembered (least recently used go first).
-    #[serde(default = "default_max_entries")]
-    pub max_entries: u64,
-    /// How old a positive answer may be and still be served while the backend is unavailable.
-    /// `0` (the default) never serves a stale answer.
-    #[serde(default, deserialize_with = "crate::config::duration")]
-    pub stale_if_error: Duration,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            enabled: false,
-            ttl: default_ttl(),
-            max_entries: default_max_entries(),
-            stale_if_error: Duration::ZERO,
-        }
-    }
-}
-
-fn default_ttl() -> Duration {
-    Duration::from_secs(300)
-}
-
-fn default_max_entries() -> u64 {
-    10_000
-}
-
-impl CacheConfig {
-    /// What types alone cannot check; returns the offending key and why.
-    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
-        if !self.enabled {
-            return Ok(());
-        }
-        if self.ttl.is_zero() {
-            return Err((
-                "cache.ttl",
-                "must be greater than zero when the cache is enabled",
-            ));
-        }
-        if self.max_entries == 0 {
-            return Err((
-                "cache.max_entries",
-                "must be at least 1 when the cache is enabled",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Makes cache keys. Holds the per-process HMAC key; there is no other way to a key.
-#[derive(Clone)]
-pub struct Keyer {
-    /// Keyed once; cloned per use, which skips re-deriving the inner and outer pads.
-    mac: HmacSha256,
-}
-
-/// The keyed hash of one (user, server, password). Only a [`Keyer`] makes one.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CredentialKey([u8; 32]);
-
-/// The keyed hash of one account (user and server, case-folded). Only a [`Keyer`] makes one.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AccountKey([u8; 32]);
-
-// The digests are not secret the way a password is, but there is no reason to print them.
-impl std::fmt::Debug for CredentialKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CredentialKey(..)")
-    }
-}
-
-impl std::fmt::Debug for AccountKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AccountKey(..)")
-    }
-}
-
-/// Domain separation between the two kinds of key.
-const CREDENTIAL_TAG: u8 = 1;
-const ACCOUNT_TAG: u8 = 2;
-
-/// Feeds `tag` and each field, length-prefixed (u64 big-endian), to `sink`. The encoding is
-/// injective: no two different field lists give the same bytes, whatever the fields contain,
-/// so `a:b` + `c` never meets `a` + `b:c`. Streamed, so the password is never copied.
-fn encode_fields(tag: u8, fields: &[&[u8]], sink: &mut impl FnMut(&[u8])) {
-    sink(&[tag]);
-    for field in fields {
-        sink(&(field.len() as u64).to_be_bytes());
-        sink(field);
-    }
-}
-
-impl Keyer {
-    /// A keyer with a fresh random key from the operating system's generator.
-    pub fn random() -> Keyer {
-        let mut key = [0u8; 32];
-        rand::Fill::fill(&mut key, &mut rand::rng());
-        let keyer = Keyer::from_key(&key);
-        zeroize::Zeroize::zeroize(&mut key);
-        keyer
-    }
-
-    fn from_key(key: &[u8; 32]) -> Keyer {
-        Keyer {
-            // HMAC accepts keys of any length; this cannot fail.
-            mac: <HmacSha256 as Mac>::new_from_slice(key)
-                .unwrap_or_else(|_| unreachable!("HMAC takes any key length")),
-        }
-    }
-
-    fn digest(&self, tag: u8, fields: &[&[u8]]) -> [u8; 32] {
-        let mut mac = self.mac.clone();
-        encode_fields(tag, fields, &mut |bytes| mac.update(bytes));
-        mac.finalize().into_bytes().into()
-    }
-
-    pub fn credential(&self, user: &str, server: &str, password: &Secret) -> CredentialKey {
-        CredentialKey(self.digest(
-            CREDENTIAL_TAG,
-            &[
-                user.as_bytes(),
-                server.as_bytes(),
-                password.expose().as_bytes(),
-            ],
-        ))
-    }
-
-    /// Case-folded, so that evicting `Romeo` also forgets what was cached for `romeo`:
-    /// evicting too much is harmless, too little is not.
-    /// The folding is the users file's ([`normalize_account`]), so every spelling the file
-    /// takes for one account is one group here.
-    pub fn account(&self, user: &str, server: &str) -> AccountKey {
-        AccountKey(self.digest(
-            ACCOUNT_TAG,
-            &[
-                normalize_account(user).as_bytes(),
-                normalize_account(server).as_bytes(),
-            ],
-        ))
-    }
-}
 
 /// One remembered positive answer.
 #[derive(Clone)]
@@ -263,8 +112,7 @@ impl CredentialCache {
         let group = self.entries.get(&account)?;
         group
             .iter()
-            // Constant-time: the comparison must not tell how many leading bytes matched.
-            .find(|e| bool::from(e.credential.0.ct_eq(&credential.0)))
+            .find(|e| e.credential.matches(credential))
             .map(|e| Hit {
                 age: now.saturating_duration_since(e.stored),
                 backend: e.backend.clone(),
@@ -444,90 +292,6 @@ mod tests {
             max_entries: 100,
             stale_if_error: Duration::from_secs(stale_s),
         }
-    }
-
-    fn encoded(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_fields(tag, fields, &mut |b| out.extend_from_slice(b));
-        out
-    }
-
-    #[test]
-    fn shifted_field_boundaries_never_collide() {
-        type Fields<'a> = &'a [&'a [u8]];
-        let cases: &[(Fields, Fields)] = &[
-            (&[b"a-b", b"c"], &[b"a", b"b-c"]),
-            (&[b"a:b", b"c", b"p"], &[b"a", b"b:c", b"p"]),
-            (&[b"u", b"s", b"p:q"], &[b"u", b"s:p", b"q"]),
-            (&[b"", b"ab"], &[b"a", b"b"]),
-            (&[b"a\0\0\0\0\0\0\0\x01b", b""], &[b"a", b"b"]),
-        ];
-        let keyer = Keyer::random();
-        for (left, right) in cases {
-            assert_ne!(encoded(1, left), encoded(1, right));
-            let l: Vec<&str> = left
-                .iter()
-                .map(|f| std::str::from_utf8(f).unwrap())
-                .collect();
-            let r: Vec<&str> = right
-                .iter()
-                .map(|f| std::str::from_utf8(f).unwrap())
-                .collect();
-            if l.len() == 3 {
-                assert_ne!(
-                    keyer.credential(l[0], l[1], &Secret::new(l[2])),
-                    keyer.credential(r[0], r[1], &Secret::new(r[2]))
-                );
-            } else {
-                assert_ne!(keyer.account(l[0], l[1]), keyer.account(r[0], r[1]));
-            }
-        }
-        // The same fields under the two tags differ too.
-        assert_ne!(
-            encoded(CREDENTIAL_TAG, &[b"a"]),
-            encoded(ACCOUNT_TAG, &[b"a"])
-        );
-    }
-
-    #[test]
-    fn keys_depend_on_the_per_process_key() {
-        let pw = Secret::new("pw");
-        let (a, b) = (Keyer::random(), Keyer::random());
-        assert_ne!(a.credential("u", "s", &pw), b.credential("u", "s", &pw));
-        assert_ne!(a.account("u", "s"), b.account("u", "s"));
-        assert_eq!(a.credential("u", "s", &pw), a.credential("u", "s", &pw));
-        // Under a known key the digest is exactly HMAC-SHA256 of the encoding, so the only
-        // way to a key is through the secret (CredentialKey's field is private to this
-        // module, and Keyer's key is not readable).
-        let key = [7u8; 32];
-        let keyer = Keyer::from_key(&key);
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&key).unwrap();
-        mac.update(&encoded(CREDENTIAL_TAG, &[b"u", b"s", b"pw"]));
-        let expected: [u8; 32] = mac.finalize().into_bytes().into();
-        assert_eq!(keyer.credential("u", "s", &pw).0, expected);
-        // And the password does not appear in the key.
-        assert!(!expected.windows(2).any(|w| w == b"pw"));
-        assert_eq!(
-            format!("{:?}", keyer.credential("u", "s", &pw)),
-            "CredentialKey(..)"
-        );
-    }
-
-    #[test]
-    fn account_keys_ignore_case_credential_keys_do_not() {
-        let k = Keyer::random();
-        assert_eq!(
-            k.account("Romeo", "Example.NET"),
-            k.account("romeo", "example.net")
-        );
-        // A titlecase letter (not upper case) is folded too, as the users file folds it.
-        assert_eq!(k.account("ǅemo", "s"), k.account("ǆemo", "s"));
-        assert_eq!(k.account("Ǆemo", "s"), k.account("ǆemo", "s"));
-        let pw = Secret::new("pw");
-        assert_ne!(
-            k.credential("Romeo", "s", &pw),
-            k.credential("romeo", "s", &pw)
-        );
     }
 
     #[test]
@@ -758,19 +522,5 @@ mod tests {
         let o = ask(&h, "auth:u:s:right");
         assert!(!o.answer);
         assert_eq!(o.status.as_str(), "unavailable");
-    }
-
-    #[test]
-    fn config_defaults_and_checks() {
-        let c = CacheConfig::default();
-        assert!(!c.enabled);
-        assert_eq!(c.stale_if_error, Duration::ZERO);
-        assert!(c.check().is_ok());
-        let c = CacheConfig {
-            enabled: true,
-            ttl: Duration::ZERO,
-            ..CacheConfig::default()
-        };
-        assert_eq!(c.check().unwrap_err().0, "cache.ttl");
     }
 }

@@ -1,250 +1,16 @@
-//! The configuration file (TOML) and its validation.
+//! Validation of a parsed configuration, and the one error type that comes out of it.
 //!
 //! Every error names the file and the key, on one line, because the person reading it is
-//! usually looking at an XMPP server's log, not at our terminal. Unknown keys are errors:
-//! a typo in a security setting must not silently fall back to a default.
+//! usually looking at an XMPP server's log, not at our terminal: a TOML error is located
+//! (its key found from its span, or by deserializing each `[[backend]]`/`[[route]]` element
+//! on its own), and a message never quotes the value of a secret key.
+//!
+//! Must not change or fill in the configuration: what it reads is what the types say.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use serde::{Deserialize, Deserializer};
-
-use crate::protocol::Protocol;
-
-/// Where the configuration is looked for when neither `--config` nor the environment says.
-/// Prosody starts us with no arguments at all, so this default matters.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/extauth-bridge/config.toml";
-/// The environment variable naming the configuration file.
-pub const CONFIG_ENV: &str = "EXTAUTH_BRIDGE_CONFIG";
-/// Below Prosody's 5 s `external_auth_timeout`, so a slow backend costs one login, not the
-/// alignment of every later reply.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(4);
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    #[serde(default)]
-    pub protocol: Protocol,
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-    /// Longest accepted line in the line protocol, in bytes.
-    #[serde(default = "default_max_line")]
-    pub max_line: usize,
-    /// How many requests already read may run at once (read-ahead; see `server.rs`).
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-    #[serde(default)]
-    pub log: LogConfig,
-    /// Prosody pty mode: `auto` (detect), `on`, `off`.
-    #[serde(default)]
-    pub pty: crate::pty::PtyMode,
-    #[serde(default)]
-    pub cache: crate::cache::CacheConfig,
-    #[serde(default, rename = "backend")]
-    pub backends: Vec<BackendConfig>,
-    #[serde(default, rename = "route")]
-    pub routes: Vec<RouteConfig>,
-    /// Prometheus text file written by each process (`{pid}` is replaced), or a directory
-    /// for `extauth-bridge-{pid}.prom` files. Unset: no file. See `metrics.rs`.
-    #[serde(default)]
-    pub metrics_file: Option<PathBuf>,
-    #[serde(default = "default_metrics_interval", deserialize_with = "duration")]
-    pub metrics_interval: Duration,
-    #[serde(default)]
-    pub metrics_on_exit: crate::metrics::OnExit,
-    /// How often to log a one-line summary of the metrics; `0s`: at exit only.
-    #[serde(default = "default_summary_interval", deserialize_with = "duration")]
-    pub metrics_summary_interval: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            protocol: Protocol::default(),
-            timeout: DEFAULT_TIMEOUT,
-            max_line: default_max_line(),
-            max_in_flight: default_max_in_flight(),
-            log: LogConfig::default(),
-            pty: crate::pty::PtyMode::default(),
-            cache: crate::cache::CacheConfig::default(),
-            backends: Vec::new(),
-            routes: Vec::new(),
-            metrics_file: None,
-            metrics_interval: default_metrics_interval(),
-            metrics_on_exit: crate::metrics::OnExit::default(),
-            metrics_summary_interval: default_summary_interval(),
-        }
-    }
-}
-
-fn default_metrics_interval() -> Duration {
-    Duration::from_secs(15)
-}
-
-fn default_summary_interval() -> Duration {
-    Duration::from_secs(3600)
-}
-
-fn default_timeout() -> Duration {
-    DEFAULT_TIMEOUT
-}
-
-fn default_max_in_flight() -> usize {
-    64
-}
-
-fn default_max_line() -> usize {
-    crate::protocol::line::DEFAULT_MAX_LINE
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    #[serde(default)]
-    pub level: LogLevel,
-    #[serde(default)]
-    pub format: LogFormat,
-    #[serde(default)]
-    pub target: LogTarget,
-    pub file: Option<PathBuf>,
-    /// The journald or syslog socket; unset: the target's usual path (see `logging.rs`).
-    pub socket: Option<PathBuf>,
-    /// Syslog facility, for `syslog` (and `SYSLOG_FACILITY=` in the journal).
-    #[serde(default)]
-    pub facility: Facility,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Error,
-    Warn,
-    #[default]
-    Info,
-    Debug,
-    Trace,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogTarget {
-    /// stderr, except under a Prosody pty, where stderr is the protocol: then the log file
-    /// when one is configured, else the journal when its socket exists, else nowhere.
-    #[default]
-    Auto,
-    Stderr,
-    File,
-    /// The systemd journal's native protocol (datagrams to its socket).
-    Journald,
-    /// A syslog datagram to `/dev/log`.
-    Syslog,
-    None,
-}
-
-/// Syslog facilities a login bridge may sensibly log under. `authpriv` by default: its lines
-/// name users and their outcomes, which is what that facility (kept readable by root only
-/// on most systems) is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Facility {
-    Auth,
-    #[default]
-    Authpriv,
-    Daemon,
-    User,
-    Local0,
-    Local1,
-    Local2,
-    Local3,
-    Local4,
-    Local5,
-    Local6,
-    Local7,
-}
-
-impl Facility {
-    /// The facility's number (RFC 5424 §6.2.1).
-    pub fn code(self) -> u8 {
-        match self {
-            Facility::User => 1,
-            Facility::Daemon => 3,
-            Facility::Auth => 4,
-            Facility::Authpriv => 10,
-            Facility::Local0 => 16,
-            Facility::Local1 => 17,
-            Facility::Local2 => 18,
-            Facility::Local3 => 19,
-            Facility::Local4 => 20,
-            Facility::Local5 => 21,
-            Facility::Local6 => 22,
-            Facility::Local7 => 23,
-        }
-    }
-}
-
-/// One `[[backend]]` table; `type` selects the kind.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum BackendConfig {
-    File(FileBackendConfig),
-    Http(crate::backend::http::config::HttpBackendConfig),
-    #[serde(rename = "oauth2")]
-    Oauth2(Box<crate::backend::oauth2::config::OAuth2BackendConfig>),
-}
-
-impl BackendConfig {
-    pub fn name(&self) -> &str {
-        match self {
-            BackendConfig::File(c) => &c.name,
-            BackendConfig::Http(c) => &c.name,
-            BackendConfig::Oauth2(c) => &c.name,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileBackendConfig {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-/// One `[[route]]` table: which backends serve which domains.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    pub domains: Vec<String>,
-    pub backends: Vec<String>,
-    #[serde(default)]
-    pub on_unavailable: OnUnavailable,
-}
-
-/// What a chain does when a backend cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnUnavailable {
-    /// Answer `0`: an outage must never let the next backend decide in its place by accident.
-    #[default]
-    Fail,
-    /// Ask the next backend in the chain.
-    Next,
-}
-
-/// Parses durations such as `4s`, `500ms`, `1m 30s`.
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
-}
+use super::{BackendConfig, CacheConfig, Config, DomainPattern, LogTarget, RouteConfig};
 
 /// A configuration error: always names the file and the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,7 +146,7 @@ impl Config {
                 ));
             }
             for d in &r.domains {
-                if let Err(why) = crate::router::DomainPattern::parse(d) {
+                if let Err(why) = DomainPattern::parse(d) {
                     return Err(ConfigError::new(file, format!("route[{i}].domains"), why));
                 }
             }
@@ -400,6 +166,28 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl CacheConfig {
+    /// What types alone cannot check; returns the offending key and why.
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.ttl.is_zero() {
+            return Err((
+                "cache.ttl",
+                "must be greater than zero when the cache is enabled",
+            ));
+        }
+        if self.max_entries == 0 {
+            return Err((
+                "cache.max_entries",
+                "must be at least 1 when the cache is enabled",
+            ));
         }
         Ok(())
     }
@@ -620,64 +408,7 @@ fn table_at(text: &str, pos: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn full_example_parses() {
-        let c = Config::parse(
-            r#"
-protocol = "ejabberd"
-timeout = "2500ms"
-[log]
-level = "debug"
-format = "json"
-target = "file"
-file = "/tmp/x.log"
-[[backend]]
-name = "local"
-type = "file"
-path = "/etc/extauth-bridge/users"
-[[route]]
-domains = ["example.net", "*.example.org"]
-backends = ["local"]
-"#,
-            "t.toml",
-        )
-        .unwrap();
-        assert_eq!(c.protocol, Protocol::Ejabberd);
-        assert_eq!(c.timeout, Duration::from_millis(2500));
-        assert_eq!(c.log.format, LogFormat::Json);
-        assert_eq!(c.backends[0].name(), "local");
-        assert_eq!(c.routes[0].on_unavailable, OnUnavailable::Fail);
-    }
-
-    #[test]
-    fn defaults() {
-        let c = Config::parse("", "t.toml").unwrap();
-        assert_eq!(c.protocol, Protocol::Auto);
-        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(c.log.target, LogTarget::Auto);
-        assert_eq!(c.log.facility, Facility::Authpriv);
-        assert_eq!(c.log.socket, None);
-    }
-
-    #[test]
-    fn journald_and_syslog_targets() {
-        let c = Config::parse(
-            "[log]\ntarget = \"syslog\"\nfacility = \"auth\"\nsocket = \"/tmp/log.sock\"\n",
-            "t.toml",
-        )
-        .unwrap();
-        assert_eq!(c.log.target, LogTarget::Syslog);
-        assert_eq!(c.log.facility.code(), 4);
-        assert_eq!(c.log.socket.as_deref(), Some(Path::new("/tmp/log.sock")));
-        let c = Config::parse("[log]\ntarget = \"journald\"\n", "t.toml").unwrap();
-        assert_eq!(c.log.target, LogTarget::Journald);
-
-        let e = Config::parse("[log]\nfacility = \"kern\"\n", "a.toml").unwrap_err();
-        assert_eq!(e.key, "log.facility", "{e}");
-        let e = Config::parse("[log]\nsocket = \"\"\n", "a.toml").unwrap_err();
-        assert_eq!(e.key, "log.socket", "{e}");
-    }
+    use std::time::Duration;
 
     #[test]
     fn errors_name_file_and_key() {
@@ -714,5 +445,19 @@ backends = ["local"]
         .unwrap_err();
         assert_eq!(e.key, "route[0].backends");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn config_defaults_and_checks() {
+        let c = CacheConfig::default();
+        assert!(!c.enabled);
+        assert_eq!(c.stale_if_error, Duration::ZERO);
+        assert!(c.check().is_ok());
+        let c = CacheConfig {
+            enabled: true,
+            ttl: Duration::ZERO,
+            ..CacheConfig::default()
+        };
+        assert_eq!(c.check().unwrap_err().0, "cache.ttl");
     }
 }
