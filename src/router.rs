@@ -560,11 +560,13 @@ mod tests {
             assert!(!o.answer);
             assert_eq!(file.calls(), 1);
             assert_eq!(o.backend.as_deref(), Some("api"));
+            // Counted as the outage, but not one a cached yes may stand in for.
             assert!(
-                matches!(o.status, Status::Error("unavailable", _)),
+                matches!(o.status, Status::UnavailableThenNo(_)),
                 "{:?}",
                 o.status
             );
+            assert_eq!(o.status.as_str(), "unavailable");
             // A yes below the outage stands: the file holds that credential itself.
             let api = Arc::new(Scripted::new("api", down));
             let file = Arc::new(Scripted::new("file", yes));
