@@ -301,3 +301,50 @@ fn a_users_file_that_blocks_never_starves_another_route() {
         ask_timed(&mut bridge, "auth:romeo:good.example:wrong", "0\n", BOUND);
     }
 }
+
+/// The HTTP clients are built on first use, and building one reads the system's root
+/// certificates (`SSL_CERT_FILE` here, a FIFO nobody writes: a read that never returns, as on
+/// a hung mount). That must not happen on the request thread, which the deadline cannot
+/// interrupt: each request is still answered `0` at `timeout`, for both backend kinds.
+#[test]
+fn a_client_whose_roots_cannot_be_read_delays_no_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("roots.pem");
+    mkfifo(&fifo);
+    let config = dir.path().join("config.toml");
+    fs::write(
+        &config,
+        "timeout = \"1s\"\n\
+         [[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"https://127.0.0.1:9/xmpp\"\n\
+         [[backend]]\nname = \"idp\"\ntype = \"oauth2\"\nissuer = \"https://127.0.0.1:9\"\n\
+         token_endpoint = \"https://127.0.0.1:9/token\"\n\
+         userinfo_endpoint = \"https://127.0.0.1:9/userinfo\"\nclient_id = \"bridge\"\n\
+         client_auth = \"none\"\nmode = \"password_grant\"\nverify = \"userinfo\"\n\
+         [[route]]\ndomains = [\"example.net\"]\nbackends = [\"api\"]\n\
+         [[route]]\ndomains = [\"example.org\"]\nbackends = [\"idp\"]\n",
+    )
+    .unwrap();
+    let mut bridge = Live::spawn_env(
+        &["--config", config.to_str().unwrap()],
+        &[("SSL_CERT_FILE", fifo.to_str().unwrap())],
+    );
+    for query in [
+        "auth:romeo:example.net:pw",
+        "auth:romeo:example.net:pw",
+        "auth:romeo:example.org:pw",
+        "isuser:romeo:example.net",
+    ] {
+        let started = Instant::now();
+        bridge.send(format!("{query}\n").as_bytes());
+        assert_eq!(
+            bridge.read_exact_within(2, Duration::from_secs(5)),
+            b"0\n",
+            "{query}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(1800),
+            "{query}: {:?}",
+            started.elapsed()
+        );
+    }
+}

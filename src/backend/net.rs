@@ -9,7 +9,61 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+
+use super::BackendError;
+
+/// What [`BuiltOnce`] builds with.
+type Build<T> = Box<dyn FnOnce() -> Result<T, String> + Send>;
+
+/// A value built once, on a thread of its own, the first time it is asked for: an HTTP
+/// client, whose building reads the system's root certificates (and the OAuth2 backend's
+/// `ca_file`) from disk. That must never run on the request thread, which the deadline
+/// cannot interrupt: a hung mount would hold every reply past `timeout`. Every caller waits
+/// for the one build as long as its own deadline lets it; one that gives up starts no other.
+pub struct BuiltOnce<T> {
+    build: std::sync::Mutex<Option<Build<T>>>,
+    ready: std::sync::OnceLock<watch::Receiver<Option<Result<T, String>>>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> BuiltOnce<T> {
+    pub fn new(build: impl FnOnce() -> Result<T, String> + Send + 'static) -> BuiltOnce<T> {
+        BuiltOnce {
+            build: std::sync::Mutex::new(Some(Box::new(build))),
+            ready: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The value, once built; an error (the build's, or a thread that could not start) is
+    /// `Internal`, the same for every caller.
+    pub async fn get(&self) -> Result<T, BackendError> {
+        let ready = self.ready.get_or_init(|| {
+            let (tx, rx) = watch::channel(None);
+            let build = self.build.lock().unwrap_or_else(|p| p.into_inner()).take();
+            // Only a thread is started here; a spawn that fails drops `tx`, and the wait
+            // below then reports it.
+            let _ = std::thread::Builder::new()
+                .name("client-build".into())
+                .spawn(move || {
+                    let built = build.map_or_else(|| Err("built already".to_owned()), |b| b());
+                    let _ = tx.send(Some(built));
+                });
+            rx
+        });
+        let mut ready = ready.clone();
+        let built = ready
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| BackendError::Internal("the HTTP client could not be built".into()))?;
+        match built.as_ref() {
+            Some(Ok(value)) => Ok(value.clone()),
+            Some(Err(e)) => Err(BackendError::Internal(e.clone())),
+            None => Err(BackendError::Internal(
+                "the HTTP client is not built".into(),
+            )),
+        }
+    }
+}
 
 /// How many name lookups one backend may have running (or queued) on the runtime's blocking
 /// pool at once. getaddrinfo cannot be cancelled: a lookup stuck on a dead DNS server holds

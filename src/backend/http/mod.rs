@@ -28,10 +28,9 @@ pub mod url;
 
 use async_trait::async_trait;
 use reqwest::{Client, Method, StatusCode};
-use tokio::sync::OnceCell;
 
 use super::body::BodyError;
-use super::net::CountConnections;
+use super::net::{BuiltOnce, CountConnections};
 use super::{unavailable_status, Backend, BackendError, BackendResult};
 use crate::request::Account;
 use crate::secret::Secret;
@@ -48,15 +47,16 @@ pub struct HttpBackend {
     check_password_method: CheckPasswordMethod,
     max_body: usize,
     check_account: Option<Account>,
-    settings: ClientSettings,
-    client: OnceCell<Client>,
+    /// Built on first use, off the request thread (it reads the system's roots).
+    client: BuiltOnce<Client>,
     /// Connections the client opened, for the retry's "was it a kept-alive one" test.
     connections: CountConnections,
 }
 
 impl HttpBackend {
     /// Validates the configuration and reads credentials and CA files. The HTTP client
-    /// itself (and the system's root certificates) is only set up on first use.
+    /// itself (and the system's root certificates) is only set up on first use, on a thread
+    /// of its own ([`BuiltOnce`]).
     pub fn new(config: &HttpBackendConfig) -> Result<HttpBackend, KeyError> {
         config.validate()?;
         let base = BaseUrl::parse(&config.url).map_err(|e| ("url", e))?;
@@ -81,7 +81,19 @@ impl HttpBackend {
                 certs
             }
         };
-        let native_roots = base.is_https();
+        let settings = ClientSettings {
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
+            follow_redirects: config.follow_redirects,
+            check_password_method: config.check_password_method,
+            extra_roots,
+            native_roots: base.is_https(),
+        };
+        let connections = CountConnections::default();
+        let client = {
+            let connections = connections.clone();
+            BuiltOnce::new(move || settings.build(&connections).map_err(|e| e.to_string()))
+        };
         Ok(HttpBackend {
             name: config.name.clone(),
             base,
@@ -89,23 +101,13 @@ impl HttpBackend {
             check_password_method: config.check_password_method,
             max_body: config.max_body,
             check_account: config.check_account.as_deref().and_then(split_account),
-            settings: ClientSettings {
-                connect_timeout: config.connect_timeout,
-                request_timeout: config.request_timeout,
-                follow_redirects: config.follow_redirects,
-                check_password_method: config.check_password_method,
-                extra_roots,
-                native_roots,
-            },
-            client: OnceCell::new(),
-            connections: CountConnections::default(),
+            client,
+            connections,
         })
     }
 
-    async fn client(&self) -> Result<&Client, BackendError> {
-        self.client
-            .get_or_try_init(|| async { self.settings.build(&self.connections) })
-            .await
+    async fn client(&self) -> Result<Client, BackendError> {
+        self.client.get().await
     }
 
     /// Sends one mod_auth_http call and returns the status and the (size-capped) body.

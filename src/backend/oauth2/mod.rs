@@ -33,17 +33,16 @@ pub mod settings;
 pub mod userinfo;
 mod validate;
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::net::BuiltOnce;
 use super::{Backend, BackendError, BackendResult, CheckReport};
 use crate::request::Account;
 use crate::secret::Secret;
 
-use client::{build_http_client, is_token_syntax, Client};
+use client::{is_token_syntax, Client};
 use config::{IsUserPolicy, Mode, UsernameFormat, Validate, Verify};
 use discovery::{Discovery, Endpoints};
 use jwt::JwksCache;
@@ -54,32 +53,21 @@ pub struct OAuth2Backend {
     settings: Settings,
     client: Client,
     introspection_bearer: Option<Secret>,
-    ca_file: Option<PathBuf>,
-    connect_timeout: Duration,
-    request_timeout: Duration,
-    http: OnceLock<Result<reqwest::Client, String>>,
+    http: BuiltOnce<reqwest::Client>,
     discovery: Discovery,
     jwks: JwksCache,
 }
 
 impl OAuth2Backend {
-    /// The HTTP client, built on first use: one per backend, connections kept alive.
-    fn http(&self) -> Result<&reqwest::Client, BackendError> {
-        self.http
-            .get_or_init(|| {
-                build_http_client(
-                    self.ca_file.as_deref(),
-                    self.connect_timeout,
-                    self.request_timeout,
-                )
-            })
-            .as_ref()
-            .map_err(|e| BackendError::Internal(e.clone()))
+    /// The HTTP client, built on first use, off the request thread ([`BuiltOnce`]: it reads
+    /// `ca_file` and the system's roots): one per backend, connections kept alive.
+    async fn http(&self) -> Result<reqwest::Client, BackendError> {
+        self.http.get().await
     }
 
     /// The endpoints, from the configuration or discovery.
     async fn endpoints(&self) -> Result<Arc<Endpoints>, BackendError> {
-        self.discovery.endpoints(self.http()?).await
+        self.discovery.endpoints(&self.http().await?).await
     }
 
     /// Is `password` to be treated as a token rather than a password?
@@ -92,7 +80,7 @@ impl OAuth2Backend {
     }
 
     async fn password_grant(&self, account: &Account, password: &Secret) -> BackendResult {
-        let http = self.http()?;
+        let http = &self.http().await?;
         let endpoints = self.endpoints().await?;
         let token_endpoint = endpoints.require_token()?;
         let username = match self.settings.username_format {
@@ -128,7 +116,7 @@ impl OAuth2Backend {
         token: &Secret,
     ) -> Result<identity::Verdict, BackendError> {
         introspect::introspect(
-            self.http()?,
+            &self.http().await?,
             endpoints.require_introspection()?,
             &self.client,
             self.introspection_bearer.as_ref(),
@@ -150,12 +138,12 @@ impl OAuth2Backend {
             }
             Validate::Userinfo => {
                 let endpoints = self.endpoints().await?;
-                userinfo::fetch(self.http()?, endpoints.require_userinfo()?, token).await?
+                userinfo::fetch(&self.http().await?, endpoints.require_userinfo()?, token).await?
             }
             Validate::Jwt => {
                 let endpoints = self.endpoints().await?;
                 self.jwks
-                    .verify(self.http()?, endpoints.require_jwks_uri()?, token)
+                    .verify(&self.http().await?, endpoints.require_jwks_uri()?, token)
                     .await?
             }
         };
@@ -243,7 +231,7 @@ impl Backend for OAuth2Backend {
     }
 
     async fn check(&self) -> Result<String, BackendError> {
-        let http = self.http()?;
+        let http = &self.http().await?;
         let endpoints = self.discovery.refresh(http).await?;
         let mut done = vec![if self.discovery.is_used() {
             "discovery ok"

@@ -5,9 +5,8 @@
 //! here.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
-use super::client::{endpoint_url, is_token_syntax, Client};
+use super::client::{build_http_client, endpoint_url, is_token_syntax, Client};
 use super::config::{
     ClientAuth, KeyError, Mode, OAuth2BackendConfig, Validate, Verify, ANY_AUDIENCE,
 };
@@ -16,6 +15,7 @@ use super::identity::IdentityRule;
 use super::jwt::{self, JwksCache};
 use super::settings::Settings;
 use super::OAuth2Backend;
+use crate::backend::net::BuiltOnce;
 use crate::secret::Secret;
 
 /// Reads a secret given inline, in a file or in an environment variable (at most one).
@@ -235,10 +235,11 @@ impl OAuth2Backend {
                 auth: config.client_auth,
             },
             introspection_bearer,
-            ca_file: config.ca_file.clone(),
-            connect_timeout: config.connect_timeout,
-            request_timeout: config.request_timeout,
-            http: OnceLock::new(),
+            http: {
+                let ca_file = config.ca_file.clone();
+                let (connect, request) = (config.connect_timeout, config.request_timeout);
+                BuiltOnce::new(move || build_http_client(ca_file.as_deref(), connect, request))
+            },
             discovery: Discovery::new(
                 config.issuer.clone(),
                 explicit,
