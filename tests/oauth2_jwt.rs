@@ -818,3 +818,43 @@ fn a_silent_idp_costs_a_timeout_not_a_hang() {
         bridge.finish();
     }
 }
+
+/// Only 502/503/504 are an IdP outage. A JWKS (or discovery document) answering anything
+/// else, a 500 say, is the IdP answering badly: a final `0`, never a fall-through to the
+/// next backend of a route with `on_unavailable = "next"`.
+#[test]
+fn a_jwks_answering_500_is_no_outage_to_fall_through() {
+    let a = rsa_a();
+    let idp = Idp::start(&[&a]);
+    idp.state.jwks_down.store(true, Ordering::SeqCst);
+    let token = a.sign(&idp.claims("romeo"));
+    let dir = tempfile::tempdir().unwrap();
+    // A users file below the IdP that holds the same token as romeo's password.
+    let hash = {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let params = argon2::Params::new(64, 1, 1, None).unwrap();
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        argon
+            .hash_password(token.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    };
+    let users = dir.path().join("users");
+    std::fs::write(&users, format!("romeo@example.net:{hash}\n")).unwrap();
+    let config = idp.config(
+        dir.path(),
+        "",
+        &format!(
+            "\n[[backend]]\nname = \"local\"\ntype = \"file\"\npath = \"{}\"\n\
+             [[route]]\ndomains = [\"example.net\"]\nbackends = [\"idp\", \"local\"]\n\
+             on_unavailable = \"next\"\n",
+            users.display()
+        ),
+    );
+    let mut bridge = Bridge::start(&config, Wire::Line);
+    assert!(!bridge.auth("romeo", "example.net", &token));
+    let log = bridge.finish();
+    assert!(log.contains("JWKS: HTTP 500"), "{log}");
+}

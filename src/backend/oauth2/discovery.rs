@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 
 use super::body::{read_capped, MAX_DOCUMENT};
 use super::client::RETRY_AFTER_FAILURE;
-use crate::backend::{classify, BackendError};
+use crate::backend::{classify, unavailable_status, BackendError};
 
 /// Where to send each kind of request. `None`: neither configured nor discovered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -254,9 +254,14 @@ async fn fetch_document(
         return Err(DocError::NotFound);
     }
     if !status.is_success() {
-        return Err(DocError::Failed(BackendError::Unavailable(format!(
-            "{url}: HTTP {status}"
-        ))));
+        // As everywhere: only the IdP or its proxy being down is an outage that a route
+        // may fall through; any other status is the IdP answering, badly.
+        let why = format!("{url}: HTTP {status}");
+        return Err(DocError::Failed(if unavailable_status(status) {
+            BackendError::Unavailable(why)
+        } else {
+            BackendError::Protocol(why)
+        }));
     }
     let body = read_capped(response, MAX_DOCUMENT, url)
         .await
