@@ -1,3 +1,11 @@
+//! Answering what the loop decoded: a batch in request order ([`answer_batch`]: concurrent up
+//! to `max_in_flight`, a request that changes an account alone, replies written as soon as
+//! they are ready), one frame (a panic anywhere answered `0`), and the log line and metrics
+//! of each request, with the latency the XMPP server waited.
+//!
+//! It must not parse or format the wire (the codec does, through `frame.rs`), read input, or
+//! decide an answer itself beyond `0` for a failure: the [`Handler`] decides.
+
 use std::io::{self, Write};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

@@ -1,3 +1,11 @@
+//! A frame as the loop holds it, and the two codec calls around it that survive a panic:
+//! [`decode_next`] (a panic inside one frame keeps its place, answered `0`; one before any
+//! byte was taken ends the stream) and [`encode_reply`] (a panicking encoder gets a second
+//! chance with `0`, no partial reply left behind).
+//!
+//! It knows the codec only through the `Decoder`/`Encoder` traits: it must not look into the
+//! bytes of a frame, nor handle, log or count a request (that is `answer.rs`).
+
 use std::io;
 use std::panic::AssertUnwindSafe;
 
@@ -34,7 +42,7 @@ pub(super) enum Decoded {
 /// in the reply order and is answered `0`, and the stream stays aligned. A panic with every
 /// byte still there happened while looking for the frame's end, which is then unknown:
 /// answering anything after it could shift every later reply, so the loop answers the
-/// frames before it and ends ([`Ended::CodecFailed`]). The panic hook has logged where it
+/// frames before it and ends ([`Ended::CodecFailed`](super::Ended::CodecFailed)). The panic hook has logged where it
 /// happened; its message is withheld when it was formatted (see `logging::panic_message`).
 pub(super) fn decode_next<C>(
     codec: &mut C,

@@ -5,13 +5,19 @@
 //! - exactly one reply per decoded frame, in request order, each reply complete in one write;
 //! - every request answered within the deadline (`0` on expiry);
 //! - a panic anywhere between decoding a frame and encoding its reply answered `0` (see
-//!   [`decode_next`] for a panic in the decoder itself);
+//!   [`frame::decode_next`] for a panic in the decoder itself);
 //! - end of input → return `Ok`; a stop request → finish what was read, then return.
 //!
 //! Reads block on the input between requests: the servers send one request at a time, and a
 //! blocking `read`/`write` pair is the cheapest round trip there is. When a read brings several
 //! complete frames (an admin piping a file), they run concurrently, bounded by
 //! `max_in_flight`, and the replies are still written in order.
+//!
+//! This file holds the loop itself ([`serve`]: read, decode, answer a batch, stop or reload)
+//! and [`handle_request`], the one place a request meets its deadline. Answering a batch and
+//! one frame, and the log line of each request, are in `answer.rs`; the codec calls that
+//! survive a panic in `frame.rs`. Nothing here may parse or format the wire (that is the
+//! codec's, `protocol/`) or know which backend answers (that is the [`Handler`]'s).
 
 use std::io::{self, Read, Write};
 use std::panic::AssertUnwindSafe;
@@ -30,14 +36,6 @@ use crate::router::Handler;
 mod answer;
 mod frame;
 
-/// Panics on demand, for the integration tests: no real input makes the request path panic,
-/// yet what a panic does there (answer `0`, in order; log without secrets; never write to a
-/// Prosody pty) must be tested on the real binary. Compiled only with debug assertions, so
-/// release builds carry no trigger, and off unless `EXTAUTH_BRIDGE_TEST_PANICS=1` is in the
-/// environment. Then a request for user `panic-STAGE` panics at that stage (`decode`: after
-/// the decoder took the frame; `handle`; `log`; `encode`), and a frame starting with
-/// `panic-framing` panics in the decoder before it takes a byte. The messages are formatted
-/// and hold the password, as a careless `unwrap` could: the log must withhold them.
 #[cfg(debug_assertions)]
 mod test_panics;
 

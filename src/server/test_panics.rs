@@ -1,3 +1,15 @@
+//! Panics on demand, for the integration tests: no real input makes the request path panic,
+//! yet what a panic does there (answer `0`, in order; log without secrets; never write to a
+//! Prosody pty) must be tested on the real binary. Compiled only with debug assertions, so
+//! release builds carry no trigger, and off unless `EXTAUTH_BRIDGE_TEST_PANICS=1` is in the
+//! environment. Then a request for user `panic-STAGE` panics at that stage (`decode`: after
+//! the decoder took the frame; `handle`; `log`; `encode`), and a frame starting with
+//! `panic-framing` panics in the decoder before it takes a byte. The messages are formatted
+//! and hold the password, as a careless `unwrap` could: the log must withhold them.
+//!
+//! It owns the triggers only: it must not decide any answer (the request path does, as for
+//! any other panic).
+
 use std::sync::{Mutex, OnceLock};
 
 use crate::request::Request;
