@@ -162,7 +162,7 @@ fn journald_gets_native_protocol_datagrams() {
         "{:?}",
         requests[0]
     );
-    assert!(requests[0]["CODE_FILE"].ends_with("server.rs"));
+    assert!(requests[0]["CODE_FILE"].ends_with("server/answer.rs"));
 }
 
 /// `<PRI>Mmm dd hh:mm:ss extauth-bridge[PID]: MESSAGE` → (PRI, PID, MESSAGE).
