@@ -63,7 +63,7 @@ pub struct FileBackend {
     /// request, but cannot stop the thread), so without a bound every request to it would
     /// take another pool thread until none was left for any backend. With it, the file's
     /// later requests wait here, on this backend alone, and time out. One is enough: the
-    /// accesses are short, and a change runs alone (`server::changes_accounts`) anyway.
+    /// accesses are short, and a change runs alone (`server::answer::changes_accounts`) anyway.
     file_io: Arc<tokio::sync::Semaphore>,
 }
 
