@@ -7,10 +7,10 @@ use tracing_subscriber::filter::LevelFilter;
 
 use super::deferred::{hold, Deferred, Sink, DEFERRED};
 use super::dropped::DROPPED;
-use super::journald::{journal_field, journal_name};
+use super::journald;
 use super::level::install;
-use super::syslog::timestamp_3164;
-use super::{InitError, IDENTIFIER};
+use super::syslog;
+use super::InitError;
 use crate::config::Facility;
 
 /// Sets up the journal or syslog: events are encoded as datagrams when they happen, held
@@ -85,7 +85,7 @@ impl Datagrams {
 /// the socket buffer; our lines are far shorter unless a request carries a huge user name.
 const MAX_TEXT: usize = 8 * 1024;
 /// Longest value of one structured journal field.
-const MAX_FIELD: usize = 2 * 1024;
+pub(super) const MAX_FIELD: usize = 2 * 1024;
 
 /// Which datagram format, with the facility it is logged under.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +96,7 @@ pub(super) enum Wire {
 
 /// Syslog severity of a tracing level (RFC 5424 §6.2.1). `info` is syslog's `info`, not
 /// `notice`: one line per request is routine, not "significant".
-fn priority(level: tracing::Level) -> u8 {
+pub(super) fn priority(level: tracing::Level) -> u8 {
     match level {
         tracing::Level::ERROR => 3,
         tracing::Level::WARN => 4,
@@ -110,51 +110,14 @@ impl Wire {
     fn encode(self, level: tracing::Level, code: Option<(&str, u32)>, fields: &Fields) -> Vec<u8> {
         let text = fields.text();
         match self {
-            Wire::Journal(facility) => {
-                let mut out = Vec::with_capacity(256 + text.len());
-                journal_field(&mut out, "PRIORITY", priority(level).to_string().as_bytes());
-                journal_field(
-                    &mut out,
-                    "SYSLOG_FACILITY",
-                    facility.code().to_string().as_bytes(),
-                );
-                journal_field(&mut out, "SYSLOG_IDENTIFIER", IDENTIFIER.as_bytes());
-                journal_field(
-                    &mut out,
-                    "SYSLOG_PID",
-                    std::process::id().to_string().as_bytes(),
-                );
-                journal_field(&mut out, "MESSAGE", text.as_bytes());
-                if let Some((file, line)) = code {
-                    journal_field(&mut out, "CODE_FILE", file.as_bytes());
-                    journal_field(&mut out, "CODE_LINE", line.to_string().as_bytes());
-                }
-                for (name, value) in &fields.fields {
-                    let value = value.plain();
-                    journal_field(
-                        &mut out,
-                        &journal_name(name),
-                        cut(value, MAX_FIELD).as_bytes(),
-                    );
-                }
-                out
-            }
-            Wire::Syslog(facility) => {
-                // RFC 3164 as syslog(3) writes it to /dev/log: `<PRI>TIMESTAMP TAG[PID]: MSG`.
-                let pri = u16::from(facility.code()) * 8 + u16::from(priority(level));
-                format!(
-                    "<{pri}>{} {IDENTIFIER}[{}]: {text}",
-                    timestamp_3164(),
-                    std::process::id()
-                )
-                .into_bytes()
-            }
+            Wire::Journal(facility) => journald::datagram(facility, level, code, &text, fields),
+            Wire::Syslog(facility) => syslog::line(facility, level, &text),
         }
     }
 }
 
 /// `s` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
-fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+pub(super) fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if s.len() <= max {
         return s.into();
     }
@@ -191,12 +154,12 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DatagramLayer {
 
 /// An event's message and fields, as recorded.
 #[derive(Default)]
-struct Fields {
+pub(super) struct Fields {
     message: String,
-    fields: Vec<(&'static str, Value)>,
+    pub(super) fields: Vec<(&'static str, Value)>,
 }
 
-enum Value {
+pub(super) enum Value {
     /// A string field: quoted in the text form, as the text format does.
     Str(String),
     /// Anything else, already formatted (`Debug`, or `Display` through `%`).
@@ -205,7 +168,7 @@ enum Value {
 
 impl Value {
     /// The value without quotes, for a journal field.
-    fn plain(&self) -> &str {
+    pub(super) fn plain(&self) -> &str {
         match self {
             Value::Str(s) | Value::Shown(s) => s,
         }
@@ -258,6 +221,7 @@ impl tracing::field::Visit for Fields {
 
 #[cfg(test)]
 mod tests {
+    use super::super::journald::journal_name;
     use super::*;
 
     fn fields(message: &str, fields: &[(&'static str, &str)]) -> Fields {

@@ -1,6 +1,48 @@
+use super::datagram::{cut, priority, Fields, MAX_FIELD};
+use super::IDENTIFIER;
+use crate::config::Facility;
+
+/// One event as one native-protocol datagram: MESSAGE is `text` (the text form), and each
+/// field is also a journal field of its own.
+pub(super) fn datagram(
+    facility: Facility,
+    level: tracing::Level,
+    code: Option<(&str, u32)>,
+    text: &str,
+    fields: &Fields,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + text.len());
+    journal_field(&mut out, "PRIORITY", priority(level).to_string().as_bytes());
+    journal_field(
+        &mut out,
+        "SYSLOG_FACILITY",
+        facility.code().to_string().as_bytes(),
+    );
+    journal_field(&mut out, "SYSLOG_IDENTIFIER", IDENTIFIER.as_bytes());
+    journal_field(
+        &mut out,
+        "SYSLOG_PID",
+        std::process::id().to_string().as_bytes(),
+    );
+    journal_field(&mut out, "MESSAGE", text.as_bytes());
+    if let Some((file, line)) = code {
+        journal_field(&mut out, "CODE_FILE", file.as_bytes());
+        journal_field(&mut out, "CODE_LINE", line.to_string().as_bytes());
+    }
+    for (name, value) in &fields.fields {
+        let value = value.plain();
+        journal_field(
+            &mut out,
+            &journal_name(name),
+            cut(value, MAX_FIELD).as_bytes(),
+        );
+    }
+    out
+}
+
 /// Appends one field in the journal's native protocol: `NAME=value\n`, or, for a value with
 /// a newline, `NAME\n`, its length as a little-endian u64, the value and `\n`.
-pub(super) fn journal_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+fn journal_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     if value.contains(&b'\n') {
         out.push(b'\n');

@@ -1,6 +1,22 @@
+use super::datagram::priority;
+use super::IDENTIFIER;
+use crate::config::Facility;
+
+/// One event as one syslog line: RFC 3164 as syslog(3) writes it to /dev/log,
+/// `<PRI>TIMESTAMP TAG[PID]: MSG`.
+pub(super) fn line(facility: Facility, level: tracing::Level, text: &str) -> Vec<u8> {
+    let pri = u16::from(facility.code()) * 8 + u16::from(priority(level));
+    format!(
+        "<{pri}>{} {IDENTIFIER}[{}]: {text}",
+        timestamp_3164(),
+        std::process::id()
+    )
+    .into_bytes()
+}
+
 /// `Mmm dd hh:mm:ss` in local time, as syslog(3) stamps a line. The receiver keeps its own
 /// arrival time anyway (rsyslog and journald both do by default for the local socket).
-pub(super) fn timestamp_3164() -> String {
+fn timestamp_3164() -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
