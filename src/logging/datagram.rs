@@ -1,3 +1,10 @@
+//! The journal and syslog targets' common side: the unbound non-blocking socket and its
+//! sends (a lost datagram is counted, then told in a notice once one gets through), the
+//! subscriber layer that turns an event into one datagram, the recorded fields and their
+//! text form, and the syslog severity of a level. The two wire formats themselves are in
+//! `journald.rs` and `syslog.rs`. Must not block or retry a send, nor fall back to stderr
+//! (under Prosody it is the protocol pty).
+
 use std::fmt::Write as _;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -14,7 +21,7 @@ use super::InitError;
 use crate::config::Facility;
 
 /// Sets up the journal or syslog: events are encoded as datagrams when they happen, held
-/// with the other deferred lines, and sent by [`flush`].
+/// with the other deferred lines, and sent by [`flush`](super::flush).
 pub(super) fn datagrams(wire: Wire, path: PathBuf, filter: LevelFilter) -> Result<(), InitError> {
     // Never blocks a request: a full receive queue or an absent daemon drops the line.
     let socket = UnixDatagram::unbound()
@@ -129,7 +136,7 @@ pub(super) fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
 }
 
 /// The subscriber layer of the journal and syslog targets: encodes each event as one
-/// datagram and holds it for [`flush`].
+/// datagram and holds it for [`flush`](super::flush).
 struct DatagramLayer {
     wire: Wire,
 }

@@ -1,3 +1,8 @@
+//! The buffer every log line waits in until the request loop has written its replies, and
+//! [`flush`]/[`finish`], which hand the held lines to their sink (the writer thread, a stream
+//! in place, or the datagram socket). Must not do I/O on the caller's thread beyond that
+//! hand-over: a reply never waits for a log line.
+
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -1,3 +1,7 @@
+//! The systemd journal's native protocol (systemd.journal-fields(7)): one datagram of
+//! `NAME=value` fields, the binary form for a value with a newline, and tracing field names
+//! made valid journal names. Pure encoding: no socket, no I/O.
+
 use super::datagram::{cut, priority, Fields, MAX_FIELD};
 use super::IDENTIFIER;
 use crate::config::Facility;

@@ -1,3 +1,7 @@
+//! The reloadable level filter: installs the global subscriber behind it, and lets a SIGHUP
+//! change `log.level` while the daemon runs ([`set_level`]). Does not choose or open any
+//! destination.
+
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 

@@ -1,6 +1,14 @@
 //! Logging setup. Logs never go to stdout (the protocol); under a Prosody pty they never go
 //! to stderr either (the same pty). Text or JSON lines to stderr or a file; datagrams to the
 //! systemd journal or to syslog; or nowhere.
+//!
+//! This file owns the choice of destination (`target = "auto"` resolved) and [`init`], which
+//! opens it and installs the subscriber; the pieces live beside it: `level.rs` (the
+//! reloadable filter), `deferred.rs` (lines held until the replies are out, [`flush`]),
+//! `writer.rs` (the stderr/file writer thread), `datagram.rs` (the journal/syslog socket and
+//! layer), `journald.rs` and `syslog.rs` (their wire formats), `dropped.rs` (the drop
+//! count), `panic.rs` (the panic hook). Nothing here reads the configuration file or knows
+//! the protocol; callers see only what this file makes public.
 
 mod datagram;
 mod deferred;

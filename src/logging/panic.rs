@@ -1,3 +1,7 @@
+//! The panic hook: panics go to the log once there is one, to stderr only where stderr is
+//! not the protocol, and a formatted panic message (which may hold a password) is withheld.
+//! Must not write to stderr under a pty.
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::deferred::flush;

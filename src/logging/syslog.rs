@@ -1,3 +1,6 @@
+//! Syslog lines as syslog(3) writes them to /dev/log (RFC 3164): `<PRI>TIMESTAMP TAG[PID]: MSG`.
+//! Pure formatting: no socket, no I/O.
+
 use super::datagram::priority;
 use super::IDENTIFIER;
 use crate::config::Facility;

@@ -1,3 +1,8 @@
+//! The writer thread of the stderr and file targets: a bounded queue the request thread
+//! pushes to without ever waiting, and a thread that writes it in order and logs how many
+//! lines were dropped when the queue was full. The request thread must never write to the
+//! stream itself while the thread runs.
+
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -10,7 +15,7 @@ use super::dropped::DROPPED;
 /// Most bytes of log text waiting for the writer thread; past it, lines are dropped.
 const QUEUE_LIMIT: usize = 1024 * 1024;
 
-/// How long [`finish`] waits for the writer thread to write what is queued.
+/// How long [`finish`](super::finish) waits for the writer thread to write what is queued.
 pub(super) const FINISH_WAIT: Duration = Duration::from_millis(500);
 
 /// Log text on its way to stderr or a file, written by a thread of its own.
@@ -26,7 +31,7 @@ pub(super) struct Queue {
     state: Mutex<QueueState>,
     /// The writer waits here for text.
     work: Condvar,
-    /// [`finish`] waits here for the queue to empty.
+    /// [`finish`](super::finish) waits here for the queue to empty.
     written: Condvar,
 }
 
