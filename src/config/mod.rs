@@ -129,7 +129,7 @@ pub struct LogConfig {
     #[serde(default)]
     pub target: LogTarget,
     pub file: Option<PathBuf>,
-    /// The journald or syslog socket; unset: the target's usual path (see `logging.rs`).
+    /// The journald or syslog socket; unset: the target's usual path (see `logging/mod.rs`).
     pub socket: Option<PathBuf>,
     /// Syslog facility, for `syslog` (and `SYSLOG_FACILITY=` in the journal).
     #[serde(default)]
