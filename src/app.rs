@@ -3,7 +3,6 @@
 //! pieces stay testable.
 
 use std::io::{self, BufRead, Write};
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -11,21 +10,15 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use crate::backend::http::config::HttpBackendConfig;
 use crate::cli::{Cli, Command};
-use crate::config::{
-    BackendConfig, Config, ConfigError, FileBackendConfig, CONFIG_ENV, DEFAULT_CONFIG_PATH,
-};
+use crate::config::{Config, ConfigError};
 use crate::protocol::WireCodec;
-use crate::router::{Handler, Router};
+use crate::router::Handler;
 use crate::secret::Secret;
 use crate::server::{serve, Control, Ended, Reloaded, ServeOptions};
+use crate::setup::{build_handler, load_config, EXIT_CONFIG};
 use crate::signals::Signals;
-use crate::state::cache::CachingHandler;
 use crate::stdio::{StdinReader, StdoutWriter};
-
-/// Exit status for configuration and usage errors.
-pub const EXIT_CONFIG: u8 = 2;
 
 pub fn main() -> ExitCode {
     // Leaked: the daemon prepares reloads on a thread of their own (see `SignalControl`),
@@ -47,104 +40,6 @@ pub fn main() -> ExitCode {
     // write the last ones before the process ends.
     crate::logging::finish();
     code
-}
-
-/// Where the configuration comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ConfigSource {
-    File(PathBuf),
-    /// `--users` / `--http-url` alone: built-in defaults plus the shortcut.
-    CommandLine,
-    /// Nothing named and no default file.
-    Missing,
-}
-
-/// `--config`, else `$EXTAUTH_BRIDGE_CONFIG` (`env`), else the default path if it exists
-/// (`default_exists`, asked only then). A shortcut (`--users`, `--http-url`) skips the
-/// default path: that file is written for the daemon the XMPP server starts, and an admin's
-/// `--users users.txt` trial run must not quietly pick up its log file, pty mode, timeout
-/// or cache. Named explicitly, a file still applies under a shortcut.
-fn config_source(
-    flag: Option<&Path>,
-    env: Option<std::ffi::OsString>,
-    shortcut: bool,
-    default_exists: impl FnOnce() -> bool,
-) -> ConfigSource {
-    let explicit = flag
-        .map(Path::to_path_buf)
-        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from));
-    match explicit {
-        Some(path) => ConfigSource::File(path),
-        None if shortcut => ConfigSource::CommandLine,
-        None if default_exists() => ConfigSource::File(PathBuf::from(DEFAULT_CONFIG_PATH)),
-        None => ConfigSource::Missing,
-    }
-}
-
-/// The configuration as the daemon would use it: file (from `--config`, the environment or
-/// the default path, see [`config_source`]), then command-line overrides. Returns it with
-/// the name of its source.
-pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
-    let shortcut = cli.users.is_some() || cli.http_url.is_some();
-    let source = config_source(
-        cli.config.as_deref(),
-        std::env::var_os(CONFIG_ENV),
-        shortcut,
-        || Path::new(DEFAULT_CONFIG_PATH).exists(),
-    );
-    let (mut config, source) = match source {
-        ConfigSource::File(path) => (Config::load(&path)?, path.display().to_string()),
-        ConfigSource::CommandLine => (Config::default(), "command line".to_owned()),
-        ConfigSource::Missing => {
-            return Err(ConfigError::new(
-                DEFAULT_CONFIG_PATH,
-                "(file)",
-                format!(
-                    "not found; use --config FILE, ${CONFIG_ENV}, --users FILE or --http-url URL"
-                ),
-            ))
-        }
-    };
-    if let Some(p) = cli.protocol {
-        config.protocol = p;
-    }
-    if let Some(t) = cli.timeout {
-        config.timeout = t;
-    }
-    if let Some(l) = cli.log_level {
-        config.log.level = l;
-    }
-    if let Some(f) = cli.log_format {
-        config.log.format = f;
-    }
-    if let Some(t) = cli.log_target {
-        config.log.target = t;
-    }
-    if let Some(p) = cli.pty {
-        config.pty = p;
-    }
-    if let Some(f) = &cli.log_file {
-        config.log.file = Some(f.clone());
-    }
-    if shortcut {
-        // The shortcuts replace the configured backends and routes: the API first, then
-        // the users file for whatever the API answers 501 to.
-        config.backends.clear();
-        config.routes.clear();
-        if let Some(url) = &cli.http_url {
-            config
-                .backends
-                .push(BackendConfig::Http(HttpBackendConfig::new("http", url)));
-        }
-        if let Some(users) = &cli.users {
-            config.backends.push(BackendConfig::File(FileBackendConfig {
-                name: "users".into(),
-                path: users.clone(),
-            }));
-        }
-    }
-    config.validate(&source)?;
-    Ok((config, source))
 }
 
 /// Reports a configuration error and returns exit status 2. Before logging is set up, stderr
@@ -302,16 +197,6 @@ fn run(cli: &'static Cli) -> ExitCode {
     };
     crate::logging::flush();
     code
-}
-
-/// The router, behind the credential cache when `[cache]` enables it.
-pub fn build_handler(config: &Config, source: &str) -> Result<Arc<dyn Handler>, ConfigError> {
-    let router = Router::from_config(config, source)?;
-    Ok(if config.cache.enabled {
-        Arc::new(CachingHandler::new(router, &config.cache))
-    } else {
-        Arc::new(router)
-    })
 }
 
 /// Keeps memory flat across password checks.
@@ -543,16 +428,6 @@ fn hash_password_command() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn source(flag: Option<&str>, env: Option<&str>, shortcut: bool, exists: bool) -> ConfigSource {
-        config_source(flag.map(Path::new), env.map(Into::into), shortcut, || {
-            exists
-        })
-    }
-
-    fn file(path: &str) -> ConfigSource {
-        ConfigSource::File(PathBuf::from(path))
-    }
-
     #[test]
     fn a_reload_names_the_settings_that_need_a_restart() {
         let running = Config::default();
@@ -571,30 +446,5 @@ mod tests {
             restart_only_changes(&running, &loaded),
             ["protocol", "pty", "log.file"]
         );
-    }
-
-    #[test]
-    fn a_shortcut_never_reads_the_default_file() {
-        assert_eq!(source(None, None, true, true), ConfigSource::CommandLine);
-        assert_eq!(
-            source(None, Some(""), true, true),
-            ConfigSource::CommandLine
-        );
-        // Named explicitly, a file still applies.
-        assert_eq!(source(Some("/c.toml"), None, true, true), file("/c.toml"));
-        assert_eq!(source(None, Some("/e.toml"), true, true), file("/e.toml"));
-    }
-
-    #[test]
-    fn without_a_shortcut_flag_then_environment_then_default() {
-        let env = Some("/e.toml");
-        assert_eq!(source(Some("/c.toml"), env, false, true), file("/c.toml"));
-        assert_eq!(source(None, env, false, true), file("/e.toml"));
-        assert_eq!(source(None, None, false, true), file(DEFAULT_CONFIG_PATH));
-        assert_eq!(
-            source(None, Some(""), false, true),
-            file(DEFAULT_CONFIG_PATH)
-        );
-        assert_eq!(source(None, None, false, false), ConfigSource::Missing);
     }
 }

@@ -19,6 +19,7 @@ pub mod request;
 pub mod router;
 pub mod secret;
 pub mod server;
+pub mod setup;
 pub mod signals;
 pub mod state;
 pub mod stdio;
