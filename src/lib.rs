@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod fs;
 pub mod logging;
 pub mod memory;
