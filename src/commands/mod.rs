@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod generate;
+pub mod hash_password;
 pub mod prompt;
 pub mod query;
 pub mod users;
