@@ -13,7 +13,7 @@ pub fn main() -> ExitCode {
     // which needs the command line for as long as the process runs, and it is parsed once.
     let cli: &'static Cli = Box::leak(Box::new(Cli::parse()));
     let code = match cli.command {
-        Some(Command::HashPassword) => crate::commands::hash_password::hash_password_command(),
+        Some(Command::HashPassword) => crate::commands::hash_password::run(),
         Some(Command::Check { json }) => crate::commands::check::run(cli, json),
         Some(Command::Query {
             request,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use crate::secret::Secret;
 use crate::setup::EXIT_CONFIG;
 
-pub fn hash_password_command() -> ExitCode {
+pub fn run() -> ExitCode {
     // Wiped on drop, like the Secret made from it.
     let mut line = zeroize::Zeroizing::new(String::new());
     if let Err(e) = io::stdin().lock().read_line(&mut line) {
