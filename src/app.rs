@@ -1,6 +1,10 @@
-//! Glue between the command line, the configuration, logging and the request loop.
-//! `main.rs` calls [`main`]; everything here returns an exit code instead of exiting, so the
+//! Dispatch: parse the command line, then run the daemon ([`crate::daemon`]) or one of the
+//! operator commands ([`crate::commands`]), and let the log writer finish.
+//! `main.rs` calls [`main`]; everything returns an exit code instead of exiting, so the
 //! pieces stay testable.
+//!
+//! It must not build anything itself (configuration, handler, logging, runtime): that is
+//! [`crate::setup`]'s and the daemon's. Nothing imports this module but `main.rs`.
 
 use std::process::ExitCode;
 
@@ -9,7 +13,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 pub fn main() -> ExitCode {
-    // Leaked: the daemon prepares reloads on a thread of their own (see `SignalControl`),
+    // Leaked: the daemon prepares reloads on a thread of their own (see `daemon::reload::SignalControl`),
     // which needs the command line for as long as the process runs, and it is parsed once.
     let cli: &'static Cli = Box::leak(Box::new(Cli::parse()));
     let code = match cli.command {

@@ -1,3 +1,13 @@
+//! From the command line to the built pieces, shared by the daemon and the operator commands:
+//! where the configuration comes from and how the command line overrides it
+//! ([`load_config`]), and the request handler built from it ([`build_handler`]: the router,
+//! behind the credential cache when enabled). `check` and `query` use these so that they
+//! load and route exactly as the daemon does.
+//!
+//! It must not start anything (runtime, logging, signals, the request loop) nor touch
+//! stdin/stdout: its callers decide that. It must not import the daemon, the commands or
+//! `app`: arrows point from them to here.
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -1,3 +1,9 @@
+//! `extauth-bridge hash-password`: reads one password line from stdin and prints its hash
+//! in the users-file format on stdout. Exit 0 with the hash, 2 for an unreadable or empty
+//! password, 1 if hashing or writing it fails.
+//!
+//! It only hashes (with the file backend's hasher): it reads no configuration and writes no file.
+
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 

@@ -1,4 +1,4 @@
-//! The operator's commands: `check`, `query`, `users`, `generate`. Unlike the daemon they
+//! The operator's commands: `check`, `query`, `users`, `generate`, `hash-password`. Unlike the daemon they
 //! talk to a person, so their results go to stdout (each such write is marked `stdout-ok`)
 //! and their logs to stderr, whatever the configuration says: a `query` run as root must
 //! not create the daemon's log file with root as its owner.

@@ -1,3 +1,11 @@
+//! The daemon the XMPP server starts: the start-up order (pty set-up, allocator tuning,
+//! configuration, logging, signals, runtime, metrics), then the request loop until end of
+//! input or a stop signal, and the exit status. Reloading on SIGHUP is `reload.rs`'s.
+//!
+//! It builds its handler through [`crate::setup`] like the commands do; it picks the codec
+//! from the configuration but decodes nothing itself, and reaches the backends only through
+//! the handler it hands to the request loop. The commands must not import it.
+
 use std::io;
 use std::process::ExitCode;
 

@@ -1,3 +1,10 @@
+//! The daemon's [`crate::server::Control`]: stop on SIGTERM/SIGINT, and on SIGHUP prepare
+//! the new configuration and handler on a thread of their own and hand them to the request
+//! loop once ready; which settings a reload can apply and which need a restart.
+//!
+//! It must never block the request thread (a reload that hangs is never applied), and it
+//! builds the new handler only through [`crate::setup`], as at start-up.
+
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
