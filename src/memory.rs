@@ -3,7 +3,7 @@
 //!
 //! The big consumer is argon2id: verifying a hash made with the defaults allocates 19 MiB
 //! (the hash's own memory cost, chosen by whoever made it) for as long as it runs. The
-//! allocator returns it afterwards (`app::limit_allocator_retention`); what is bounded here is
+//! allocator returns it afterwards (`daemon::limit_allocator_retention`); what is bounded here is
 //! how many run at once, and how many threads the blocking pool may hold.
 
 /// Concurrent CPU-bound work (password hashing) gains nothing beyond the cores there are,

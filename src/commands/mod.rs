@@ -1,10 +1,11 @@
-//! The operator's commands: `check`, `query`, `users`, `generate`. Unlike the daemon they
+//! The operator's commands: `check`, `query`, `users`, `generate`, `hash-password`. Unlike the daemon they
 //! talk to a person, so their results go to stdout (each such write is marked `stdout-ok`)
 //! and their logs to stderr, whatever the configuration says: a `query` run as root must
 //! not create the daemon's log file with root as its owner.
 
 pub mod check;
 pub mod generate;
+pub mod hash_password;
 pub mod prompt;
 pub mod query;
 pub mod users;

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use super::{fail, millis, prompt, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
-use crate::app::load_config;
 use crate::cli::{Cli, QueryRequest};
 use crate::outcome::{Outcome, Status};
 use crate::request::{Account, Command, Request};
 use crate::secret::Secret;
 use crate::server::handle_request;
+use crate::setup::load_config;
 
 impl QueryRequest {
     fn needs_password(self) -> bool {
@@ -120,7 +120,7 @@ pub fn run(cli: &Cli, what: QueryRequest, user: &str, server: &str) -> ExitCode 
         Err(e) => return fail(EXIT_ERROR, e),
     };
     // The daemon's handler: the routes, behind the credential cache when it is enabled.
-    let handler = match crate::app::build_handler(&config, &source) {
+    let handler = match crate::setup::build_handler(&config, &source) {
         Ok(h) => h,
         Err(e) => return fail(EXIT_ERROR, e),
     };

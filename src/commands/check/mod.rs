@@ -16,11 +16,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{millis, say, EXIT_ERROR, EXIT_NO, EXIT_OK};
-use crate::app::load_config;
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::logging::destination;
 use crate::router::{build_backend, Router};
+use crate::setup::load_config;
 use findings::{
     config_found, describe, file_permissions, logs, metrics, proxy_environment, relative_paths,
     routes, running_as, setpass_refusals, stdout_kind, timing, user_name,
