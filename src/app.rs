@@ -28,7 +28,7 @@ pub fn main() -> ExitCode {
         Some(Command::Generate { ref what }) => crate::commands::generate::run(what),
         Some(Command::Run) | None => crate::daemon::run(cli),
     };
-    // Log lines are written by a thread of their own (see logging.rs): give it a moment to
+    // Log lines are written by a thread of their own (see logging/writer.rs): give it a moment to
     // write the last ones before the process ends.
     crate::logging::finish();
     code
