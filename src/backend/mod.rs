@@ -105,6 +105,17 @@ pub(crate) fn unavailable_status(status: reqwest::StatusCode) -> bool {
     )
 }
 
+/// The error for a status that is no success: `Unavailable` for 502/503/504
+/// ([`unavailable_status`]), `Protocol` for any other, so that only a peer that is down lets
+/// a route fall through.
+pub(crate) fn status_error(status: reqwest::StatusCode, why: String) -> BackendError {
+    if unavailable_status(status) {
+        BackendError::Unavailable(why)
+    } else {
+        BackendError::Protocol(why)
+    }
+}
+
 impl BackendError {
     /// A short stable name for logs and metrics.
     pub fn kind(&self) -> &'static str {

@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 
 use super::body::{read_capped, MAX_DOCUMENT};
 use super::client::RETRY_AFTER_FAILURE;
-use crate::backend::{classify, unavailable_status, BackendError};
+use crate::backend::{classify, status_error, BackendError};
 
 /// Where to send each kind of request. `None`: neither configured nor discovered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -256,12 +256,10 @@ async fn fetch_document(
     if !status.is_success() {
         // As everywhere: only the IdP or its proxy being down is an outage that a route
         // may fall through; any other status is the IdP answering, badly.
-        let why = format!("{url}: HTTP {status}");
-        return Err(DocError::Failed(if unavailable_status(status) {
-            BackendError::Unavailable(why)
-        } else {
-            BackendError::Protocol(why)
-        }));
+        return Err(DocError::Failed(status_error(
+            status,
+            format!("{url}: HTTP {status}"),
+        )));
     }
     let body = read_capped(response, MAX_DOCUMENT, url)
         .await

@@ -92,12 +92,10 @@ pub async fn password_grant(
     match (status.as_u16(), code.as_str()) {
         (400 | 401, "invalid_grant") => Ok(Grant::Refused("invalid_grant")),
         // Only a gateway's "down" falls through: a 500 is the IdP's answer to this password.
-        _ if crate::backend::unavailable_status(status) => Err(BackendError::Unavailable(format!(
-            "token endpoint: HTTP {status} {code}"
-        ))),
-        _ => Err(BackendError::Protocol(format!(
-            "token endpoint: HTTP {status} {code}"
-        ))),
+        _ => Err(crate::backend::status_error(
+            status,
+            format!("token endpoint: HTTP {status} {code}"),
+        )),
     }
 }
 

@@ -43,10 +43,9 @@ pub async fn introspect(
                 "introspection: HTTP {status} {code}: the client credentials or bearer were refused"
             )),
             // Only a gateway's "down" falls through: a 500 is the IdP's answer to this token.
-            _ if crate::backend::unavailable_status(status) => {
-                BackendError::Unavailable(format!("introspection: HTTP {status}"))
+            _ => {
+                crate::backend::status_error(status, format!("introspection: HTTP {status} {code}"))
             }
-            _ => BackendError::Protocol(format!("introspection: HTTP {status} {code}")),
         });
     }
     judge_body(&body, settings, now())

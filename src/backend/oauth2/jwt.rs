@@ -29,7 +29,7 @@ use super::body::{read_capped, MAX_DOCUMENT};
 use super::client::RETRY_AFTER_FAILURE;
 use super::identity::{Claims, Verdict};
 use super::introspect::LEEWAY_SECS;
-use crate::backend::{classify, unavailable_status, BackendError};
+use crate::backend::{classify, status_error, BackendError};
 use crate::secret::Secret;
 
 /// The least time between two refetches caused by an unknown `kid`.
@@ -282,12 +282,7 @@ async fn fetch(http: &reqwest::Client, uri: &str) -> Result<KeySet, BackendError
     if !status.is_success() {
         // Only 502/503/504 are an outage (a route may fall through); any other status is
         // the IdP answering, badly.
-        let why = format!("JWKS: HTTP {status}");
-        return Err(if unavailable_status(status) {
-            BackendError::Unavailable(why)
-        } else {
-            BackendError::Protocol(why)
-        });
+        return Err(status_error(status, format!("JWKS: HTTP {status}")));
     }
     let body = read_capped(response, MAX_DOCUMENT, "JWKS").await?;
     Ok(KeySet {

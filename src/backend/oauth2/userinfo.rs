@@ -5,7 +5,7 @@
 //! that is refused as a protocol error rather than trusted unverified.
 
 use super::identity::{Claims, Verdict};
-use crate::backend::{classify, unavailable_status, BackendError};
+use crate::backend::{classify, status_error, BackendError};
 use crate::secret::Secret;
 
 pub async fn fetch(
@@ -25,12 +25,7 @@ pub async fn fetch(
         200 => {}
         401 | 403 => return Ok(Err("userinfo refused the token")),
         // Only a gateway's "down" falls through: a 500 is the IdP's answer to this token.
-        _ if unavailable_status(status) => {
-            return Err(BackendError::Unavailable(format!(
-                "userinfo: HTTP {status}"
-            )))
-        }
-        _ => return Err(BackendError::Protocol(format!("userinfo: HTTP {status}"))),
+        _ => return Err(status_error(status, format!("userinfo: HTTP {status}"))),
     }
     let body = super::body::read_capped(response, super::body::MAX_RESPONSE, "userinfo").await?;
     parse_claims(&body).map(Ok)
