@@ -38,14 +38,6 @@ pub fn normalize_account(part: &str) -> Cow<'_, str> {
     }
 }
 
-impl Account {
-    /// `user@server`, both parts normalised ([`normalize_account`]): the name under which
-    /// two spellings of one account are the same.
-    pub fn key(&self) -> String {
-        account_key(&self.user, &self.server)
-    }
-}
-
 /// [`Account::key`] for parts not (yet) in an [`Account`].
 pub fn account_key(user: &str, server: &str) -> String {
     format!("{}@{}", normalize_account(user), normalize_account(server))
@@ -302,12 +294,7 @@ mod tests {
         assert_eq!(normalize_account("ǅemo"), "ǆemo");
         assert_eq!(normalize_account("Ǆemo"), "ǆemo");
         assert_eq!(normalize_account("ÉTÉ"), "été");
-        let account = Account {
-            user: "ǅemo".into(),
-            server: "Example.NET".into(),
-        };
-        assert_eq!(account.key(), "ǆemo@example.net");
-        assert_eq!(account.key(), account_key("ǆemo", "example.net"));
+        assert_eq!(account_key("ǅemo", "Example.NET"), "ǆemo@example.net");
     }
 
     #[test]

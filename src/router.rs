@@ -191,29 +191,26 @@ impl Chain {
                 crate::metrics::passed_over(self.backends[*j].name(), e.kind());
             }
             match op.run(backend.as_ref(), account).await {
-                Ok(false) if unavailable.is_some() => {
-                    let Some((j, outage)) = unavailable else {
-                        break;
-                    };
-                    return Answer {
-                        by: None,
-                        outcome: Outcome {
-                            answer: false,
-                            backend: Some(self.backends[j].name().to_owned()),
-                            status: Status::UnavailableThenNo(format!(
-                                "{outage}; `{}` below it said no",
-                                backend.name()
-                            )),
-                        },
-                        passed_unavailable: true,
-                    };
-                }
                 Ok(answer) => {
+                    if let (false, Some((j, outage))) = (answer, &unavailable) {
+                        return Answer {
+                            by: None,
+                            outcome: Outcome {
+                                answer: false,
+                                backend: Some(self.backends[*j].name().to_owned()),
+                                status: Status::UnavailableThenNo(format!(
+                                    "{outage}; `{}` below it said no",
+                                    backend.name()
+                                )),
+                            },
+                            passed_unavailable: true,
+                        };
+                    }
                     return Answer {
                         by: Some(i),
                         outcome: Outcome::answered(backend.name(), answer),
                         passed_unavailable: unavailable.is_some(),
-                    }
+                    };
                 }
                 Err(BackendError::Unsupported) => {
                     last_error = Some((i, BackendError::Unsupported));
@@ -271,6 +268,15 @@ impl Chain {
         match self.backends.last() {
             Some(b) => Outcome::error(b.name(), BackendError::Unsupported),
             None => Outcome::refused("no backend in the route"),
+        }
+    }
+
+    /// Runs `op` on backend `i` alone: its answer, or its error.
+    async fn run_one(&self, i: usize, op: Op<'_>, account: &Account) -> Outcome {
+        let backend = &self.backends[i];
+        match op.run(backend.as_ref(), account).await {
+            Ok(answer) => Outcome::answered(backend.name(), answer),
+            Err(e) => Outcome::error(backend.name(), e),
         }
     }
 
@@ -336,11 +342,7 @@ impl Handler for Router {
                         return refusal;
                     }
                 }
-                let backend = &chain.backends[i];
-                match Op::RemoveUser.run(backend.as_ref(), account).await {
-                    Ok(answer) => Outcome::answered(backend.name(), answer),
-                    Err(e) => Outcome::error(backend.name(), e),
-                }
+                chain.run_one(i, Op::RemoveUser, account).await
             }
         }
     }

@@ -41,7 +41,7 @@ pub struct Config {
     /// Longest accepted line in the line protocol, in bytes.
     #[serde(default = "default_max_line")]
     pub max_line: usize,
-    /// How many requests already read may run at once (read-ahead; see `server.rs`).
+    /// How many requests already read may run at once (read-ahead; see `server/answer.rs`).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     #[serde(default)]
