@@ -6,6 +6,7 @@
 //! go, proxies in the environment. Every failure it can name gets a hint ([`hints`]).
 //! Exit 0 when all is well, 1 when something is broken, 2 for a configuration error.
 
+mod environment;
 mod findings;
 mod hints;
 
@@ -21,9 +22,9 @@ use crate::config::Config;
 use crate::logging::destination;
 use crate::router::{build_backend, Router};
 use crate::setup::load_config;
+use environment::{file_permissions, proxy_environment, running_as, stdout_kind, user_name};
 use findings::{
-    config_found, describe, file_permissions, logs, metrics, proxy_environment, relative_paths,
-    routes, running_as, setpass_refusals, stdout_kind, timing, user_name,
+    config_found, describe, logs, metrics, relative_paths, routes, setpass_refusals, timing,
 };
 use hints::{backend_hint, hint};
 
