@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod duration;
 pub mod fs;
 pub mod logging;
 pub mod memory;

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::protocol::Protocol;
 use crate::request::normalize_account;
@@ -36,7 +36,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(4);
 pub struct Config {
     #[serde(default)]
     pub protocol: Protocol,
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub timeout: Duration,
     /// Longest accepted line in the line protocol, in bytes.
     #[serde(default = "default_max_line")]
@@ -59,12 +62,18 @@ pub struct Config {
     /// for `extauth-bridge-{pid}.prom` files. Unset: no file. See `metrics/export.rs`.
     #[serde(default)]
     pub metrics_file: Option<PathBuf>,
-    #[serde(default = "default_metrics_interval", deserialize_with = "duration")]
+    #[serde(
+        default = "default_metrics_interval",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub metrics_interval: Duration,
     #[serde(default)]
     pub metrics_on_exit: OnExit,
     /// How often to log a one-line summary of the metrics; `0s`: at exit only.
-    #[serde(default = "default_summary_interval", deserialize_with = "duration")]
+    #[serde(
+        default = "default_summary_interval",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub metrics_summary_interval: Duration,
 }
 
@@ -311,14 +320,17 @@ pub struct CacheConfig {
     #[serde(default)]
     pub enabled: bool,
     /// How long a positive answer is served without asking the backend.
-    #[serde(default = "default_ttl", deserialize_with = "crate::config::duration")]
+    #[serde(
+        default = "default_ttl",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub ttl: Duration,
     /// Most credentials remembered (least recently used go first).
     #[serde(default = "default_max_entries")]
     pub max_entries: u64,
     /// How old a positive answer may be and still be served while the backend is unavailable.
     /// `0` (the default) never serves a stale answer.
-    #[serde(default, deserialize_with = "crate::config::duration")]
+    #[serde(default, deserialize_with = "crate::duration::deserialize")]
     pub stale_if_error: Duration,
 }
 
@@ -339,13 +351,6 @@ fn default_ttl() -> Duration {
 
 fn default_max_entries() -> u64 {
     10_000
-}
-
-/// Parses durations such as `4s`, `500ms`, `1m 30s`.
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
 }
 
 #[cfg(test)]

@@ -34,12 +34,12 @@ pub struct HttpBackendConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(
         default = "default_connect_timeout",
-        deserialize_with = "crate::config::duration"
+        deserialize_with = "crate::duration::deserialize"
     )]
     pub connect_timeout: Duration,
     #[serde(
         default = "default_request_timeout",
-        deserialize_with = "crate::config::duration"
+        deserialize_with = "crate::duration::deserialize"
     )]
     pub request_timeout: Duration,
     /// Largest response body read, in bytes; a longer one is an error.

@@ -129,22 +129,22 @@ pub struct OAuth2BackendConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(
         default = "default_connect_timeout",
-        deserialize_with = "crate::config::duration"
+        deserialize_with = "crate::duration::deserialize"
     )]
     pub connect_timeout: Duration,
     #[serde(
         default = "default_request_timeout",
-        deserialize_with = "crate::config::duration"
+        deserialize_with = "crate::duration::deserialize"
     )]
     pub request_timeout: Duration,
     #[serde(
         default = "default_refresh",
-        deserialize_with = "crate::config::duration"
+        deserialize_with = "crate::duration::deserialize"
     )]
     pub discovery_refresh: Duration,
     #[serde(
         default = "default_refresh",
-        deserialize_with = "crate::config::duration"
+        deserialize_with = "crate::duration::deserialize"
     )]
     pub jwks_refresh: Duration,
 }
