@@ -114,9 +114,9 @@ impl Live {
         Live::spawn_env(args, &[])
     }
 
-    /// [`Live::spawn`] with extra environment variables (the debug-build test hooks).
-    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Live {
-        let mut child = Command::new(BIN)
+    /// The bridge with three pipes, as the XMPP servers start it.
+    fn child(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        Command::new(BIN)
             .args(args)
             .env_remove("EXTAUTH_BRIDGE_CONFIG")
             .envs(env.iter().copied())
@@ -124,7 +124,12 @@ impl Live {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn bridge");
+            .expect("spawn bridge")
+    }
+
+    /// [`Live::spawn`] with extra environment variables (the debug-build test hooks).
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Live {
+        let mut child = Live::child(args, env);
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -147,14 +152,7 @@ impl Live {
     /// Like [`Live::spawn`], but stderr is handed to the caller, unread: its lines never
     /// reach [`Live::wait_for_log`].
     pub fn spawn_keeping_stderr(args: &[&str]) -> (Live, std::process::ChildStderr) {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_remove("EXTAUTH_BRIDGE_CONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn bridge");
+        let mut child = Live::child(args, &[]);
         let stderr = child.stderr.take().unwrap();
         let (_, rx) = std::sync::mpsc::channel();
         let live = Live {
