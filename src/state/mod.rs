@@ -4,11 +4,14 @@
 //!   per-process random key), the only form in which state ever refers to a user or a
 //!   password;
 //! - [`cache`]: the positive-result credential cache, a [`crate::router::Handler`] wrapper
-//!   over one bounded LRU map (moka) of such keys.
+//!   over one bounded LRU map (moka) of such keys;
+//! - [`generation`]: a counter per account slot that a password change bumps, so that a
+//!   remembered fact about a credential can tell it is out of date.
 //!
 //! The per-account throttle and the per-backend breaker belong here too, on the same keys
 //! and the same kind of map. State lives in the process's memory only: nothing here writes
 //! a file or talks to the network, and nothing here holds a password or a user name in clear.
 
 pub mod cache;
+pub mod generation;
 pub mod keyed;

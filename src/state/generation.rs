@@ -1,0 +1,113 @@
+//! Account generations: a number per account that changes whenever the account's password
+//! may have changed, so that anything remembered about its credentials (a cached yes, a
+//! trusted credential, a remembered wrong password) can tell it is out of date.
+//!
+//! Whatever remembers a fact about a credential stores the account's generation next to
+//! it, and uses the fact only while [`Generations::current`] still returns that number. A
+//! `setpass`, `removeuser` or `removeuser3` calls [`Generations::bump`] before and after it
+//! runs. Reading is one atomic load: this is checked on every cache hit.
+//!
+//! Accounts map to a fixed number of slots by an *unkeyed* hash of the account as the users
+//! file folds it ([`normalize_account`]): every process of a pool must find the same slot
+//! for one account, and must not need a shared secret to do so. Two accounts may share a
+//! slot; a bump then also invalidates the other one, which only costs it one more backend
+//! call. A slot holds a counter, never a name, so the slots tell nothing but "some account
+//! whose hash lands here changed".
+//!
+//! Must not decide anything: it only says whether a remembered fact is still current.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use crate::request::normalize_account;
+
+/// How many slots the generations have. A power of two; 8 bytes each (512 KiB, touched
+/// lazily by the kernel, so a small pool pays for the pages its accounts land on).
+pub const SLOTS: usize = 1 << 16;
+
+/// An account's generation at the time a fact about it was remembered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation(u64);
+
+/// Where an account's counter lives. Made once per request and reused for every lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(usize);
+
+impl Slot {
+    /// The slot of `user@server`, the same in every process and every version of the bridge
+    /// (SHA-256 of the length-prefixed folded fields: no per-process key, no std hasher
+    /// whose algorithm may change between releases).
+    pub fn of(user: &str, server: &str) -> Slot {
+        let mut hash = Sha256::new();
+        for field in [normalize_account(user), normalize_account(server)] {
+            hash.update((field.len() as u64).to_be_bytes());
+            hash.update(field.as_bytes());
+        }
+        let digest = hash.finalize();
+        let index = u64::from_be_bytes([
+            digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+        ]);
+        Slot((index as usize) & (SLOTS - 1))
+    }
+
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// The counters. Today in this process's memory; a file-backed variant shares them with
+/// every process of the pool.
+pub struct Generations {
+    slots: Box<[AtomicU64]>,
+}
+
+impl Generations {
+    /// Counters seen by this process only.
+    pub fn in_memory() -> Generations {
+        Generations {
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The account's generation now.
+    pub fn current(&self, slot: Slot) -> Generation {
+        Generation(self.slots[slot.0].load(Ordering::Acquire))
+    }
+
+    /// Marks every fact remembered about the account (and its slot's neighbours) as out
+    /// of date.
+    pub fn bump(&self, slot: Slot) {
+        self.slots[slot.0].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether a fact remembered at `then` still holds.
+    pub fn is_current(&self, slot: Slot, then: Generation) -> bool {
+        self.current(slot) == then
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bump_outdates_the_account_under_every_spelling() {
+        let g = Generations::in_memory();
+        let slot = Slot::of("Romeo", "Example.NET");
+        assert_eq!(slot, Slot::of("romeo", "example.net"));
+        let then = g.current(slot);
+        assert!(g.is_current(slot, then));
+        g.bump(Slot::of("ROMEO", "example.net"));
+        assert!(!g.is_current(slot, then));
+    }
+
+    #[test]
+    fn slots_spread_and_do_not_shift_fields() {
+        assert_ne!(Slot::of("ab", "c"), Slot::of("a", "bc"));
+        let distinct: std::collections::HashSet<usize> = (0..1000)
+            .map(|i| Slot::of(&format!("user{i}"), "example.net").index())
+            .collect();
+        assert!(distinct.len() > 980, "{}", distinct.len());
+    }
+}
