@@ -17,10 +17,14 @@
 //! Must not decide anything: it only says whether a remembered fact is still current.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::request::normalize_account;
+use crate::outcome::Outcome;
+use crate::request::{normalize_account, Request};
+use crate::router::Handler;
 
 /// How many slots the generations have. A power of two; 8 bytes each (512 KiB, touched
 /// lazily by the kernel, so a small pool pays for the pages its accounts land on).
@@ -87,6 +91,43 @@ impl Generations {
     }
 }
 
+/// A [`Handler`] that bumps the account's generation before and after every request that
+/// may change or create its password (`setpass`, `tryregister`, `removeuser`,
+/// `removeuser3`), whatever the answer: a timed-out `setpass` may still have changed the
+/// password. Before, so that a fact remembered while the change runs is already out of date;
+/// after, so that one remembered from an answer computed across the change is too. The
+/// outermost state layer, so the cache and the throttle below it see the new generation.
+pub struct GenerationHandler<H> {
+    inner: H,
+    generations: Arc<Generations>,
+}
+
+impl<H: Handler> GenerationHandler<H> {
+    pub fn new(inner: H, generations: Arc<Generations>) -> Self {
+        GenerationHandler { inner, generations }
+    }
+}
+
+#[async_trait]
+impl<H: Handler> Handler for GenerationHandler<H> {
+    async fn handle(&self, request: &Request) -> Outcome {
+        match request {
+            Request::SetPass(..)
+            | Request::TryRegister(..)
+            | Request::RemoveUser(..)
+            | Request::RemoveUser3(..) => {
+                let a = request.account();
+                let slot = Slot::of(&a.user, &a.server);
+                self.generations.bump(slot);
+                let outcome = self.inner.handle(request).await;
+                self.generations.bump(slot);
+                outcome
+            }
+            _ => self.inner.handle(request).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +150,52 @@ mod tests {
             .map(|i| Slot::of(&format!("user{i}"), "example.net").index())
             .collect();
         assert!(distinct.len() > 980, "{}", distinct.len());
+    }
+
+    /// Records the account's generation as the inner handler sees it.
+    struct Seen(Arc<Generations>, std::sync::Mutex<Vec<Generation>>);
+
+    #[async_trait]
+    impl Handler for Arc<Seen> {
+        async fn handle(&self, request: &Request) -> Outcome {
+            let a = request.account();
+            let g = self.0.current(Slot::of(&a.user, &a.server));
+            self.1.lock().unwrap().push(g);
+            Outcome::answered("inner", true)
+        }
+    }
+
+    #[test]
+    fn changes_bump_before_and_after_questions_do_not() {
+        let generations = Arc::new(Generations::in_memory());
+        let seen = Arc::new(Seen(Arc::clone(&generations), Default::default()));
+        let h = GenerationHandler::new(Arc::clone(&seen), Arc::clone(&generations));
+        let slot = Slot::of("u", "s");
+        let run = |line: &str| {
+            let request = Request::parse(line.as_bytes()).unwrap();
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(h.handle(&request));
+        };
+        let start = generations.current(slot);
+        run("auth:u:s:pw");
+        run("isuser:u:s");
+        assert!(generations.is_current(slot, start));
+        for change in [
+            "setpass:u:s:new",
+            "tryregister:u:s:pw",
+            "removeuser:u:s",
+            "removeuser3:u:s:pw",
+        ] {
+            let before = generations.current(slot);
+            run(change);
+            let during = *seen.1.lock().unwrap().last().unwrap();
+            assert_ne!(during, before, "{change}: not bumped before");
+            assert!(
+                !generations.is_current(slot, during),
+                "{change}: not bumped after"
+            );
+        }
     }
 }
