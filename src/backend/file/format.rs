@@ -1,6 +1,7 @@
 //! The users file's text: one line kept per line of the file, parsed and rendered back byte
 //! for byte, the index of its accounts ([`UsersFile`]), which accounts a line can hold
-//! ([`storable`]), and what is wrong with a line ([`BadLine`], [`BadKind`]).
+//! ([`storable`]), which hashes are locked ([`is_locked`]), and what is wrong with a line
+//! ([`BadLine`], [`BadKind`]).
 //!
 //! Pure, bytes in and bytes out: the fuzz targets drive it directly. It must not touch the
 //! file system, log, or hash; whether a stored hash is over the cost limits it asks
@@ -28,6 +29,17 @@ pub fn storable(account: &Account) -> bool {
         && !account.server.contains(bad)
         && fits(&account.user)
         && fits(&account.server)
+}
+
+/// The hash written for an account remembered from another backend (`remember_accounts`):
+/// the account exists, no password verifies.
+pub const LOCKED: &str = "!";
+
+/// Whether a stored hash is locked, as in `/etc/shadow`: `!`, `!` before anything (a hash
+/// disabled by `usermod -L`), or `*`. Such an entry exists for `isuser` and never
+/// authenticates: it is verified like a missing account, against the decoy.
+pub fn is_locked(hash: &str) -> bool {
+    hash.starts_with('!') || hash.starts_with('*')
 }
 
 /// A parsed users file, keeping every line so a rewrite changes only what it must.
@@ -183,6 +195,8 @@ impl UsersFile {
         (file, bad)
     }
 
+    /// The hash a password is verified against; `None` for a missing account, and for one
+    /// whose hash is refused or locked: all three cost the decoy, and say no.
     pub fn hash_of(&self, user: &str, server: &str) -> Option<&str> {
         let i = *self.index.get(&account_key(user, server))?;
         match &self.lines[i] {
@@ -190,9 +204,17 @@ impl UsersFile {
                 hash,
                 refused: false,
                 ..
-            } => Some(hash),
-            Line::Entry { refused: true, .. } | Line::Duplicate { .. } | Line::Other(_) => None,
+            } if !is_locked(hash) => Some(hash),
+            Line::Entry { .. } => None,
+            Line::Duplicate { .. } | Line::Other(_) => None,
         }
+    }
+
+    /// Whether the account is in the file with a locked hash ([`is_locked`]).
+    pub fn is_locked(&self, user: &str, server: &str) -> bool {
+        self.index
+            .get(&account_key(user, server))
+            .is_some_and(|&i| matches!(&self.lines[i], Line::Entry { hash, .. } if is_locked(hash)))
     }
 
     pub fn contains(&self, user: &str, server: &str) -> bool {
@@ -231,8 +253,13 @@ impl UsersFile {
 
     /// Accounts in file order, as `user@domain`, each once.
     pub fn accounts(&self) -> impl Iterator<Item = &str> {
+        self.entries().map(|(key, _)| key)
+    }
+
+    /// [`Self::accounts`], each with whether its hash is locked ([`is_locked`]).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, bool)> {
         self.lines.iter().filter_map(|l| match l {
-            Line::Entry { key, .. } => Some(key.as_str()),
+            Line::Entry { key, hash, .. } => Some((key.as_str(), is_locked(hash))),
             Line::Duplicate { .. } | Line::Other(_) => None,
         })
     }
@@ -316,8 +343,8 @@ fn parse_entry(line: &str) -> Result<(&str, &str, &str), &'static str> {
     if user.is_empty() || server.is_empty() {
         return Err("empty user or domain");
     }
-    if !hash.starts_with('$') {
-        return Err("hash is not a PHC string (argon2id) or bcrypt hash");
+    if !hash.starts_with('$') && !is_locked(hash) {
+        return Err("hash is not a PHC string (argon2id), a bcrypt hash or locked (`!`, `*`)");
     }
     Ok((user, server, hash))
 }
@@ -390,6 +417,27 @@ mod tests {
         assert_eq!(bad[0].kind, BadKind::Malformed);
         assert_eq!(users.render(), long.as_bytes());
         assert_eq!(UsersFile::parse(b"\n\n").0.render(), b"\n\n");
+    }
+
+    #[test]
+    fn locked_entries_exist_and_have_no_hash() {
+        let text = "a@h:!\nb@h:!$argon2id$x\nc@h:*\nd@h:$x\ne@h:\nf@h:x!\n";
+        let (mut users, bad) = UsersFile::parse(text);
+        let entries: Vec<_> = users.entries().collect();
+        assert_eq!(
+            entries,
+            [("a@h", true), ("b@h", true), ("c@h", true), ("d@h", false)]
+        );
+        // An empty hash, or one that is neither a hash nor locked, is still no entry.
+        assert_eq!(bad.iter().map(|b| b.number).collect::<Vec<_>>(), [5, 6]);
+        for user in ["a", "b", "c"] {
+            assert!(users.contains(user, "h") && users.is_locked(user, "H"));
+            assert_eq!(users.hash_of(user, "h"), None);
+        }
+        assert!(!users.is_locked("d", "h") && !users.is_locked("zz", "h"));
+        assert_eq!(users.typical_cost(), None);
+        assert!(users.insert("g", "h", LOCKED.into()));
+        assert_eq!(rendered(&users), format!("{text}g@h:!\n"));
     }
 
     #[test]

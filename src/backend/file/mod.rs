@@ -298,8 +298,23 @@ impl Backend for FileBackend {
         }
         let hash = Self::new_hash(password).await?;
         let account = account.clone();
-        self.modify(move |users| Ok(users.set_hash(&account.user, &account.server, hash)))
-            .await
+        let path = self.path.clone();
+        self.modify(move |users| {
+            // A locked entry is an account remembered from another backend (an IdP holds its
+            // password): a password set here would give it a second, local one that the IdP
+            // knows nothing of. Refused; `users passwd` is the admin's way.
+            if users.is_locked(&account.user, &account.server) {
+                tracing::warn!(
+                    path = %path.display(),
+                    user = account.user.as_str(),
+                    server = account.server.as_str(),
+                    "users file: setpass refused: the account is locked (remembered from another backend)"
+                );
+                return Ok(false);
+            }
+            Ok(users.set_hash(&account.user, &account.server, hash))
+        })
+        .await
     }
 
     async fn register(&self, account: &Account, password: &Secret) -> BackendResult {
@@ -424,5 +439,80 @@ mod tests {
         let mut users = users;
         assert!(users.set_hash("u2", "h", good.clone()));
         assert_eq!(users.hash_of("u2", "h"), Some(good.as_str()));
+    }
+
+    /// A locked entry (remembered from another backend) never authenticates, whatever the
+    /// password, and costs what a missing account costs (the decoy): no timing oracle. It
+    /// exists for `isuser`, and a password cannot be set for it here.
+    #[tokio::test]
+    async fn a_locked_entry_never_authenticates_and_costs_the_decoy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        let good = bcrypt::hash("pw", 9).unwrap();
+        let text = format!("known@h:{good}\nlocked@h:!\nstar@h:*\nold@h:!{good}\n");
+        fs::write(&path, &text).unwrap();
+        let backend = FileBackend::new("users", &path);
+        let account = |user: &str| Account {
+            user: user.into(),
+            server: "h".into(),
+        };
+        let timed = |user: &'static str, password: &'static str| {
+            let backend = &backend;
+            async move {
+                let started = std::time::Instant::now();
+                let answer = backend
+                    .authenticate(&account(user), &Secret::new(password))
+                    .await;
+                (answer, started.elapsed())
+            }
+        };
+        // Warm: the decoy is made with the first read.
+        assert!(matches!(timed("known", "pw").await.0, Ok(true)));
+        for user in ["locked", "star", "old"] {
+            for password in ["!", "*", "", "pw", "!pw"] {
+                let (answer, _) = timed(user, password).await;
+                assert!(
+                    matches!(answer, Ok(false)),
+                    "{user} {password:?}: {answer:?}"
+                );
+            }
+            assert!(matches!(
+                backend.user_exists(&account(user)).await,
+                Ok(true)
+            ));
+        }
+        let median = |mut v: Vec<std::time::Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        let (mut locked, mut missing) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            locked.push(timed("locked", "!").await.1);
+            missing.push(timed("nobody", "!").await.1);
+        }
+        let (locked, missing) = (median(locked), median(missing));
+        // bcrypt cost 9 is tens of milliseconds: a locked entry skipping the decoy would
+        // answer in microseconds.
+        assert!(
+            locked * 2 > missing && missing * 2 > locked,
+            "locked {locked:?}, missing {missing:?}"
+        );
+        // setpass on a locked entry: refused, nothing written.
+        assert!(matches!(
+            backend
+                .set_password(&account("locked"), &Secret::new("new"))
+                .await,
+            Ok(false)
+        ));
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        // A removal works as for any account.
+        assert!(matches!(
+            backend.remove_user(&account("locked")).await,
+            Ok(true)
+        ));
+        assert!(matches!(
+            backend.user_exists(&account("locked")).await,
+            Ok(false)
+        ));
     }
 }
