@@ -42,7 +42,7 @@ pub fn build_backend(
     index: usize,
     file: &str,
 ) -> Result<Arc<dyn Backend>, ConfigError> {
-    Ok(match config {
+    let built: Arc<dyn Backend> = match config {
         BackendConfig::File(c) => Arc::new(crate::backend::FileBackend::new(&c.name, &c.path)),
         BackendConfig::Http(c) => Arc::new(
             crate::backend::HttpBackend::new(c)
@@ -52,6 +52,11 @@ pub fn build_backend(
             crate::backend::OAuth2Backend::new(c)
                 .map_err(|(k, m)| ConfigError::new(file, format!("backend[{index}].{k}"), m))?,
         ),
+    };
+    // The router never learns of it: a decorator, like any other.
+    Ok(match config.remember_accounts() {
+        Some(path) => Arc::new(crate::backend::RememberingBackend::new(built, path)),
+        None => built,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod file;
 pub mod http;
 pub(crate) mod net;
 pub mod oauth2;
+pub mod remember;
 
 use async_trait::async_trait;
 
@@ -15,6 +16,7 @@ use crate::secret::Secret;
 pub use file::FileBackend;
 pub use http::HttpBackend;
 pub use oauth2::OAuth2Backend;
+pub use remember::RememberingBackend;
 
 /// Why a backend gave no yes/no answer. Messages never contain a password, token or secret.
 #[derive(Debug, thiserror::Error)]

@@ -239,6 +239,16 @@ impl BackendConfig {
             BackendConfig::Oauth2(c) => &c.name,
         }
     }
+
+    /// `remember_accounts`: the users file its logins are remembered in. Not a key of the
+    /// file backend, which knows its accounts.
+    pub fn remember_accounts(&self) -> Option<&std::path::Path> {
+        match self {
+            BackendConfig::File(_) => None,
+            BackendConfig::Http(c) => c.remember_accounts.as_deref(),
+            BackendConfig::Oauth2(c) => c.remember_accounts.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

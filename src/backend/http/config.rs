@@ -47,6 +47,9 @@ pub struct HttpBackendConfig {
     pub max_body: usize,
     /// The account `extauth-bridge check` asks `user_exists` about, `user@domain`.
     pub check_account: Option<String>,
+    /// A users file that every account logging in through this backend is added to, locked
+    /// (`crate::backend::RememberingBackend`), for an API that cannot answer `user_exists`.
+    pub remember_accounts: Option<PathBuf>,
 }
 
 /// How `check_password` is sent. POST keeps passwords out of web-server access logs.
@@ -96,6 +99,7 @@ impl HttpBackendConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
             check_account: None,
+            remember_accounts: None,
         }
     }
 

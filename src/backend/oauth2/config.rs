@@ -147,6 +147,9 @@ pub struct OAuth2BackendConfig {
         deserialize_with = "crate::duration::deserialize"
     )]
     pub jwks_refresh: Duration,
+    /// A users file that every account logging in through this backend is added to, locked
+    /// (`crate::backend::RememberingBackend`), so a file backend over it answers `isuser`.
+    pub remember_accounts: Option<PathBuf>,
 }
 
 pub(super) fn default_scope() -> String {
