@@ -89,9 +89,6 @@ pub struct RememberingBackend {
     known: Arc<Known>,
     /// The writer, started with the first account to remember (`None`: it could not be).
     writer: OnceLock<Option<SyncSender<Job>>>,
-    /// Set when this backend is dropped (a reload): a writer waiting for the file's lock
-    /// gives up instead of outliving its configuration.
-    dropped: Abandoned,
 }
 
 impl RememberingBackend {
@@ -108,7 +105,6 @@ impl RememberingBackend {
                 queue_full_warned: AtomicBool::new(false),
             }),
             writer: OnceLock::new(),
-            dropped: Abandoned::default(),
         }
     }
 
@@ -151,7 +147,6 @@ impl RememberingBackend {
             backend: self.inner.name().to_owned(),
             path: self.path.clone(),
             known: Arc::clone(&self.known),
-            dropped: self.dropped.clone(),
         };
         let started = std::thread::Builder::new()
             .name("remember-accounts".into())
@@ -170,19 +165,16 @@ impl RememberingBackend {
     }
 }
 
-impl Drop for RememberingBackend {
-    fn drop(&mut self) {
-        self.dropped.set();
-    }
-}
-
-/// The thread that adds accounts to FILE, a batch per rewrite; it ends when its backend is
-/// dropped (the channel closes).
+/// The thread that adds accounts to FILE, a batch per rewrite; it ends once its backend is
+/// dropped (a reload) and what was queued is written.
+///
+/// Never abandoned: a change given up at a request's deadline must not happen later, but
+/// these were never part of a reply. A lock held for long (an admin's `users` command
+/// waiting at a prompt does not hold it) only makes the queue fill up, which is logged.
 struct Writer {
     backend: String,
     path: PathBuf,
     known: Arc<Known>,
-    dropped: Abandoned,
 }
 
 impl Writer {
@@ -191,6 +183,10 @@ impl Writer {
             let mut batch = vec![first];
             batch.extend(receiver.try_iter().take(BATCH - 1));
             self.write(&batch);
+            // Log lines wait for the request loop's next flush, and it may sit idle for hours
+            // after the login that queued this write (as `metrics/export.rs` does). Never
+            // stdout, and never blocking: no reply is held up.
+            crate::logging::flush();
         }
     }
 
@@ -200,7 +196,7 @@ impl Writer {
         // earlier run) wrote is not written again, and the file is not rewritten at all when
         // nothing in the batch changes it. Only locked entries are removed: an account the
         // admin gave a local password is the admin's.
-        let result = modify_file(&self.path, &self.dropped, |users| {
+        let result = modify_file(&self.path, &Abandoned::default(), |users| {
             for job in batch {
                 match job {
                     Job::Add(a) => {

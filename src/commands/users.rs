@@ -4,6 +4,11 @@
 //!
 //! Exit 0 when done, 1 when the account exists (`add`) or does not (`passwd`, `remove`),
 //! 2 for usage and I/O errors.
+//!
+//! Locked entries (`user@domain:!`, written by `remember_accounts`) are listed as
+//! `(remembered)`; `add` refuses one like any existing account, `passwd` gives it a local
+//! password (the admin's deliberate choice: the daemon's `setpass` never does), `remove`
+//! removes it.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -55,8 +60,12 @@ fn list(file: &Path) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", file.display())),
     };
-    for account in users.accounts() {
-        say(format_args!("{account}"));
+    for (account, locked) in users.entries() {
+        if locked {
+            say(format_args!("{account} (remembered)"));
+        } else {
+            say(format_args!("{account}"));
+        }
     }
     for b in &bad {
         let what = match b.kind {
@@ -84,11 +93,23 @@ fn change(file: &Path, account_text: &str, what: Change) -> ExitCode {
         Err(e) => return fail(EXIT_ERROR, e),
     };
     // Ask before prompting, so a typo does not cost a password; asked again under the lock.
-    let exists = match lint(file) {
-        Ok((users, _)) => users.contains(&account.user, &account.server),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && what == Change::Add => false,
+    let (exists, locked) = match lint(file) {
+        Ok((users, _)) => (
+            users.contains(&account.user, &account.server),
+            users.is_locked(&account.user, &account.server),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && what == Change::Add => (false, false),
         Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", file.display())),
     };
+    if what == Change::Add && locked {
+        return fail(
+            EXIT_NO,
+            format!(
+                "{account_text} already exists, remembered from a backend (locked): `users \
+                 passwd` gives it a local password, `users remove` removes it"
+            ),
+        );
+    }
     if let Some(code) = refusal(what, exists, account_text) {
         return code;
     }

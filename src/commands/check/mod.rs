@@ -9,6 +9,7 @@
 mod environment;
 mod findings;
 mod hints;
+mod remember;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -156,6 +157,7 @@ pub fn build_report(cli: &Cli) -> Report {
     }
     findings.push(routes(&config));
     findings.extend(setpass_refusals(&config));
+    findings.extend(remember::remembered_accounts(&config));
     findings.extend(relative_paths(&source, &config));
     findings.push(timing(&config));
     findings.push(logs(&config));
