@@ -185,6 +185,17 @@ fn an_unwritable_file_changes_no_answer_and_is_logged() {
     std::fs::write(&blocker, "").unwrap();
     let remembered = blocker.join("remembered");
     let cfg = config(dir.path(), start_api(), &remembered, false);
+    // Top-level keys go before the first table.
+    let metrics = dir.path().join("metrics.prom");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "metrics_file = \"{}\"\nmetrics_interval = \"50ms\"\n{text}",
+            metrics.display()
+        ),
+    )
+    .unwrap();
     let mut bridge = Live::spawn(&["--config", cfg.to_str().unwrap()]);
     let started = Instant::now();
     assert_eq!(bridge.ask("auth:romeo:example.net:right"), "1\n");
@@ -197,6 +208,13 @@ fn an_unwritable_file_changes_no_answer_and_is_logged() {
     assert_eq!(bridge.ask("auth:romeo:example.net:right"), "1\n");
     bridge.wait_for_log("remember_accounts: cannot add", Duration::from_secs(10));
     assert_eq!(bridge.ask("auth:romeo:example.net:wrong"), "0\n");
+    eventually("two failures counted", || {
+        std::fs::read_to_string(&metrics).is_ok_and(|m| {
+            m.lines().any(|l| {
+                l.starts_with("extauth_bridge_remember_failures_total{") && l.ends_with(" 2")
+            })
+        })
+    });
 }
 
 #[test]
@@ -238,6 +256,16 @@ fn users_list_marks_remembered_accounts_and_check_reports_the_file() {
     let out = run(&["check", "--config", cfg.to_str().unwrap()], b"");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("isuser never sees"), "{text}");
+    // With it above: every remembered account would be refused, a failure.
+    let cfg = config(dir.path(), api, &remembered, true);
+    let swapped = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[\"api\", \"remembered\"]", "[\"remembered\", \"api\"]");
+    std::fs::write(&cfg, swapped).unwrap();
+    let out = run(&["check", "--config", cfg.to_str().unwrap()], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("`remembered` before `api`"), "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
 
     let out = run(&["users", "remove", f, "romeo@example.net"], b"");
     assert_eq!(out.status.code(), Some(0));

@@ -129,6 +129,7 @@ impl RememberingBackend {
             Ok(()) => {}
             Err(TrySendError::Full(job)) => {
                 self.known.forget(job.account());
+                crate::metrics::remembered(0, 1);
                 if !self.known.queue_full_warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         backend = self.inner.name(),
@@ -213,6 +214,7 @@ impl Writer {
         match result {
             Ok(_) => {
                 self.known.queue_full_warned.store(false, Ordering::Relaxed);
+                crate::metrics::remembered(added as u64, 0);
                 if added + removed > 0 {
                     tracing::info!(
                         backend = self.backend.as_str(),
@@ -229,6 +231,7 @@ impl Writer {
                 for job in batch {
                     self.known.forget(job.account());
                 }
+                crate::metrics::remembered(0, batch.len() as u64);
                 tracing::warn!(
                     backend = self.backend.as_str(),
                     path = %self.path.display(),

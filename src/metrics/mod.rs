@@ -69,6 +69,10 @@ pub struct Metrics {
     passed_over: Mutex<BTreeMap<(String, &'static str), u64>>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    /// `remember_accounts`: accounts added to their file, and accounts not added (the write
+    /// failed, or the queue was full).
+    remembered: AtomicU64,
+    remember_failures: AtomicU64,
     started: SystemTime,
 }
 
@@ -99,6 +103,14 @@ pub fn cache_miss() {
     GLOBAL.cache_misses.fetch_add(1, Ordering::Relaxed);
 }
 
+/// `remember_accounts`: `added` accounts written to their file, `failed` not written.
+pub fn remembered(added: u64, failed: u64) {
+    GLOBAL.remembered.fetch_add(added, Ordering::Relaxed);
+    GLOBAL
+        .remember_failures
+        .fetch_add(failed, Ordering::Relaxed);
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -112,6 +124,8 @@ impl Metrics {
             passed_over: Mutex::new(BTreeMap::new()),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            remembered: AtomicU64::new(0),
+            remember_failures: AtomicU64::new(0),
             started: SystemTime::now(),
         }
     }
@@ -234,6 +248,16 @@ impl Metrics {
                 "extauth_bridge_cache_misses_total",
                 "Cacheable requests the credential cache could not answer.",
                 &self.cache_misses,
+            ),
+            (
+                "extauth_bridge_remembered_accounts_total",
+                "Accounts remember_accounts added to its file.",
+                &self.remembered,
+            ),
+            (
+                "extauth_bridge_remember_failures_total",
+                "Accounts remember_accounts could not add (write failed, queue full); retried at their next login.",
+                &self.remember_failures,
             ),
         ] {
             let _ = writeln!(

@@ -1,6 +1,7 @@
 //! `check`'s line about `remember_accounts`: is every file of remembered accounts also read
 //! by a file backend below the backend that fills it, in some chain? Without one, the
-//! accounts are written and `isuser` never sees them. What the file itself holds (counts,
+//! accounts are written and `isuser` never sees them. And none above it: its *no* to the
+//! locked line is final, and every account would be refused from its second login on. What the file itself holds (counts,
 //! writable) is the backend's own report (`backend/remember.rs`).
 
 use std::path::Path;
@@ -41,22 +42,43 @@ pub(super) fn remembered_accounts(config: &Config) -> Option<Finding> {
     };
     let mut served = Vec::new();
     let mut unserved = Vec::new();
+    let mut above = Vec::new();
     for backend in &config.backends {
         let Some(path) = backend.remember_accounts() else {
             continue;
         };
         let name = backend.name();
+        let over_it = |n: &&&str| file_at(n).is_some_and(|p| same_file(p, path));
+        for chain in &chains {
+            let Some(at) = chain.iter().position(|n| *n == name) else {
+                continue;
+            };
+            if let Some(file) = chain[..at].iter().find(&over_it) {
+                above.push(format!("`{file}` before `{name}`"));
+            }
+        }
         // A file backend over the same file after it in a chain that holds it.
         let reader = chains.iter().find_map(|chain| {
             let at = chain.iter().position(|n| *n == name)?;
-            chain[at + 1..]
-                .iter()
-                .find(|n| file_at(n).is_some_and(|p| same_file(p, path)))
+            chain[at + 1..].iter().find(&over_it)
         });
         match reader {
             Some(file) => served.push(format!("`{name}` -> {} (read by `{file}`)", path.display())),
             None => unserved.push(format!("`{name}` -> {}", path.display())),
         }
+    }
+    if !above.is_empty() {
+        return Some(Finding {
+            item: "remember",
+            level: Level::Fail,
+            detail: format!(
+                "{}: a file backend over the remembered accounts answers before the backend \
+                 that remembers them, and its no to a locked line is final: every account \
+                 would be refused from its second login on; put it after (README: \
+                 Remembered accounts)",
+                above.join("; ")
+            ),
+        });
     }
     if !unserved.is_empty() {
         return Some(Finding {
