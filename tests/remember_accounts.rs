@@ -272,3 +272,50 @@ fn users_list_marks_remembered_accounts_and_check_reports_the_file() {
     let out = run(&["users", "list", f], b"");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "local@example.net\n");
 }
+
+mod oauth2_common;
+
+/// The same through an OAuth2 IdP (the loopback fake: password grant, userinfo), which
+/// cannot answer `isuser` at all (`isuser = "next"`, the default).
+#[test]
+fn an_oauth2_login_is_remembered_for_isuser() {
+    use oauth2_common::{fake::FakeIdp, write_config, Bridge, Wire};
+    let idp = FakeIdp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let remembered = dir.path().join("remembered");
+    std::fs::write(&remembered, "").unwrap();
+    let base = &idp.base;
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[backend]]\nname = \"idp\"\ntype = \"oauth2\"\ntoken_endpoint = \"{base}/token\"\n\
+             userinfo_endpoint = \"{base}/userinfo\"\nclient_id = \"bridge\"\n\
+             client_auth = \"none\"\nverify = \"userinfo\"\nremember_accounts = \"{r}\"\n\
+             [[backend]]\nname = \"remembered\"\ntype = \"file\"\npath = \"{r}\"\n",
+            r = remembered.display()
+        ),
+    );
+    for wire in [Wire::Line, Wire::Ejabberd] {
+        let mut bridge = Bridge::start(&config, wire);
+        let isuser = |b: &mut Bridge| b.ask("isuser:romeo:example.net");
+        if wire == Wire::Line {
+            assert!(!isuser(&mut bridge), "no login yet");
+            assert!(!bridge.auth("romeo", "example.net", "wrong"));
+            assert!(bridge.auth("romeo", "example.net", "right"));
+        }
+        eventually("romeo remembered", || isuser(&mut bridge));
+        assert!(!bridge.ask("isuser:juliet:example.net"));
+        bridge.finish();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&remembered).unwrap(),
+        "romeo@example.net:!\n"
+    );
+    // `isuser = "deny"` answers itself, and the file is never asked: `check` says so.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let denying = text.replace("verify = ", "isuser = \"deny\"\nverify = ");
+    std::fs::write(&config, denying).unwrap();
+    let out = run(&["check", "--config", config.to_str().unwrap()], b"");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("has isuser = \"deny\""), "{report}");
+}

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use super::{Finding, Level};
+use crate::backend::oauth2::config::IsUserPolicy;
 use crate::config::{BackendConfig, Config};
 
 /// The chains of a configuration, as backend names: every route's, or all the backends in
@@ -57,6 +58,17 @@ pub(super) fn remembered_accounts(config: &Config) -> Option<Finding> {
                 above.push(format!("`{file}` before `{name}`"));
             }
         }
+        // `isuser = "allow"`/`"deny"` answers itself: the file below is never asked.
+        if let BackendConfig::Oauth2(c) = backend {
+            if c.isuser != IsUserPolicy::Next {
+                unserved.push(format!(
+                    "`{name}` -> {} has isuser = \"{}\", which answers before any file",
+                    path.display(),
+                    format!("{:?}", c.isuser).to_lowercase()
+                ));
+                continue;
+            }
+        }
         // A file backend over the same file after it in a chain that holds it.
         let reader = chains.iter().find_map(|chain| {
             let at = chain.iter().position(|n| *n == name)?;
@@ -85,9 +97,9 @@ pub(super) fn remembered_accounts(config: &Config) -> Option<Finding> {
             item: "remember",
             level: Level::Warn,
             detail: format!(
-                "{}: no file backend over that file follows the backend in any route, so \
-                 isuser never sees the remembered accounts; add `[[backend]] type = \"file\"` \
-                 with that path after it (README: Remembered accounts)",
+                "{}: isuser never sees the remembered accounts; it needs a file backend over \
+                 the file after the backend in a route (`[[backend]] type = \"file\"`), and an \
+                 OAuth2 backend's isuser = \"next\" (README: Remembered accounts)",
                 unserved.join("; ")
             ),
         });
