@@ -4,8 +4,9 @@
 //! (an IdP; an HTTP API answering 501 to `user_exists`).
 //!
 //! It owns when an account is remembered (after an `authenticate` of the inner backend said
-//! yes, and only then) and forgotten (after its `remove_user` said yes), the bounded, deduplicated hand-over to the writer thread, the writer
-//! itself, and what `check` says about FILE. It must not change or delay any answer: every
+//! yes, and only then) and forgotten (after its `remove_user` said yes), the bounded,
+//! deduplicated hand-over to the writer thread, the writer itself, and what `check` says
+//! about FILE. It must not change or delay any answer: every
 //! call returns exactly what the inner backend returned, and the hand-over never waits (a
 //! full queue drops the account, and a later login of it tries again). It must not parse or
 //! lock the file itself ([`crate::backend::file::store`] does, as for every other change of a
