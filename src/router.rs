@@ -35,14 +35,15 @@ struct Chain {
     on_unavailable: OnUnavailable,
 }
 
-/// Builds a backend from its configuration. Kept here so that adding a backend kind means
+/// Builds a backend from its configuration, behind its circuit breaker when it has one
+/// ([`crate::state::breaker`]). Kept here so that adding a backend kind means
 /// touching this match and its own module, nothing else.
 pub fn build_backend(
     config: &BackendConfig,
     index: usize,
     file: &str,
 ) -> Result<Arc<dyn Backend>, ConfigError> {
-    Ok(match config {
+    let backend: Arc<dyn Backend> = match config {
         BackendConfig::File(c) => Arc::new(crate::backend::FileBackend::new(&c.name, &c.path)),
         BackendConfig::Http(c) => Arc::new(
             crate::backend::HttpBackend::new(c)
@@ -52,6 +53,14 @@ pub fn build_backend(
             crate::backend::OAuth2Backend::new(c)
                 .map_err(|(k, m)| ConfigError::new(file, format!("backend[{index}].{k}"), m))?,
         ),
+    };
+    // The breaker wraps the backend here, so that the chains, the cache and the request loop
+    // see one more backend and nothing else.
+    Ok(match config.breaker() {
+        Some(breaker) => Arc::new(crate::state::breaker::BreakerBackend::new(
+            backend, *breaker,
+        )),
+        None => backend,
     })
 }
 

@@ -69,6 +69,9 @@ pub struct Metrics {
     passed_over: Mutex<BTreeMap<(String, &'static str), u64>>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    /// backend → its circuit breaker's state (0 closed, 1 open, 2 half-open); only the
+    /// backends that have a breaker.
+    breakers: Mutex<BTreeMap<String, u8>>,
     started: SystemTime,
 }
 
@@ -99,6 +102,11 @@ pub fn cache_miss() {
     GLOBAL.cache_misses.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A backend's circuit breaker is now in `state` (0 closed, 1 open, 2 half-open).
+pub fn breaker_state(backend: &str, state: u8) {
+    GLOBAL.breaker_state(backend, state);
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -112,6 +120,7 @@ impl Metrics {
             passed_over: Mutex::new(BTreeMap::new()),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            breakers: Mutex::new(BTreeMap::new()),
             started: SystemTime::now(),
         }
     }
@@ -139,6 +148,11 @@ impl Metrics {
     pub fn passed_over(&self, backend: &str, kind: &'static str) {
         let mut counts = self.passed_over.lock().unwrap_or_else(|p| p.into_inner());
         *counts.entry((backend.to_owned(), kind)).or_default() += 1;
+    }
+
+    pub fn breaker_state(&self, backend: &str, state: u8) {
+        let mut states = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        states.insert(backend.to_owned(), state);
     }
 
     /// A copy of the table sorted by labels, so output is stable.
@@ -224,6 +238,22 @@ impl Metrics {
                 escape(kind)
             );
         }
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        if !breakers.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP extauth_bridge_breaker_state Circuit breaker of each backend that has one: 0 closed, 1 open, 2 half-open.\n\
+                 # TYPE extauth_bridge_breaker_state gauge"
+            );
+        }
+        for (backend, state) in breakers.iter() {
+            let _ = writeln!(
+                out,
+                "extauth_bridge_breaker_state{{pid=\"{pid}\",backend=\"{}\"}} {state}",
+                escape(backend)
+            );
+        }
+        drop(breakers);
         for (name, help, value) in [
             (
                 "extauth_bridge_cache_hits_total",

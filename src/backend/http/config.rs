@@ -47,6 +47,9 @@ pub struct HttpBackendConfig {
     pub max_body: usize,
     /// The account `extauth-bridge check` asks `user_exists` about, `user@domain`.
     pub check_account: Option<String>,
+    /// The circuit breaker around this backend; off unless set.
+    #[serde(default)]
+    pub breaker: Option<crate::backend::BreakerConfig>,
 }
 
 /// How `check_password` is sent. POST keeps passwords out of web-server access logs.
@@ -96,6 +99,7 @@ impl HttpBackendConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
             check_account: None,
+            breaker: None,
         }
     }
 

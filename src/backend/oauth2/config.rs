@@ -147,6 +147,9 @@ pub struct OAuth2BackendConfig {
         deserialize_with = "crate::duration::deserialize"
     )]
     pub jwks_refresh: Duration,
+    /// The circuit breaker around this backend; off unless set.
+    #[serde(default)]
+    pub breaker: Option<crate::backend::BreakerConfig>,
 }
 
 pub(super) fn default_scope() -> String {
