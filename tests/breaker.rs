@@ -253,3 +253,26 @@ fn a_call_the_request_deadline_cancels_counts_as_an_outage() {
     while_open(&mut bridge, 10, "auth:romeo:example.net:right", "0\n");
     assert_eq!(server.seen().len(), 2);
 }
+
+#[test]
+fn stale_if_error_serves_the_cache_at_once_while_it_is_open() {
+    let server = FaultServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[cache]\nenabled = true\nttl = \"100ms\"\nstale_if_error = \"1h\"\n{}",
+        api(&server.url(), FAILURES, Duration::from_secs(60))
+    );
+    let config = write_config(dir.path(), &body);
+    let mut bridge = start(&config);
+    let query = "auth:romeo:example.net:right";
+    timed(&mut bridge, query, "1\n");
+    server.set(Mode::Slow);
+    std::thread::sleep(Duration::from_millis(150));
+    // Past ttl: each login asks the API, waits its request_timeout, and is served stale.
+    open_it(&mut bridge, query, "1\n");
+    bridge.wait_for_log("circuit breaker open", Duration::from_secs(2));
+    while_open(&mut bridge, 20, query, "1\n");
+    // Only what was remembered: another password is still refused, at once.
+    while_open(&mut bridge, 5, "auth:romeo:example.net:other", "0\n");
+    assert_eq!(server.seen().len(), 1 + FAILURES);
+}
