@@ -48,7 +48,7 @@ fn usage() -> ! {
          \x20              [--procs P] [--piped N] [--http BASE_URL] [--rounds R]\n\
          \x20              [--only CASE,CASE...]\n\
          \x20      loadgen --startup RUNS [--bridge PATH] [--responder PATH] [--python PATH]\n\
-         cases: responder isuser file-cheap file-argon2 cache piped-cache piped-isuser\n\
+         cases: responder isuser file-cheap file-argon2 cache piped-cache piped-isuser breaker-open\n\
          \x20      python-pipe http-floor wrk http python-http piped-http"
     );
     std::process::exit(2)
@@ -187,8 +187,20 @@ impl Proc {
 
 type Spawner<'a> = &'a (dyn Fn() -> Command + Sync);
 
-/// Lock-step over `procs` processes in parallel, `requests` in all, after a warm-up.
+/// Lock-step over `procs` processes in parallel, `requests` in all, after a warm-up; every
+/// answer must be `1`.
 fn lockstep(spawn: Spawner, payload: &str, requests: usize, procs: usize) -> Result<Stats, String> {
+    lockstep_expecting(spawn, payload, requests, procs, true)
+}
+
+/// [`lockstep`] for a case whose every answer is `expected` (`0` for an open breaker).
+fn lockstep_expecting(
+    spawn: Spawner,
+    payload: &str,
+    requests: usize,
+    procs: usize,
+    expected: bool,
+) -> Result<Stats, String> {
     let frame = frame(payload);
     let per_proc = requests / procs;
     let mut children: Vec<Proc> = (0..procs).map(|_| Proc::spawn(&mut spawn())).collect();
@@ -196,8 +208,8 @@ fn lockstep(spawn: Spawner, payload: &str, requests: usize, procs: usize) -> Res
     for p in &mut children {
         for _ in 0..warmup {
             match p.ask(&frame) {
-                Ok(true) => {}
-                Ok(false) => return Err("answered 0 during warm-up".into()),
+                Ok(answer) if answer == expected => {}
+                Ok(answer) => return Err(format!("answered {answer} during warm-up")),
                 Err(e) => return Err(format!("warm-up failed: {e}")),
             }
         }
@@ -213,7 +225,7 @@ fn lockstep(spawn: Spawner, payload: &str, requests: usize, procs: usize) -> Res
                     let mut lat = Vec::with_capacity(per_proc);
                     for _ in 0..per_proc {
                         let t = Instant::now();
-                        let ok = p.ask(frame).unwrap_or(false);
+                        let ok = p.ask(frame).is_ok_and(|answer| answer == expected);
                         lat.push(t.elapsed());
                         if !ok {
                             break;
@@ -240,7 +252,10 @@ fn lockstep(spawn: Spawner, payload: &str, requests: usize, procs: usize) -> Res
         p.finish();
     }
     if done < per_proc * procs {
-        return Err(format!("only {done} of {} answered 1", per_proc * procs));
+        return Err(format!(
+            "only {done} of {} answered {expected}",
+            per_proc * procs
+        ));
     }
     latencies.sort_unstable();
     Ok(Stats {
@@ -249,6 +264,23 @@ fn lockstep(spawn: Spawner, payload: &str, requests: usize, procs: usize) -> Res
         latencies,
         cpu,
     })
+}
+
+/// A TCP listener that accepts every connection and never answers (nor closes it): an API
+/// that hangs. Returns its address; the connections live as long as the driver.
+fn blackhole() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("blackhole listener: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("blackhole address: {e}"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    addr
 }
 
 /// `count` requests written at once (an admin piping a file), all replies read.
@@ -692,6 +724,17 @@ fn main() {
             &format!("[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = {url:?}\n"),
         )
     });
+    // An API that accepts connections and never answers, behind a breaker that its first
+    // request (in the warm-up) opens: the case measures answers of the open breaker.
+    let blackhole = blackhole();
+    let breaker_config = write_config(
+        dir.path(),
+        "breaker.toml",
+        &format!(
+            "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"http://{blackhole}\"\n\
+             request_timeout = \"200ms\"\nbreaker = {{ failures = 1, open_for = \"1h\" }}\n"
+        ),
+    );
     let bridge = |config: &Path| {
         let (bin, config) = (o.bridge.clone(), config.to_path_buf());
         move || {
@@ -808,6 +851,12 @@ fn main() {
         &format!("bridge piped {} isuser", o.piped),
         Box::new(|| piped(&bridge(&cheap_config), &isuser, o.piped)),
     );
+    add(
+        &mut cases,
+        "breaker-open",
+        "bridge auth, open breaker (API blackholes), 0",
+        Box::new(|| lockstep_expecting(&bridge(&breaker_config), &auth, n, procs, false)),
+    );
     if let (Some(url), Some(http_config)) = (&o.http, &http_config) {
         add(
             &mut cases,
@@ -894,6 +943,15 @@ fn main() {
     }
     if let (Some(c), Some(p)) = (rate("isuser"), rate("responder")) {
         println!("  isuser (users file) / pipe floor            {:.2}", c / p);
+    }
+    if let Some(Ok(b)) = results.get("breaker-open") {
+        if let (Some(p99), Some(p)) = (b.percentile(0.99), rate("responder")) {
+            println!(
+                "  open breaker p99                            {} µs   (target < 1000); rate / pipe floor {:.2}",
+                fmt_us(Some(p99)),
+                b.rate() / p
+            );
+        }
     }
     if let Some(r) = rate("piped-cache") {
         println!("  piped file, cache hits                      {r:.0} req/s   (target ≥ 200000)");

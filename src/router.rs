@@ -35,7 +35,8 @@ struct Chain {
     on_unavailable: OnUnavailable,
 }
 
-/// Builds a backend from its configuration. Kept here so that adding a backend kind means
+/// Builds a backend from its configuration, behind its circuit breaker when it has one
+/// ([`crate::state::breaker`]). Kept here so that adding a backend kind means
 /// touching this match and its own module, nothing else.
 pub fn build_backend(
     config: &BackendConfig,
@@ -53,7 +54,13 @@ pub fn build_backend(
                 .map_err(|(k, m)| ConfigError::new(file, format!("backend[{index}].{k}"), m))?,
         ),
     };
-    // The router never learns of it: a decorator, like any other.
+    // Decorators, so the router never learns of them: the breaker next to the backend
+    // (an open one answers before any network call), the remembering outside it (it sees
+    // the answer the chain gets).
+    let built: Arc<dyn Backend> = match config.breaker() {
+        Some(breaker) => Arc::new(crate::state::breaker::BreakerBackend::new(built, *breaker)),
+        None => built,
+    };
     Ok(match config.remember_accounts() {
         Some(path) => Arc::new(crate::backend::RememberingBackend::new(built, path)),
         None => built,

@@ -113,6 +113,7 @@ pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
             config.backends.push(BackendConfig::File(FileBackendConfig {
                 name: "users".into(),
                 path: users.clone(),
+                breaker: None,
             }));
         }
     }

@@ -236,6 +236,17 @@ fn documents_with(key: &str, value: &Value) -> Vec<(Value, Value)> {
         (wrap(with), wrap(without))
     };
     if let Some(field) = key.strip_prefix("backend[].") {
+        // A key of an inline table in a backend (`breaker.failures`): compared with that
+        // table set but empty, which is what gives the table's own defaults.
+        let set = |t: &Table, field: &str| match field.split_once('.') {
+            Some((outer, inner)) => {
+                let (mut with, mut without) = (t.clone(), t.clone());
+                with.insert(outer.into(), table([(inner.into(), value.clone())]));
+                without.insert(outer.into(), Value::Table(Table::new()));
+                (Value::Table(with), Value::Table(without))
+            }
+            None => set(t, field),
+        };
         return ["file", "http", "oauth2"]
             .into_iter()
             .map(|kind| wrap("backend", true, set(&minimal_backend(kind), field)))
@@ -348,6 +359,7 @@ fn every_default_in_the_readme_is_the_codes() {
         "cache.ttl",
         "backend[].request_timeout",
         "backend[].algorithms",
+        "backend[].breaker.open_for",
         "route[].on_unavailable",
         "metrics_summary_interval",
     ] {

@@ -2,6 +2,7 @@
 //! [`crate::router`] chains them and turns every error into a `0`.
 
 pub mod body;
+pub mod breaker_config;
 pub mod file;
 pub mod http;
 pub(crate) mod net;
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use crate::request::Account;
 use crate::secret::Secret;
 
+pub use breaker_config::BreakerConfig;
 pub use file::FileBackend;
 pub use http::HttpBackend;
 pub use oauth2::OAuth2Backend;

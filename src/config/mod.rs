@@ -249,6 +249,15 @@ impl BackendConfig {
             BackendConfig::Oauth2(c) => c.remember_accounts.as_deref(),
         }
     }
+
+    /// The circuit breaker configured around this backend, if any.
+    pub fn breaker(&self) -> Option<&crate::backend::BreakerConfig> {
+        match self {
+            BackendConfig::File(c) => c.breaker.as_ref(),
+            BackendConfig::Http(c) => c.breaker.as_ref(),
+            BackendConfig::Oauth2(c) => c.breaker.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +265,9 @@ impl BackendConfig {
 pub struct FileBackendConfig {
     pub name: String,
     pub path: PathBuf,
+    /// The circuit breaker around this backend; off unless set.
+    #[serde(default)]
+    pub breaker: Option<crate::backend::BreakerConfig>,
 }
 
 /// One `[[route]]` table: which backends serve which domains.

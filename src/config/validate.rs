@@ -132,6 +132,13 @@ impl Config {
                     format!("duplicate backend name {:?}", b.name()),
                 ));
             }
+            if let Some(Err((k, m))) = b.breaker().map(|c| c.check()) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("backend[{i}].breaker.{k}"),
+                    m,
+                ));
+            }
             if let BackendConfig::Http(c) = b {
                 c.validate()
                     .map_err(|(k, m)| ConfigError::new(file, format!("backend[{i}].{k}"), m))?;
@@ -326,9 +333,10 @@ fn locate_in_arrays(text: &str, file: &str) -> Option<ConfigError> {
             let Some(message) = check(item) else { continue };
             let element = format!("{name}[{i}]");
             let key = between(&message, "missing field `", "`")
-                .or_else(|| between(&message, "unknown field `", "`"))
-                .or_else(|| culprit(item, &message, check))
-                .map_or_else(|| element.clone(), |field| join_key(&element, field));
+                .map(str::to_owned)
+                .or_else(|| between(&message, "unknown field `", "`").map(|f| nested(item, f)))
+                .or_else(|| culprit(item, &message, check).map(|k| inner_culprit(item, k, check)))
+                .map_or_else(|| element.clone(), |field| join_key(&element, &field));
             let header = format!("[[{name}]]");
             let line = text
                 .lines()
@@ -367,6 +375,43 @@ fn culprit<'a>(
                 Some(m) => m != message && between(&m, "missing field `", "`") == Some(key),
             }
         })
+}
+
+/// Where an unknown `field` is in an array element: at its top, or in one of its inline
+/// tables (`breaker = { failurs = 3 }` is `breaker.failurs`).
+fn nested(item: &toml::Value, field: &str) -> String {
+    let in_table = |(k, v): (&String, &toml::Value)| {
+        v.as_table()
+            .filter(|t| t.contains_key(field))
+            .map(|_| format!("{k}.{field}"))
+    };
+    match item.as_table() {
+        Some(t) if !t.contains_key(field) => t.iter().find_map(in_table),
+        _ => None,
+    }
+    .unwrap_or_else(|| field.to_owned())
+}
+
+/// The culprit `key` of an element, or, when it is an inline table, the key in it whose
+/// removal cures the element (`breaker.open_for` rather than `breaker`).
+fn inner_culprit(
+    item: &toml::Value,
+    key: &str,
+    check: fn(&toml::Value) -> Option<String>,
+) -> String {
+    let Some(inner) = item.get(key).and_then(toml::Value::as_table) else {
+        return key.to_owned();
+    };
+    inner
+        .keys()
+        .find(|k| {
+            let mut element = item.clone();
+            if let Some(toml::Value::Table(t)) = element.get_mut(key) {
+                t.remove(*k);
+            }
+            check(&element).is_none()
+        })
+        .map_or_else(|| key.to_owned(), |k| format!("{key}.{k}"))
 }
 
 fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {

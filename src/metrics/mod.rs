@@ -73,6 +73,9 @@ pub struct Metrics {
     /// failed, or the queue was full).
     remembered: AtomicU64,
     remember_failures: AtomicU64,
+    /// backend → its circuit breaker's state (0 closed, 1 open, 2 half-open); only the
+    /// backends that have a breaker.
+    breakers: Mutex<BTreeMap<String, u8>>,
     started: SystemTime,
 }
 
@@ -111,6 +114,11 @@ pub fn remembered(added: u64, failed: u64) {
         .fetch_add(failed, Ordering::Relaxed);
 }
 
+/// A backend's circuit breaker is now in `state` (0 closed, 1 open, 2 half-open).
+pub fn breaker_state(backend: &str, state: u8) {
+    GLOBAL.breaker_state(backend, state);
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -126,6 +134,7 @@ impl Metrics {
             cache_misses: AtomicU64::new(0),
             remembered: AtomicU64::new(0),
             remember_failures: AtomicU64::new(0),
+            breakers: Mutex::new(BTreeMap::new()),
             started: SystemTime::now(),
         }
     }
@@ -153,6 +162,11 @@ impl Metrics {
     pub fn passed_over(&self, backend: &str, kind: &'static str) {
         let mut counts = self.passed_over.lock().unwrap_or_else(|p| p.into_inner());
         *counts.entry((backend.to_owned(), kind)).or_default() += 1;
+    }
+
+    pub fn breaker_state(&self, backend: &str, state: u8) {
+        let mut states = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        states.insert(backend.to_owned(), state);
     }
 
     /// A copy of the table sorted by labels, so output is stable.
@@ -238,6 +252,22 @@ impl Metrics {
                 escape(kind)
             );
         }
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        if !breakers.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP extauth_bridge_breaker_state Circuit breaker of each backend that has one: 0 closed, 1 open, 2 half-open.\n\
+                 # TYPE extauth_bridge_breaker_state gauge"
+            );
+        }
+        for (backend, state) in breakers.iter() {
+            let _ = writeln!(
+                out,
+                "extauth_bridge_breaker_state{{pid=\"{pid}\",backend=\"{}\"}} {state}",
+                escape(backend)
+            );
+        }
+        drop(breakers);
         for (name, help, value) in [
             (
                 "extauth_bridge_cache_hits_total",

@@ -8,10 +8,14 @@
 //! - [`generation`]: a counter per account slot that a password change bumps, so that a
 //!   remembered fact about a credential can tell it is out of date.
 //!
-//! The per-account throttle and the per-backend breaker belong here too, on the same keys
+//! - [`breaker`]: the circuit breaker of one backend, a [`crate::backend::Backend`]
+//!   decorator over a pure state machine.
+//!
+//! The per-account throttle belongs here too, on the same keys
 //! and the same kind of map. State lives in the process's memory only: nothing here writes
 //! a file or talks to the network, and nothing here holds a password or a user name in clear.
 
+pub mod breaker;
 pub mod cache;
 pub mod generation;
 pub mod keyed;

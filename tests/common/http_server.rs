@@ -24,6 +24,8 @@ pub enum Mode {
     Garbage,
     /// 200 and a 1 MiB body that starts with `true`.
     Oversized,
+    /// 429 Too Many Requests: the API's rate limit, an answer and not an outage.
+    RateLimited,
 }
 
 pub struct FaultServer {
@@ -155,6 +157,9 @@ async fn serve_connection(
             Mode::Garbage => {
                 let _ = stream.write_all(b"\x00\xffNOT HTTP\r\n\r\ntrue\r\n").await;
                 return;
+            }
+            Mode::RateLimited => {
+                b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n".to_vec()
             }
             Mode::Oversized => {
                 let mut body = b"true".to_vec();

@@ -50,6 +50,9 @@ pub struct HttpBackendConfig {
     /// A users file that every account logging in through this backend is added to, locked
     /// (`crate::backend::RememberingBackend`), for an API that cannot answer `user_exists`.
     pub remember_accounts: Option<PathBuf>,
+    /// The circuit breaker around this backend; off unless set.
+    #[serde(default)]
+    pub breaker: Option<crate::backend::BreakerConfig>,
 }
 
 /// How `check_password` is sent. POST keeps passwords out of web-server access logs.
@@ -100,6 +103,7 @@ impl HttpBackendConfig {
             max_body: DEFAULT_MAX_BODY,
             check_account: None,
             remember_accounts: None,
+            breaker: None,
         }
     }
 

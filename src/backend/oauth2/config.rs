@@ -150,6 +150,9 @@ pub struct OAuth2BackendConfig {
     /// A users file that every account logging in through this backend is added to, locked
     /// (`crate::backend::RememberingBackend`), so a file backend over it answers `isuser`.
     pub remember_accounts: Option<PathBuf>,
+    /// The circuit breaker around this backend; off unless set.
+    #[serde(default)]
+    pub breaker: Option<crate::backend::BreakerConfig>,
 }
 
 pub(super) fn default_scope() -> String {

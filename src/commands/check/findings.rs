@@ -198,6 +198,29 @@ pub(super) fn relative_paths(source: &str, config: &Config) -> Option<Finding> {
     })
 }
 
+/// Which backends have a circuit breaker, and how it is set (`check` shows its live state on
+/// the backend's own line); nothing when none has one.
+pub(super) fn breakers(config: &Config) -> Option<Finding> {
+    let each = config
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let c = b.breaker()?;
+            Some(format!(
+                "{}: open for {} after {} consecutive outage(s)",
+                b.name(),
+                humantime::format_duration(c.open_for),
+                c.failures
+            ))
+        })
+        .collect::<Vec<_>>();
+    (!each.is_empty()).then(|| Finding {
+        item: "breakers",
+        level: Level::Ok,
+        detail: each.join("; "),
+    })
+}
+
 pub(super) fn timing(config: &Config) -> Finding {
     let t = config.timeout;
     let shown = humantime::format_duration(t);

@@ -25,7 +25,8 @@ use crate::router::{build_backend, Router};
 use crate::setup::load_config;
 use environment::{file_permissions, proxy_environment, running_as, stdout_kind, user_name};
 use findings::{
-    config_found, describe, logs, metrics, relative_paths, routes, setpass_refusals, timing,
+    breakers, config_found, describe, logs, metrics, relative_paths, routes, setpass_refusals,
+    timing,
 };
 use hints::{backend_hint, hint};
 
@@ -160,6 +161,7 @@ pub fn build_report(cli: &Cli) -> Report {
     findings.extend(remember::remembered_accounts(&config));
     findings.extend(relative_paths(&source, &config));
     findings.push(timing(&config));
+    findings.extend(breakers(&config));
     findings.push(logs(&config));
     findings.extend(metrics(&config));
     let backends = check_backends(&config, &source);
