@@ -8,6 +8,7 @@
 
 mod environment;
 mod findings;
+mod generations;
 mod hints;
 
 use std::path::Path;
@@ -160,6 +161,7 @@ pub fn build_report(cli: &Cli) -> Report {
     findings.push(timing(&config));
     findings.push(logs(&config));
     findings.extend(metrics(&config));
+    findings.extend(generations::generations(&config));
     let backends = check_backends(&config, &source);
     let broken = backends.iter().any(|b| !b.ok) || findings.iter().any(|f| f.level == Level::Fail);
     Report {
