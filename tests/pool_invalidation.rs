@@ -257,3 +257,27 @@ fn an_unusable_generations_file_stops_the_bridge_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("key `backend[0].path`"), "{err}");
 }
+
+#[test]
+fn users_command_changing_the_file_reaches_the_running_bridges_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "oldpw")]);
+    let c = config(dir.path(), "c.toml", "", &users_backend(&users));
+    let mut b = bridge(&c);
+    assert_eq!(ask(&mut b, "auth:romeo:example.net:oldpw").0, "1");
+    assert_eq!(ask(&mut b, "auth:romeo:example.net:oldpw").1, "cached");
+    let out = run(
+        &[
+            "users",
+            "remove",
+            users.to_str().unwrap(),
+            "romeo@example.net",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        ask(&mut b, "auth:romeo:example.net:oldpw"),
+        ("0".into(), "no".into())
+    );
+}

@@ -101,7 +101,24 @@ impl Generations {
     /// it; the file is created when missing. An error is never papered over with
     /// per-process counters: the caller refuses to start.
     pub fn shared(dir: &Path) -> Result<Generations, GenerationsFileError> {
-        let file = generation_file::open(dir, true)?;
+        Generations::mapped(dir, true)
+    }
+
+    /// The generations file in `dir` if a bridge has made one, never creating it: for the
+    /// `users` command, which changes a users file behind the bridges' backs.
+    pub fn existing(dir: &Path) -> Result<Option<Generations>, GenerationsFileError> {
+        match Generations::mapped(dir, false) {
+            Err(GenerationsFileError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    fn mapped(dir: &Path, create: bool) -> Result<Generations, GenerationsFileError> {
+        let file = generation_file::open(dir, create)?;
         let path = dir.join(generation_file::FILE_NAME);
         let mapping = Mapping::new(&file).map_err(|source| GenerationsFileError::Io {
             path: path.clone(),
