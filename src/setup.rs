@@ -143,6 +143,7 @@ pub fn build_handler(config: &Config, source: &str) -> Result<Arc<dyn Handler>, 
 pub fn generations(config: &Config, source: &str) -> Result<Generations, ConfigError> {
     match generation_file::location(config) {
         Some(at) => Generations::shared(&at.dir)
+            .inspect(|g| tracing::debug!(generations = ?g, "account generations shared"))
             .map_err(|e| ConfigError::new(source, at.key, format!("generations file: {e}"))),
         None => Ok(Generations::in_memory()),
     }
