@@ -1,6 +1,9 @@
 //! The credential cache: a hit, a miss, an insert (each includes computing the two keyed
-//! hashes, as a request does). `cargo bench --bench cache`.
+//! hashes and the account's generation slot, as a request does), and what pool-wide
+//! invalidation adds to a hit: the hit with the generations in memory and in the shared
+//! file, and the generation check alone. `cargo bench --bench cache`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -9,47 +12,72 @@ use std::hint::black_box;
 use extauth_bridge::config::CacheConfig;
 use extauth_bridge::secret::Secret;
 use extauth_bridge::state::cache::CredentialCache;
+use extauth_bridge::state::generation::{Generations, Slot};
 
-fn cache(c: &mut Criterion) {
+/// A populated cache over `generations`: 10 000 accounts.
+fn populated(generations: &Arc<Generations>, password: &Secret) -> CredentialCache {
     let config = CacheConfig {
         enabled: true,
         ttl: Duration::from_secs(3600),
         max_entries: 100_000,
         stale_if_error: Duration::ZERO,
     };
-    let cache = CredentialCache::new(&config);
+    let cache = CredentialCache::new(&config, Arc::clone(generations));
     let keyer = cache.keyer().clone();
-    let password = Secret::new("correct horse battery staple");
-    // A populated cache: 10 000 accounts.
     for i in 0..10_000 {
         let user = format!("user{i}");
+        let slot = Slot::of(&user, "example.net");
         cache.remember(
             keyer.account(&user, "example.net"),
-            keyer.credential(&user, "example.net", &password),
+            slot,
+            keyer.credential(&user, "example.net", password),
             Some("users"),
             Instant::now(),
-            cache.epoch(),
+            cache.generation(slot),
         );
     }
+    cache
+}
+
+fn cache(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password = Secret::new("correct horse battery staple");
+    let in_memory = Arc::new(Generations::in_memory());
+    let shared = Arc::new(Generations::shared(dir.path()).expect("generations file"));
     let mut g = c.benchmark_group("cache");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("hit", |b| {
-        b.iter(|| {
-            let user = black_box("user42");
-            let hit = cache.fresh(
-                keyer.account(user, "example.net"),
-                &keyer.credential(user, "example.net", &password),
-                Instant::now(),
-            );
-            assert!(hit.is_some());
-        })
-    });
+    for (name, generations) in [("in memory", &in_memory), ("file", &shared)] {
+        let cache = populated(generations, &password);
+        let keyer = cache.keyer().clone();
+        g.bench_function(format!("hit, generations {name}"), |b| {
+            b.iter(|| {
+                let user = black_box("user42");
+                let hit = cache.fresh(
+                    keyer.account(user, "example.net"),
+                    Slot::of(user, "example.net"),
+                    &keyer.credential(user, "example.net", &password),
+                    Instant::now(),
+                );
+                assert!(hit.is_some());
+            })
+        });
+        g.bench_function(format!("generation check alone, {name}"), |b| {
+            let then = generations.current(Slot::of("user42", "example.net"));
+            b.iter(|| {
+                let slot = Slot::of(black_box("user42"), "example.net");
+                assert!(generations.is_current(slot, then));
+            })
+        });
+    }
+    let cache = populated(&shared, &password);
+    let keyer = cache.keyer().clone();
     g.bench_function("miss (wrong password)", |b| {
         let wrong = Secret::new("wrong");
         b.iter(|| {
             let user = black_box("user42");
             let hit = cache.fresh(
                 keyer.account(user, "example.net"),
+                Slot::of(user, "example.net"),
                 &keyer.credential(user, "example.net", &wrong),
                 Instant::now(),
             );
@@ -61,12 +89,14 @@ fn cache(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let user = format!("new{}", i % 50_000);
+            let slot = Slot::of(&user, "example.net");
             cache.remember(
                 keyer.account(&user, "example.net"),
+                slot,
                 keyer.credential(&user, "example.net", &password),
                 Some("users"),
                 Instant::now(),
-                cache.epoch(),
+                cache.generation(slot),
             );
         })
     });

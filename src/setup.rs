@@ -18,6 +18,8 @@ use crate::config::{
 };
 use crate::router::{Handler, Router};
 use crate::state::cache::CachingHandler;
+use crate::state::generation::{GenerationHandler, Generations};
+use crate::state::generation_file;
 
 /// Exit status for configuration and usage errors.
 pub const EXIT_CONFIG: u8 = 2;
@@ -121,14 +123,31 @@ pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
     Ok((config, source))
 }
 
-/// The router, behind the credential cache when `[cache]` enables it.
+/// The router, behind the credential cache when `[cache]` enables it, behind the layer
+/// that bumps account generations on every password change (outermost, so every layer
+/// below sees the new generation).
 pub fn build_handler(config: &Config, source: &str) -> Result<Arc<dyn Handler>, ConfigError> {
     let router = Router::from_config(config, source)?;
+    let generations = Arc::new(generations(config, source)?);
     Ok(if config.cache.enabled {
-        Arc::new(CachingHandler::new(router, &config.cache))
+        let cached = CachingHandler::new(router, &config.cache, Arc::clone(&generations));
+        Arc::new(GenerationHandler::new(cached, generations))
     } else {
-        Arc::new(router)
+        Arc::new(GenerationHandler::new(router, generations))
     })
+}
+
+/// The generations file the configuration names ([`generation_file::location`]), else
+/// counters in memory. An unusable file is a configuration error naming the key that put
+/// it there: never quietly per-process counters, which would serve a password changed
+/// through another process.
+pub fn generations(config: &Config, source: &str) -> Result<Generations, ConfigError> {
+    match generation_file::location(config) {
+        Some(at) => Generations::shared(&at.dir)
+            .inspect(|g| tracing::debug!(generations = ?g, "account generations shared"))
+            .map_err(|e| ConfigError::new(source, at.key, format!("generations file: {e}"))),
+        None => Ok(Generations::in_memory()),
+    }
 }
 
 #[cfg(test)]

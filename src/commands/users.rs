@@ -20,6 +20,7 @@ use crate::backend::file::hash::hash_password;
 use crate::backend::file::store::{lint, lock_path, modify_file, Abandoned};
 use crate::cli::UsersAction;
 use crate::request::Account;
+use crate::state::generation::{Generations, Slot};
 
 pub fn run(action: &UsersAction) -> ExitCode {
     match action {
@@ -129,6 +130,9 @@ fn change(file: &Path, account_text: &str, what: Change) -> ExitCode {
     };
     let before = std::fs::metadata(file).ok();
     let (user, server) = (account.user.as_str(), account.server.as_str());
+    let pool = running_bridges(file);
+    let slot = Slot::of(user, server);
+    pool.iter().for_each(|g| g.bump(slot));
     // Never abandoned: an operator waiting for the lock can press Ctrl-C.
     let done = modify_file(file, &Abandoned::default(), |users| {
         Ok(match (what, hash) {
@@ -138,6 +142,8 @@ fn change(file: &Path, account_text: &str, what: Change) -> ExitCode {
             _ => false,
         })
     });
+    // After as before, like a change through a bridge: nothing remembered across it lives.
+    pool.iter().for_each(|g| g.bump(slot));
     match done {
         Ok(true) => {
             warn_if_owner_changed(file, before.as_ref());
@@ -165,6 +171,21 @@ fn change(file: &Path, account_text: &str, what: Change) -> ExitCode {
             .unwrap_or_else(|| ExitCode::from(EXIT_NO)),
         Err(e) => fail(EXIT_ERROR, e),
     }
+}
+
+/// The generations file the bridges caching this users file share (its directory, see
+/// `state/generation_file.rs`), so that their caches drop the account at once. None when
+/// no bridge made one; one that cannot be used is said, not fatal: the file still changes,
+/// and the bridges notice within `cache.ttl`.
+fn running_bridges(file: &Path) -> Option<Generations> {
+    let dir = crate::fs::parent_dir(file);
+    Generations::existing(&dir).unwrap_or_else(|e| {
+        eprintln!(
+            "extauth-bridge: warning: {e}: running bridges' caches may serve the old password \
+             for up to cache.ttl"
+        );
+        None
+    })
 }
 
 /// The exit for an account that is there when it must not be, or the reverse.

@@ -75,6 +75,10 @@ pub struct Config {
         deserialize_with = "crate::duration::deserialize"
     )]
     pub metrics_summary_interval: Duration,
+    /// The directory of the generations file shared by every process of the pool (see
+    /// `state/generation_file.rs`); unset: the first users file's directory, if any.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -93,6 +97,7 @@ impl Default for Config {
             metrics_interval: default_metrics_interval(),
             metrics_on_exit: OnExit::default(),
             metrics_summary_interval: default_summary_interval(),
+            state_dir: None,
         }
     }
 }

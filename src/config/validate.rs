@@ -119,6 +119,13 @@ impl Config {
         {
             return Err(ConfigError::new(file, "log.socket", "must not be empty"));
         }
+        if self
+            .state_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(ConfigError::new(file, "state_dir", "must not be empty"));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
             let key = format!("backend[{i}].name");

@@ -17,24 +17,28 @@
 //!   otherwise the inner handler is asked, and a *yes* is remembered;
 //! - when the inner handler says the backend is **unavailable** (not when it says no), an
 //!   entry younger than `stale_if_error` answers `1` ([`Status::Stale`], logged as a warning);
-//! - `setpass`, `removeuser`, `removeuser3`: the account's entries are dropped before and after
-//!   the inner handler runs, whatever it answered (a timed-out `setpass` may still have
-//!   changed the password), and an `auth` that was already running when they started does
-//!   not store its answer.
+//! - every entry carries the account's [`Generation`] read *before* the backend was asked,
+//!   and is served (fresh or stale) only while that generation is current. A `setpass`,
+//!   `removeuser` or `removeuser3` bumps it ([`super::generation::GenerationHandler`], the
+//!   layer above), so an entry of the old password, and the answer of an `auth` that was
+//!   already running across the change, are dead at once. With the generations file that
+//!   holds for a change through any bridge process of the machine;
+//! - the same changes also drop the account's entries here, whatever they answered: only
+//!   to free the memory, correctness comes from the generations.
 //!
-//! Each bridge process has its own cache: a password changed through another process of the
-//! pool, or outside the bridge, is noticed when the entry expires (`ttl`).
+//! A password changed outside the bridge (or through a process that shares no generations
+//! file) is noticed when the entry expires (`ttl`).
 //!
 //! Must not hash anything itself (keys come from [`super::keyed`]), cache a negative answer,
 //! or decide anything the inner handler would not have: it only answers sooner, or, within
 //! `stale_if_error`, during an outage.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use super::generation::{Generation, Generations, Slot};
 use super::keyed::{AccountKey, CredentialKey, Keyer};
 use crate::config::CacheConfig;
 use crate::outcome::{Outcome, Status};
@@ -52,6 +56,8 @@ struct Entry {
     credential: CredentialKey,
     stored: Instant,
     backend: Option<Arc<str>>,
+    /// The account's generation before the backend was asked; served only while current.
+    generation: Generation,
 }
 
 /// What a lookup found.
@@ -68,16 +74,19 @@ pub struct CredentialCache {
     entries: moka::sync::Cache<AccountKey, Arc<[Entry]>>,
     ttl: Duration,
     stale_if_error: Duration,
-    /// Bumped by every eviction; an answer computed across one is not stored.
-    evictions: AtomicU64,
+    generations: Arc<Generations>,
 }
 
 impl CredentialCache {
-    pub fn new(config: &CacheConfig) -> CredentialCache {
-        CredentialCache::with_keyer(config, Keyer::random())
+    pub fn new(config: &CacheConfig, generations: Arc<Generations>) -> CredentialCache {
+        CredentialCache::with_keyer(config, Keyer::random(), generations)
     }
 
-    fn with_keyer(config: &CacheConfig, keyer: Keyer) -> CredentialCache {
+    fn with_keyer(
+        config: &CacheConfig,
+        keyer: Keyer,
+        generations: Arc<Generations>,
+    ) -> CredentialCache {
         // Entries live as long as either use of them: fresh hits or stale serving.
         let lifetime = config
             .ttl
@@ -93,7 +102,7 @@ impl CredentialCache {
             entries,
             ttl: config.ttl,
             stale_if_error: config.stale_if_error,
-            evictions: AtomicU64::new(0),
+            generations,
         }
     }
 
@@ -101,10 +110,18 @@ impl CredentialCache {
         &self.keyer
     }
 
-    /// The entry for this credential, if one is younger than `max_age` at `now`.
+    /// The account's generation now: read before asking the backend, passed to
+    /// [`CredentialCache::remember`].
+    pub fn generation(&self, slot: Slot) -> Generation {
+        self.generations.current(slot)
+    }
+
+    /// The entry for this credential, if one is younger than `max_age` at `now` and its
+    /// account has not changed since it was stored.
     fn find(
         &self,
         account: AccountKey,
+        slot: Slot,
         credential: &CredentialKey,
         now: Instant,
         max_age: Duration,
@@ -113,6 +130,7 @@ impl CredentialCache {
         group
             .iter()
             .find(|e| e.credential.matches(credential))
+            .filter(|e| self.generations.is_current(slot, e.generation))
             .map(|e| Hit {
                 age: now.saturating_duration_since(e.stored),
                 backend: e.backend.clone(),
@@ -124,46 +142,51 @@ impl CredentialCache {
     pub fn fresh(
         &self,
         account: AccountKey,
+        slot: Slot,
         credential: &CredentialKey,
         now: Instant,
     ) -> Option<Hit> {
-        self.find(account, credential, now, self.ttl)
+        self.find(account, slot, credential, now, self.ttl)
     }
 
     /// A positive answer young enough to serve while the backend is unavailable.
     pub fn stale(
         &self,
         account: AccountKey,
+        slot: Slot,
         credential: &CredentialKey,
         now: Instant,
     ) -> Option<Hit> {
         if self.stale_if_error.is_zero() {
             return None;
         }
-        self.find(account, credential, now, self.stale_if_error)
+        self.find(account, slot, credential, now, self.stale_if_error)
     }
 
-    /// The eviction count, to pass to [`CredentialCache::remember`] after asking the backend.
-    pub fn epoch(&self) -> u64 {
-        self.evictions.load(Ordering::Acquire)
-    }
-
-    /// Remembers a positive answer obtained since `epoch`, unless an eviction happened since.
+    /// Remembers a positive answer obtained by asking the backend after reading the
+    /// account's `generation`, unless the account changed since: an answer computed across
+    /// a change is not stored, and one stored across it is never served.
     pub fn remember(
         &self,
         account: AccountKey,
+        slot: Slot,
         credential: CredentialKey,
         backend: Option<&str>,
         now: Instant,
-        epoch: u64,
+        generation: Generation,
     ) {
+        if !self.generations.is_current(slot, generation) {
+            return;
+        }
         let lifetime = self.ttl.max(self.stale_if_error);
         let old = self.entries.get(&account);
         let mut group: Vec<Entry> = old
             .iter()
             .flat_map(|g| g.iter())
             .filter(|e| {
-                e.credential != credential && now.saturating_duration_since(e.stored) < lifetime
+                e.credential != credential
+                    && e.generation == generation
+                    && now.saturating_duration_since(e.stored) < lifetime
             })
             .cloned()
             .collect();
@@ -174,21 +197,14 @@ impl CredentialCache {
             credential,
             stored: now,
             backend: backend.map(Arc::from),
+            generation,
         });
-        // Checked last: an eviction that raced with this insert bumps the epoch first, then
-        // removes; one that came before is seen here.
-        if self.epoch() != epoch {
-            return;
-        }
         self.entries.insert(account, group.into());
-        if self.epoch() != epoch {
-            self.entries.invalidate(&account);
-        }
     }
 
-    /// Forgets every credential of the account.
+    /// Forgets every credential of the account (memory only: what is stale is already
+    /// unservable by its generation).
     pub fn evict(&self, account: AccountKey) {
-        self.evictions.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate(&account);
     }
 }
@@ -200,10 +216,12 @@ pub struct CachingHandler<H> {
 }
 
 impl<H: Handler> CachingHandler<H> {
-    pub fn new(inner: H, config: &CacheConfig) -> Self {
+    /// `generations` must be the ones the [`super::generation::GenerationHandler`] above
+    /// this handler bumps.
+    pub fn new(inner: H, config: &CacheConfig, generations: Arc<Generations>) -> Self {
         CachingHandler {
             inner,
-            cache: CredentialCache::new(config),
+            cache: CredentialCache::new(config, generations),
         }
     }
 
@@ -215,26 +233,28 @@ impl<H: Handler> CachingHandler<H> {
         let a = request.account();
         let account = self.cache.keyer().account(&a.user, &a.server);
         let credential = self.cache.keyer().credential(&a.user, &a.server, password);
-        if let Some(hit) = self.cache.fresh(account, &credential, Instant::now()) {
+        let slot = Slot::of(&a.user, &a.server);
+        if let Some(hit) = self.cache.fresh(account, slot, &credential, Instant::now()) {
             crate::metrics::cache_hit();
             return from_cache(hit, Status::Cached);
         }
         crate::metrics::cache_miss();
-        let epoch = self.cache.epoch();
+        let generation = self.cache.generation(slot);
         let outcome = self.inner.handle(request).await;
         match &outcome.status {
             Status::Yes if outcome.answer => {
                 self.cache.remember(
                     account,
+                    slot,
                     credential,
                     outcome.backend.as_deref(),
                     Instant::now(),
-                    epoch,
+                    generation,
                 );
                 outcome
             }
             Status::Error("unavailable", message) => {
-                match self.cache.stale(account, &credential, Instant::now()) {
+                match self.cache.stale(account, slot, &credential, Instant::now()) {
                     Some(hit) => {
                         let reason = format!(
                             "backend unavailable ({message}); served a cached answer {} ms old",
@@ -282,8 +302,17 @@ impl<H: Handler> Handler for CachingHandler<H> {
 mod tests {
     use super::*;
     use crate::backend::BackendError;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
+
+    fn generations() -> Arc<Generations> {
+        Arc::new(Generations::in_memory())
+    }
+
+    /// The slot of `u@s`, the account most tests use.
+    fn slot() -> Slot {
+        Slot::of("u", "s")
+    }
 
     fn config(ttl_s: u64, stale_s: u64) -> CacheConfig {
         CacheConfig {
@@ -296,59 +325,97 @@ mod tests {
 
     #[test]
     fn expiry_and_stale_window_use_the_age() {
-        let cache = CredentialCache::new(&config(60, 600));
+        let cache = CredentialCache::new(&config(60, 600), generations());
         let k = cache.keyer().clone();
         let (acct, cred) = (
             k.account("u", "s"),
             k.credential("u", "s", &Secret::new("p")),
         );
         let t0 = Instant::now();
-        cache.remember(acct, cred, Some("b"), t0, cache.epoch());
+        cache.remember(acct, slot(), cred, Some("b"), t0, cache.generation(slot()));
         assert!(cache
-            .fresh(acct, &cred, t0 + Duration::from_secs(59))
+            .fresh(acct, slot(), &cred, t0 + Duration::from_secs(59))
             .is_some());
         assert!(cache
-            .fresh(acct, &cred, t0 + Duration::from_secs(60))
+            .fresh(acct, slot(), &cred, t0 + Duration::from_secs(60))
             .is_none());
         assert!(cache
-            .stale(acct, &cred, t0 + Duration::from_secs(599))
+            .stale(acct, slot(), &cred, t0 + Duration::from_secs(599))
             .is_some());
         assert!(cache
-            .stale(acct, &cred, t0 + Duration::from_secs(600))
+            .stale(acct, slot(), &cred, t0 + Duration::from_secs(600))
             .is_none());
         let wrong = k.credential("u", "s", &Secret::new("q"));
-        assert!(cache.fresh(acct, &wrong, t0).is_none());
-        assert!(cache.stale(acct, &wrong, t0).is_none());
+        assert!(cache.fresh(acct, slot(), &wrong, t0).is_none());
+        assert!(cache.stale(acct, slot(), &wrong, t0).is_none());
     }
 
     #[test]
-    fn eviction_during_a_backend_call_keeps_its_answer_out() {
-        let cache = CredentialCache::new(&config(60, 0));
+    fn a_change_during_a_backend_call_or_after_a_store_kills_the_entry() {
+        let g = generations();
+        let cache = CredentialCache::new(&config(60, 600), Arc::clone(&g));
         let k = cache.keyer().clone();
         let (acct, cred) = (
             k.account("u", "s"),
             k.credential("u", "s", &Secret::new("p")),
         );
-        let epoch = cache.epoch();
-        cache.evict(acct);
-        cache.remember(acct, cred, None, Instant::now(), epoch);
-        assert!(cache.fresh(acct, &cred, Instant::now()).is_none());
+        // Asked before a change, answered after it: not stored.
+        let before = cache.generation(slot());
+        g.bump(slot());
+        cache.remember(acct, slot(), cred, None, Instant::now(), before);
+        assert!(cache.entries.get(&acct).is_none());
+        // Stored, then the account changes (another process's bump, no eviction here):
+        // neither fresh nor stale from then on.
+        let now = Instant::now();
+        cache.remember(acct, slot(), cred, None, now, cache.generation(slot()));
+        assert!(cache.fresh(acct, slot(), &cred, now).is_some());
+        g.bump(slot());
+        assert!(cache.fresh(acct, slot(), &cred, now).is_none());
+        assert!(cache.stale(acct, slot(), &cred, now).is_none());
+    }
+
+    /// Two bridge processes of a pool, as far as the state goes: each its own cache and
+    /// keyer, one generations file.
+    #[test]
+    fn a_change_through_one_stack_is_seen_by_another_sharing_the_file() {
+        use crate::state::generation::GenerationHandler;
+        let dir = tempfile::tempdir().unwrap();
+        let stack = || {
+            let g = Arc::new(Generations::shared(dir.path()).unwrap());
+            let (inner, cached) = setup_with(config(600, 0), Arc::clone(&g));
+            (inner, GenerationHandler::new(cached, g))
+        };
+        let ((inner_a, a), (inner_b, b)) = (stack(), stack());
+        let run = |h: &GenerationHandler<CachingHandler<Arc<Scripted>>>, line: &str| {
+            let request = Request::parse(line.as_bytes()).unwrap();
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(h.handle(&request))
+        };
+        run(&b, "auth:u:s:right");
+        assert_eq!(run(&b, "auth:u:s:right").status, Status::Cached);
+        run(&a, "setpass:u:s:new");
+        inner_b.set(Ok(false));
+        let o = run(&b, "auth:u:s:right");
+        assert_eq!((o.answer, &o.status), (false, &Status::No));
+        assert_eq!(inner_a.calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]
     fn one_account_cannot_fill_the_cache() {
-        let cache = CredentialCache::new(&config(60, 0));
+        let cache = CredentialCache::new(&config(60, 0), generations());
         let k = cache.keyer().clone();
         let acct = k.account("u", "s");
         let now = Instant::now();
         for i in 0..20 {
             let cred = k.credential("u", "s", &Secret::new(format!("p{i}")));
-            cache.remember(acct, cred, None, now, cache.epoch());
+            cache.remember(acct, slot(), cred, None, now, cache.generation(slot()));
         }
         let last = k.credential("u", "s", &Secret::new("p19"));
         let first = k.credential("u", "s", &Secret::new("p0"));
-        assert!(cache.fresh(acct, &last, now).is_some());
-        assert!(cache.fresh(acct, &first, now).is_none());
+        assert!(cache.fresh(acct, slot(), &last, now).is_some());
+        assert!(cache.fresh(acct, slot(), &first, now).is_none());
         assert_eq!(cache.entries.get(&acct).unwrap().len(), PER_ACCOUNT);
     }
 
@@ -384,11 +451,21 @@ mod tests {
     }
 
     fn setup(cfg: CacheConfig) -> (Arc<Scripted>, CachingHandler<Arc<Scripted>>) {
+        setup_with(cfg, generations())
+    }
+
+    fn setup_with(
+        cfg: CacheConfig,
+        generations: Arc<Generations>,
+    ) -> (Arc<Scripted>, CachingHandler<Arc<Scripted>>) {
         let inner = Arc::new(Scripted {
             answer: Mutex::new(Ok(true)),
             calls: AtomicUsize::new(0),
         });
-        (Arc::clone(&inner), CachingHandler::new(inner, &cfg))
+        (
+            Arc::clone(&inner),
+            CachingHandler::new(inner, &cfg, generations),
+        )
     }
 
     fn ask(h: &CachingHandler<Arc<Scripted>>, line: &str) -> Outcome {
@@ -481,8 +558,14 @@ mod tests {
         let cred = k.credential("u", "s", &Secret::new("right"));
         let old = Instant::now() - Duration::from_secs(120);
         h.cache.evict(acct);
-        h.cache
-            .remember(acct, cred, Some("inner"), old, h.cache.epoch());
+        h.cache.remember(
+            acct,
+            slot(),
+            cred,
+            Some("inner"),
+            old,
+            h.cache.generation(slot()),
+        );
         inner.set(Err("unavailable"));
         let o = ask(&h, "auth:u:s:right");
         assert!(o.answer);
@@ -499,8 +582,14 @@ mod tests {
         // Older than the window: not served.
         let older = Instant::now() - Duration::from_secs(601);
         h.cache.evict(acct);
-        h.cache
-            .remember(acct, cred, Some("inner"), older, h.cache.epoch());
+        h.cache.remember(
+            acct,
+            slot(),
+            cred,
+            Some("inner"),
+            older,
+            h.cache.generation(slot()),
+        );
         inner.set(Err("unavailable"));
         assert!(!ask(&h, "auth:u:s:right").answer);
     }
@@ -513,10 +602,11 @@ mod tests {
         let cred = k.credential("u", "s", &Secret::new("right"));
         h.cache.remember(
             acct,
+            slot(),
             cred,
             None,
             Instant::now() - Duration::from_secs(61),
-            0,
+            h.cache.generation(slot()),
         );
         inner.set(Err("unavailable"));
         let o = ask(&h, "auth:u:s:right");

@@ -7,6 +7,11 @@
 //! `setpass`, `removeuser` or `removeuser3` calls [`Generations::bump`] before and after it
 //! runs. Reading is one atomic load: this is checked on every cache hit.
 //!
+//! The counters live in this process's memory ([`Generations::in_memory`]) or in a file
+//! every bridge process of the machine maps ([`Generations::shared`], see
+//! [`super::generation_file`]): then a change through one process of an ejabberd pool is
+//! seen by all of them at their next lookup.
+//!
 //! Accounts map to a fixed number of slots by an *unkeyed* hash of the account as the users
 //! file folds it ([`normalize_account`]): every process of a pool must find the same slot
 //! for one account, and must not need a shared secret to do so. Two accounts may share a
@@ -16,12 +21,14 @@
 //!
 //! Must not decide anything: it only says whether a remembered fact is still current.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
+use super::generation_file::{self, GenerationsFileError, Mapping};
 use crate::outcome::Outcome;
 use crate::request::{normalize_account, Request};
 use crate::router::Handler;
@@ -60,29 +67,93 @@ impl Slot {
     }
 }
 
-/// The counters. Today in this process's memory; a file-backed variant shares them with
-/// every process of the pool.
+/// The counters: in this process's memory, or in the generations file every process of
+/// the machine maps ([`super::generation_file`]).
 pub struct Generations {
-    slots: Box<[AtomicU64]>,
+    slots: Slots,
+}
+
+/// Where the counters are, not their values (65 536 numbers help nobody in a log).
+impl std::fmt::Debug for Generations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.path() {
+            Some(path) => write!(f, "Generations(file {})", path.display()),
+            None => f.write_str("Generations(in memory)"),
+        }
+    }
+}
+
+enum Slots {
+    Memory(Box<[AtomicU64]>),
+    File(Mapping, PathBuf),
 }
 
 impl Generations {
-    /// Counters seen by this process only.
+    /// Counters seen by this process only: right for a single process, and where no
+    /// directory is configured.
     pub fn in_memory() -> Generations {
         Generations {
-            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            slots: Slots::Memory((0..SLOTS).map(|_| AtomicU64::new(0)).collect()),
         }
+    }
+
+    /// The counters of the generations file in `dir`, shared with every process that maps
+    /// it; the file is created when missing. An error is never papered over with
+    /// per-process counters: the caller refuses to start.
+    pub fn shared(dir: &Path) -> Result<Generations, GenerationsFileError> {
+        Generations::mapped(dir, true)
+    }
+
+    /// The generations file in `dir` if a bridge has made one, never creating it: for the
+    /// `users` command, which changes a users file behind the bridges' backs.
+    pub fn existing(dir: &Path) -> Result<Option<Generations>, GenerationsFileError> {
+        match Generations::mapped(dir, false) {
+            Err(GenerationsFileError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    fn mapped(dir: &Path, create: bool) -> Result<Generations, GenerationsFileError> {
+        let file = generation_file::open(dir, create)?;
+        let path = dir.join(generation_file::FILE_NAME);
+        let mapping = Mapping::new(&file).map_err(|source| GenerationsFileError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Generations {
+            slots: Slots::File(mapping, path),
+        })
+    }
+
+    /// The generations file, when the counters are shared.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.slots {
+            Slots::Memory(_) => None,
+            Slots::File(_, path) => Some(path),
+        }
+    }
+
+    fn slot(&self, slot: Slot) -> &AtomicU64 {
+        let slots = match &self.slots {
+            Slots::Memory(slots) => slots,
+            Slots::File(mapping, _) => mapping.slots(),
+        };
+        &slots[slot.0]
     }
 
     /// The account's generation now.
     pub fn current(&self, slot: Slot) -> Generation {
-        Generation(self.slots[slot.0].load(Ordering::Acquire))
+        Generation(self.slot(slot).load(Ordering::Acquire))
     }
 
     /// Marks every fact remembered about the account (and its slot's neighbours) as out
-    /// of date.
+    /// of date, in every process sharing the counters.
     pub fn bump(&self, slot: Slot) {
-        self.slots[slot.0].fetch_add(1, Ordering::AcqRel);
+        self.slot(slot).fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether a fact remembered at `then` still holds.

@@ -6,16 +6,19 @@
 //! - [`cache`]: the positive-result credential cache, a [`crate::router::Handler`] wrapper
 //!   over one bounded LRU map (moka) of such keys;
 //! - [`generation`]: a counter per account slot that a password change bumps, so that a
-//!   remembered fact about a credential can tell it is out of date.
+//!   remembered fact about a credential can tell it is out of date;
+//! - [`generation_file`]: those counters in a file mapped by every process of the machine.
 //!
 //! - [`breaker`]: the circuit breaker of one backend, a [`crate::backend::Backend`]
 //!   decorator over a pure state machine.
 //!
-//! The per-account throttle belongs here too, on the same keys
-//! and the same kind of map. State lives in the process's memory only: nothing here writes
-//! a file or talks to the network, and nothing here holds a password or a user name in clear.
+//! The per-account throttle belongs here too, on the same keys and the same kind of map.
+//! State lives in the process's memory, except the generations file (counters only);
+//! nothing here talks to the network, and nothing here holds a password or a user name in
+//! clear.
 
 pub mod breaker;
 pub mod cache;
 pub mod generation;
+pub mod generation_file;
 pub mod keyed;

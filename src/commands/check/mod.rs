@@ -8,6 +8,7 @@
 
 mod environment;
 mod findings;
+mod generations;
 mod hints;
 mod remember;
 
@@ -164,6 +165,7 @@ pub fn build_report(cli: &Cli) -> Report {
     findings.extend(breakers(&config));
     findings.push(logs(&config));
     findings.extend(metrics(&config));
+    findings.extend(generations::generations(&config));
     let backends = check_backends(&config, &source);
     let broken = backends.iter().any(|b| !b.ok) || findings.iter().any(|f| f.level == Level::Fail);
     Report {
