@@ -69,6 +69,7 @@ pub struct Metrics {
     passed_over: Mutex<BTreeMap<(String, &'static str), u64>>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    throttle_lockouts: AtomicU64,
     started: SystemTime,
 }
 
@@ -99,6 +100,12 @@ pub fn cache_miss() {
     GLOBAL.cache_misses.fetch_add(1, Ordering::Relaxed);
 }
 
+/// An account was locked out by the throttle (its throttled answers are counted as
+/// requests with `outcome="throttled"`).
+pub fn throttle_lockout() {
+    GLOBAL.throttle_lockouts.fetch_add(1, Ordering::Relaxed);
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -112,6 +119,7 @@ impl Metrics {
             passed_over: Mutex::new(BTreeMap::new()),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            throttle_lockouts: AtomicU64::new(0),
             started: SystemTime::now(),
         }
     }
@@ -234,6 +242,11 @@ impl Metrics {
                 "extauth_bridge_cache_misses_total",
                 "Cacheable requests the credential cache could not answer.",
                 &self.cache_misses,
+            ),
+            (
+                "extauth_bridge_throttle_lockouts_total",
+                "Accounts locked out by [throttle] after max_failures distinct wrong passwords.",
+                &self.throttle_lockouts,
             ),
         ] {
             let _ = writeln!(

@@ -201,9 +201,14 @@ pub struct CachingHandler<H> {
 
 impl<H: Handler> CachingHandler<H> {
     pub fn new(inner: H, config: &CacheConfig) -> Self {
+        CachingHandler::with_keyer(inner, config, Keyer::random())
+    }
+
+    /// With the process's one keyer, shared with the throttle.
+    pub fn with_keyer(inner: H, config: &CacheConfig, keyer: Keyer) -> Self {
         CachingHandler {
             inner,
-            cache: CredentialCache::new(config),
+            cache: CredentialCache::with_keyer(config, keyer),
         }
     }
 

@@ -6,12 +6,15 @@
 //! - [`cache`]: the positive-result credential cache, a [`crate::router::Handler`] wrapper
 //!   over one bounded LRU map (moka) of such keys;
 //! - [`generation`]: a counter per account slot that a password change bumps, so that a
-//!   remembered fact about a credential can tell it is out of date.
+//!   remembered fact about a credential can tell it is out of date;
+//! - [`throttle`]: failure throttling per account, a [`crate::router::Handler`] wrapper over
+//!   a [`throttle::ThrottleStore`] (in memory: one bounded LRU map of the same keys).
 //!
-//! The per-account throttle and the per-backend breaker belong here too, on the same keys
+//! The per-backend breaker belongs here too, on the same keys
 //! and the same kind of map. State lives in the process's memory only: nothing here writes
 //! a file or talks to the network, and nothing here holds a password or a user name in clear.
 
 pub mod cache;
 pub mod generation;
 pub mod keyed;
+pub mod throttle;
