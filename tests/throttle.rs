@@ -173,3 +173,30 @@ fn a_password_change_outdates_trust_and_remembered_failures() {
     }
     assert_eq!(b.auth("romeo", "secret"), word("throttled"));
 }
+
+#[test]
+fn check_shows_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let backend = format!("name = \"local\"\ntype = \"file\"\npath = {users:?}\n");
+    let config = config(dir.path(), &backend);
+    let out = run(&["--config", config.to_str().unwrap(), "check"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("throttle"))
+        .unwrap_or_else(|| panic!("no throttle line in:\n{text}"));
+    assert!(line.contains("ok"), "{line}");
+    for part in [
+        "3 distinct wrong passwords within 15m",
+        "for 5m",
+        "up to 1h",
+        "7days",
+    ] {
+        assert!(line.contains(part), "{part:?} not in {line}");
+    }
+    // Off: no line at all.
+    std::fs::write(&config, format!("[[backend]]\n{backend}")).unwrap();
+    let out = run(&["--config", config.to_str().unwrap(), "check"], b"");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("throttle"));
+}

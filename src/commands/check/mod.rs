@@ -24,7 +24,8 @@ use crate::router::{build_backend, Router};
 use crate::setup::load_config;
 use environment::{file_permissions, proxy_environment, running_as, stdout_kind, user_name};
 use findings::{
-    config_found, describe, logs, metrics, relative_paths, routes, setpass_refusals, timing,
+    config_found, describe, logs, metrics, relative_paths, routes, setpass_refusals, throttle,
+    timing,
 };
 use hints::{backend_hint, hint};
 
@@ -160,6 +161,7 @@ pub fn build_report(cli: &Cli) -> Report {
     findings.push(timing(&config));
     findings.push(logs(&config));
     findings.extend(metrics(&config));
+    findings.extend(throttle(&config));
     let backends = check_backends(&config, &source);
     let broken = backends.iter().any(|b| !b.ok) || findings.iter().any(|f| f.level == Level::Fail);
     Report {

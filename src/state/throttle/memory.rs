@@ -23,6 +23,10 @@ use crate::state::keyed::{AccountKey, CredentialKey};
 /// must not be able to grow their entry without bound.
 pub const TRUSTED_PER_ACCOUNT: usize = 8;
 
+/// moka's own bookkeeping per entry (its copy of the key, timer and queue nodes), roughly:
+/// added to [`MemoryStore::bytes_per_account`] where a whole-process figure is shown.
+pub const MAP_OVERHEAD: usize = 200;
+
 /// A credential a backend answered, when, and under which generation of the account.
 #[derive(Clone, Copy)]
 struct Remembered {

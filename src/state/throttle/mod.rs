@@ -30,7 +30,7 @@
 mod memory;
 mod store;
 
-pub use memory::{MemoryStore, TRUSTED_PER_ACCOUNT};
+pub use memory::{MemoryStore, MAP_OVERHEAD, TRUSTED_PER_ACCOUNT};
 pub use store::{Policy, StoreError, ThrottleStore, Verdict};
 
 use std::sync::atomic::{AtomicBool, Ordering};
