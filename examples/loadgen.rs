@@ -48,7 +48,8 @@ fn usage() -> ! {
          \x20              [--procs P] [--piped N] [--http BASE_URL] [--rounds R]\n\
          \x20              [--only CASE,CASE...]\n\
          \x20      loadgen --startup RUNS [--bridge PATH] [--responder PATH] [--python PATH]\n\
-         cases: responder isuser file-cheap file-argon2 cache piped-cache piped-isuser\n\
+         cases: responder isuser file-cheap file-argon2 cache throttled repeated piped-cache\n\
+         \x20      piped-isuser\n\
          \x20      python-pipe http-floor wrk http python-http piped-http"
     );
     std::process::exit(2)
@@ -189,6 +190,17 @@ type Spawner<'a> = &'a (dyn Fn() -> Command + Sync);
 
 /// Lock-step over `procs` processes in parallel, `requests` in all, after a warm-up.
 fn lockstep(spawn: Spawner, payload: &str, requests: usize, procs: usize) -> Result<Stats, String> {
+    lockstep_expecting(spawn, payload, requests, procs, true)
+}
+
+/// [`lockstep`] for a case whose every answer is `expect` (`false`: throttled answers).
+fn lockstep_expecting(
+    spawn: Spawner,
+    payload: &str,
+    requests: usize,
+    procs: usize,
+    expect: bool,
+) -> Result<Stats, String> {
     let frame = frame(payload);
     let per_proc = requests / procs;
     let mut children: Vec<Proc> = (0..procs).map(|_| Proc::spawn(&mut spawn())).collect();
@@ -196,8 +208,8 @@ fn lockstep(spawn: Spawner, payload: &str, requests: usize, procs: usize) -> Res
     for p in &mut children {
         for _ in 0..warmup {
             match p.ask(&frame) {
-                Ok(true) => {}
-                Ok(false) => return Err("answered 0 during warm-up".into()),
+                Ok(answer) if answer == expect => {}
+                Ok(answer) => return Err(format!("answered {} during warm-up", u8::from(answer))),
                 Err(e) => return Err(format!("warm-up failed: {e}")),
             }
         }
@@ -213,7 +225,7 @@ fn lockstep(spawn: Spawner, payload: &str, requests: usize, procs: usize) -> Res
                     let mut lat = Vec::with_capacity(per_proc);
                     for _ in 0..per_proc {
                         let t = Instant::now();
-                        let ok = p.ask(frame).unwrap_or(false);
+                        let ok = p.ask(frame).is_ok_and(|answer| answer == expect);
                         lat.push(t.elapsed());
                         if !ok {
                             break;
@@ -240,7 +252,11 @@ fn lockstep(spawn: Spawner, payload: &str, requests: usize, procs: usize) -> Res
         p.finish();
     }
     if done < per_proc * procs {
-        return Err(format!("only {done} of {} answered 1", per_proc * procs));
+        return Err(format!(
+            "only {done} of {} answered {}",
+            per_proc * procs,
+            u8::from(expect)
+        ));
     }
     latencies.sort_unstable();
     Ok(Stats {
@@ -685,6 +701,21 @@ fn main() {
         "cache.toml",
         &format!("{cache_table}{}", file_backend(&real_users)),
     );
+    // Throttled: one wrong password locks the account, and every later one (the same) is
+    // refused unasked during the lockout. Repeated: the same wrong password, remembered.
+    let throttled_config = write_config(
+        dir.path(),
+        "throttled.toml",
+        &format!(
+            "[throttle]\nenabled = true\nmax_failures = 1\n{}",
+            file_backend(&cheap_users)
+        ),
+    );
+    let repeated_config = write_config(
+        dir.path(),
+        "repeated.toml",
+        &format!("[throttle]\nenabled = true\n{}", file_backend(&cheap_users)),
+    );
     let http_config = o.http.as_ref().map(|url| {
         write_config(
             dir.path(),
@@ -721,6 +752,7 @@ fn main() {
     }
     let auth = format!("auth:{USER}:{SERVER}:{PASSWORD}");
     let isuser = format!("isuser:{USER}:{SERVER}");
+    let wrong = format!("auth:{USER}:{SERVER}:not the password");
     let (n, procs) = (o.requests, o.procs.max(1));
 
     println!(
@@ -795,6 +827,18 @@ fn main() {
         "cache",
         "bridge auth, cache hits",
         Box::new(|| lockstep(&bridge(&cache_config), &auth, n, procs)),
+    );
+    add(
+        &mut cases,
+        "throttled",
+        "bridge auth, account locked (throttled)",
+        Box::new(|| lockstep_expecting(&bridge(&throttled_config), &wrong, n, procs, false)),
+    );
+    add(
+        &mut cases,
+        "repeated",
+        "bridge auth, repeated wrong password",
+        Box::new(|| lockstep_expecting(&bridge(&repeated_config), &wrong, n, procs, false)),
     );
     add(
         &mut cases,
@@ -891,6 +935,15 @@ fn main() {
             "  cache hits / pipe floor                     {:.2}   (target ≥ 0.80)",
             c / p
         );
+    }
+    for (case, label) in [("throttled", "throttled"), ("repeated", "repeated wrong")] {
+        if let (Some(c), Some(p)) = (rate(case), rate("responder")) {
+            println!(
+                "  {:<44}{:.2}   (target ≥ 0.80, issue #14)",
+                format!("{label} answers / pipe floor"),
+                c / p
+            );
+        }
     }
     if let (Some(c), Some(p)) = (rate("isuser"), rate("responder")) {
         println!("  isuser (users file) / pipe floor            {:.2}", c / p);
