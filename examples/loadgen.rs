@@ -48,7 +48,8 @@ fn usage() -> ! {
          \x20              [--procs P] [--piped N] [--http BASE_URL] [--rounds R]\n\
          \x20              [--only CASE,CASE...]\n\
          \x20      loadgen --startup RUNS [--bridge PATH] [--responder PATH] [--python PATH]\n\
-         cases: responder isuser file-cheap file-argon2 cache piped-cache piped-isuser breaker-open\n\
+         cases: responder isuser file-cheap file-argon2 cache throttled repeated piped-cache\n\
+         \x20      piped-isuser breaker-open\n\
          \x20      python-pipe http-floor wrk http python-http piped-http"
     );
     std::process::exit(2)
@@ -717,6 +718,21 @@ fn main() {
         "cache.toml",
         &format!("{cache_table}{}", file_backend(&real_users)),
     );
+    // Throttled: one wrong password locks the account, and every later one (the same) is
+    // refused unasked during the lockout. Repeated: the same wrong password, remembered.
+    let throttled_config = write_config(
+        dir.path(),
+        "throttled.toml",
+        &format!(
+            "[throttle]\nenabled = true\nmax_failures = 1\n{}",
+            file_backend(&cheap_users)
+        ),
+    );
+    let repeated_config = write_config(
+        dir.path(),
+        "repeated.toml",
+        &format!("[throttle]\nenabled = true\n{}", file_backend(&cheap_users)),
+    );
     let http_config = o.http.as_ref().map(|url| {
         write_config(
             dir.path(),
@@ -764,6 +780,7 @@ fn main() {
     }
     let auth = format!("auth:{USER}:{SERVER}:{PASSWORD}");
     let isuser = format!("isuser:{USER}:{SERVER}");
+    let wrong = format!("auth:{USER}:{SERVER}:not the password");
     let (n, procs) = (o.requests, o.procs.max(1));
 
     println!(
@@ -838,6 +855,18 @@ fn main() {
         "cache",
         "bridge auth, cache hits",
         Box::new(|| lockstep(&bridge(&cache_config), &auth, n, procs)),
+    );
+    add(
+        &mut cases,
+        "throttled",
+        "bridge auth, account locked (throttled)",
+        Box::new(|| lockstep_expecting(&bridge(&throttled_config), &wrong, n, procs, false)),
+    );
+    add(
+        &mut cases,
+        "repeated",
+        "bridge auth, repeated wrong password",
+        Box::new(|| lockstep_expecting(&bridge(&repeated_config), &wrong, n, procs, false)),
     );
     add(
         &mut cases,
@@ -940,6 +969,15 @@ fn main() {
             "  cache hits / pipe floor                     {:.2}   (target ≥ 0.80)",
             c / p
         );
+    }
+    for (case, label) in [("throttled", "throttled"), ("repeated", "repeated wrong")] {
+        if let (Some(c), Some(p)) = (rate(case), rate("responder")) {
+            println!(
+                "  {:<44}{:.2}   (target ≥ 0.80, issue #14)",
+                format!("{label} answers / pipe floor"),
+                c / p
+            );
+        }
     }
     if let (Some(c), Some(p)) = (rate("isuser"), rate("responder")) {
         println!("  isuser (users file) / pipe floor            {:.2}", c / p);

@@ -31,6 +31,12 @@ pub enum Status {
     Stale(String),
     /// A backend said no.
     No,
+    /// Answered `0` without asking a backend: the account is locked out (`[throttle]`) and
+    /// this credential is not one verified for it recently. Holds how long the lockout lasts.
+    Throttled(String),
+    /// Answered `0` without asking a backend: a backend said no to this very credential
+    /// less than `throttle.window` ago (a client retrying a stale password).
+    Repeated,
     /// Answered `0` without asking a backend (empty password, no route, certauth…).
     Refused(&'static str),
     /// A backend failed: its error kind and message.
@@ -56,6 +62,8 @@ impl Status {
             Status::Cached => "cached",
             Status::Stale(_) => "stale",
             Status::No => "no",
+            Status::Throttled(_) => "throttled",
+            Status::Repeated => "repeated",
             Status::Refused(_) => "refused",
             Status::Error(kind, _) => kind,
             Status::UnavailableThenNo(_) => "unavailable",

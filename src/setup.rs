@@ -20,6 +20,8 @@ use crate::router::{Handler, Router};
 use crate::state::cache::CachingHandler;
 use crate::state::generation::{GenerationHandler, Generations};
 use crate::state::generation_file;
+use crate::state::keyed::Keyer;
+use crate::state::throttle::ThrottlingHandler;
 
 /// Exit status for configuration and usage errors.
 pub const EXIT_CONFIG: u8 = 2;
@@ -123,18 +125,38 @@ pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
     Ok((config, source))
 }
 
-/// The router, behind the credential cache when `[cache]` enables it, behind the layer
-/// that bumps account generations on every password change (outermost, so every layer
-/// below sees the new generation).
+/// The stack `GenerationHandler(ThrottlingHandler(CachingHandler(Router)))`, each state
+/// layer present when its table enables it. The throttle sits outside the cache, so that a
+/// cached yes counts as a login; both share one [`Keyer`] and one [`Generations`].
 pub fn build_handler(config: &Config, source: &str) -> Result<Arc<dyn Handler>, ConfigError> {
-    let router = Router::from_config(config, source)?;
+    let keyer = Keyer::random();
     let generations = Arc::new(generations(config, source)?);
-    Ok(if config.cache.enabled {
-        let cached = CachingHandler::new(router, &config.cache, Arc::clone(&generations));
-        Arc::new(GenerationHandler::new(cached, generations))
-    } else {
-        Arc::new(GenerationHandler::new(router, generations))
-    })
+    let mut handler: Box<dyn Handler> = Box::new(Router::from_config(config, source)?);
+    if config.cache.enabled {
+        handler = Box::new(CachingHandler::with_keyer(
+            handler,
+            &config.cache,
+            keyer.clone(),
+            Arc::clone(&generations),
+        ));
+    }
+    if config.throttle.enabled {
+        handler = Box::new(ThrottlingHandler::new(
+            handler,
+            &config.throttle,
+            keyer,
+            Arc::clone(&generations),
+        ));
+    }
+    Ok(Arc::new(GenerationHandler::new(handler, generations)))
+}
+
+/// So that the layers above compose whichever are enabled (one indirect call per layer).
+#[async_trait::async_trait]
+impl Handler for Box<dyn Handler> {
+    async fn handle(&self, request: &crate::request::Request) -> crate::outcome::Outcome {
+        self.as_ref().handle(request).await
+    }
 }
 
 /// The generations file the configuration names ([`generation_file::location`]), else

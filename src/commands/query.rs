@@ -57,7 +57,10 @@ fn field_error(what: &str, value: &str) -> Option<String> {
 pub fn exit_status(outcome: &Outcome) -> u8 {
     if outcome.answer {
         EXIT_OK
-    } else if matches!(outcome.status, Status::No | Status::Refused(_)) {
+    } else if matches!(
+        outcome.status,
+        Status::No | Status::Refused(_) | Status::Throttled(_) | Status::Repeated
+    ) {
         EXIT_NO
     } else {
         EXIT_ERROR
@@ -96,6 +99,10 @@ fn why(command: Command, outcome: &Outcome) -> String {
             "cached: backend `{backend}` answered yes to this password less than cache.ttl ago"
         ),
         Status::Stale(message) => format!("stale: {message}"),
+        Status::Throttled(message) => format!("throttled: {message} (no backend asked)"),
+        Status::Repeated => "repeated: a backend said no to this password less than \
+                             throttle.window ago (no backend asked)"
+            .to_owned(),
         Status::Refused(reason) => format!("refused: {reason} (no backend asked)"),
         Status::Error(kind, message) => format!("{kind}: {message}"),
         Status::UnavailableThenNo(message) => format!("unavailable: {message}"),

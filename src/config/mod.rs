@@ -54,6 +54,8 @@ pub struct Config {
     pub pty: crate::pty::PtyMode,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
     #[serde(default, rename = "route")]
@@ -91,6 +93,7 @@ impl Default for Config {
             log: LogConfig::default(),
             pty: crate::pty::PtyMode::default(),
             cache: CacheConfig::default(),
+            throttle: ThrottleConfig::default(),
             backends: Vec::new(),
             routes: Vec::new(),
             metrics_file: None,
@@ -377,6 +380,89 @@ fn default_ttl() -> Duration {
 }
 
 fn default_max_entries() -> u64 {
+    10_000
+}
+
+/// The `[throttle]` table: failure throttling per account (see `state/throttle/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Distinct wrong passwords within `window` that lock the account.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    #[serde(
+        default = "default_window",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub window: Duration,
+    /// The first lockout; each further one doubles it, up to `max_lockout`.
+    #[serde(
+        default = "default_lockout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub lockout: Duration,
+    #[serde(
+        default = "default_max_lockout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub max_lockout: Duration,
+    /// How long a verified credential still reaches the backend during a lockout.
+    #[serde(
+        default = "default_trusted_for",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub trusted_for: Duration,
+    /// Wrong passwords remembered per account (answered `0` unasked when repeated).
+    #[serde(default = "default_remembered_failures")]
+    pub remembered_failures: usize,
+    /// Most accounts remembered (least recently used go first).
+    #[serde(default = "default_max_accounts")]
+    pub max_accounts: u64,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            enabled: false,
+            max_failures: default_max_failures(),
+            window: default_window(),
+            lockout: default_lockout(),
+            max_lockout: default_max_lockout(),
+            trusted_for: default_trusted_for(),
+            remembered_failures: default_remembered_failures(),
+            max_accounts: default_max_accounts(),
+        }
+    }
+}
+
+fn default_max_failures() -> u32 {
+    5
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn default_lockout() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_max_lockout() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_trusted_for() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+fn default_remembered_failures() -> usize {
+    10
+}
+
+/// At most about 1.7 KiB each (README "Throttling"): 17 MiB per process at worst.
+fn default_max_accounts() -> u64 {
     10_000
 }
 

@@ -10,7 +10,9 @@
 use std::fmt;
 use std::path::Path;
 
-use super::{BackendConfig, CacheConfig, Config, DomainPattern, LogTarget, RouteConfig};
+use super::{
+    BackendConfig, CacheConfig, Config, DomainPattern, LogTarget, RouteConfig, ThrottleConfig,
+};
 
 /// A configuration error: always names the file and the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +97,9 @@ impl Config {
             ));
         }
         if let Err((key, why)) = self.cache.check() {
+            return Err(ConfigError::new(file, key, why));
+        }
+        if let Err((key, why)) = self.throttle.check() {
             return Err(ConfigError::new(file, key, why));
         }
         if self.metrics_interval.is_zero() {
@@ -202,6 +207,41 @@ impl CacheConfig {
                 "cache.max_entries",
                 "must be at least 1 when the cache is enabled",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl ThrottleConfig {
+    /// What types alone cannot check; returns the offending key and why.
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let positive = [
+            ("throttle.window", self.window.is_zero()),
+            ("throttle.lockout", self.lockout.is_zero()),
+            ("throttle.trusted_for", self.trusted_for.is_zero()),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
+            return Err((key, "must be greater than zero when throttling is enabled"));
+        }
+        if self.max_lockout < self.lockout {
+            return Err((
+                "throttle.max_lockout",
+                "must not be shorter than throttle.lockout",
+            ));
+        }
+        let at_least_one = [
+            ("throttle.max_failures", self.max_failures == 0),
+            (
+                "throttle.remembered_failures",
+                self.remembered_failures == 0,
+            ),
+            ("throttle.max_accounts", self.max_accounts == 0),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, zero)| *zero) {
+            return Err((key, "must be at least 1 when throttling is enabled"));
         }
         Ok(())
     }
@@ -511,5 +551,28 @@ mod tests {
             ..CacheConfig::default()
         };
         assert_eq!(c.check().unwrap_err().0, "cache.ttl");
+    }
+
+    #[test]
+    fn throttle_checks_name_the_key() {
+        let ok = ThrottleConfig {
+            enabled: true,
+            ..ThrottleConfig::default()
+        };
+        assert!(ok.check().is_ok());
+        let short = ThrottleConfig {
+            max_lockout: Duration::from_secs(1),
+            ..ok.clone()
+        };
+        assert_eq!(short.check().unwrap_err().0, "throttle.max_lockout");
+        let none = ThrottleConfig {
+            max_accounts: 0,
+            ..ok.clone()
+        };
+        assert_eq!(none.check().unwrap_err().0, "throttle.max_accounts");
+        let e = Config::parse("[throttle]\nenabled = true\nwindow = \"0s\"\n", "t.toml")
+            .and_then(|c| c.validate("t.toml").map(|_| c))
+            .unwrap_err();
+        assert_eq!(e.key, "throttle.window");
     }
 }

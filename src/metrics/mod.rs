@@ -76,6 +76,7 @@ pub struct Metrics {
     /// backend → its circuit breaker's state (0 closed, 1 open, 2 half-open); only the
     /// backends that have a breaker.
     breakers: Mutex<BTreeMap<String, u8>>,
+    throttle_lockouts: AtomicU64,
     started: SystemTime,
 }
 
@@ -119,6 +120,12 @@ pub fn breaker_state(backend: &str, state: u8) {
     GLOBAL.breaker_state(backend, state);
 }
 
+/// An account was locked out by the throttle (its throttled answers are counted as
+/// requests with `outcome="throttled"`).
+pub fn throttle_lockout() {
+    GLOBAL.throttle_lockouts.fetch_add(1, Ordering::Relaxed);
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -135,6 +142,7 @@ impl Metrics {
             remembered: AtomicU64::new(0),
             remember_failures: AtomicU64::new(0),
             breakers: Mutex::new(BTreeMap::new()),
+            throttle_lockouts: AtomicU64::new(0),
             started: SystemTime::now(),
         }
     }
@@ -288,6 +296,11 @@ impl Metrics {
                 "extauth_bridge_remember_failures_total",
                 "Accounts remember_accounts could not add (write failed, queue full); retried at their next login.",
                 &self.remember_failures,
+            ),
+            (
+                "extauth_bridge_throttle_lockouts_total",
+                "Accounts locked out by [throttle] after max_failures distinct wrong passwords.",
+                &self.throttle_lockouts,
             ),
         ] {
             let _ = writeln!(

@@ -204,7 +204,8 @@ fn log_outcome(id: u64, request: &Request, outcome: &Outcome, took: Duration) {
     let account = request.account();
     let reason: std::borrow::Cow<'_, str> = match &outcome.status {
         Status::Yes | Status::No | Status::Cached => "".into(),
-        Status::Stale(message) => message.as_str().into(),
+        Status::Stale(message) | Status::Throttled(message) => message.as_str().into(),
+        Status::Repeated => "the same wrong password within throttle.window".into(),
         Status::Refused(why) => (*why).into(),
         Status::Error(_, message) => message.as_str().into(),
         Status::UnavailableThenNo(message) => message.as_str().into(),
@@ -236,7 +237,14 @@ fn log_outcome(id: u64, request: &Request, outcome: &Outcome, took: Duration) {
         _ if request.command() == Command::SetPass && !outcome.answer => {
             event!(tracing::Level::WARN)
         }
-        Status::Yes | Status::No | Status::Cached | Status::Refused(_) => {
+        // Throttled answers are the throttle working, not a fault: an attack must not flood
+        // the log at warn level (the lockout itself is logged once, as a warning).
+        Status::Yes
+        | Status::No
+        | Status::Cached
+        | Status::Refused(_)
+        | Status::Throttled(_)
+        | Status::Repeated => {
             event!(tracing::Level::INFO)
         }
         _ => event!(tracing::Level::WARN),

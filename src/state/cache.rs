@@ -219,9 +219,19 @@ impl<H: Handler> CachingHandler<H> {
     /// `generations` must be the ones the [`super::generation::GenerationHandler`] above
     /// this handler bumps.
     pub fn new(inner: H, config: &CacheConfig, generations: Arc<Generations>) -> Self {
+        CachingHandler::with_keyer(inner, config, Keyer::random(), generations)
+    }
+
+    /// With the process's one keyer, shared with the throttle.
+    pub fn with_keyer(
+        inner: H,
+        config: &CacheConfig,
+        keyer: Keyer,
+        generations: Arc<Generations>,
+    ) -> Self {
         CachingHandler {
             inner,
-            cache: CredentialCache::new(config, generations),
+            cache: CredentialCache::with_keyer(config, keyer, generations),
         }
     }
 

@@ -68,7 +68,7 @@ impl Location {
 }
 
 /// `state_dir`, else the first users file's directory when anything remembers credentials
-/// (the cache): a deployment without one must not start failing because its users file's
+/// (the cache, the throttle's trusted and repeated-wrong passwords): a deployment without one must not start failing because its users file's
 /// directory is read-only. `None`: counters in memory.
 pub fn location(config: &Config) -> Option<Location> {
     if let Some(dir) = &config.state_dir {
@@ -77,7 +77,7 @@ pub fn location(config: &Config) -> Option<Location> {
             key: "state_dir".into(),
         });
     }
-    if !config.cache.enabled {
+    if !config.cache.enabled && !config.throttle.enabled {
         return None;
     }
     config

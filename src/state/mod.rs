@@ -7,12 +7,12 @@
 //!   over one bounded LRU map (moka) of such keys;
 //! - [`generation`]: a counter per account slot that a password change bumps, so that a
 //!   remembered fact about a credential can tell it is out of date;
-//! - [`generation_file`]: those counters in a file mapped by every process of the machine.
-//!
+//! - [`generation_file`]: those counters in a file mapped by every process of the machine;
 //! - [`breaker`]: the circuit breaker of one backend, a [`crate::backend::Backend`]
-//!   decorator over a pure state machine.
+//!   decorator over a pure state machine;
+//! - [`throttle`]: failure throttling per account, a [`crate::router::Handler`] wrapper over
+//!   a [`throttle::ThrottleStore`] (in memory: one bounded LRU map of the same keys).
 //!
-//! The per-account throttle belongs here too, on the same keys and the same kind of map.
 //! State lives in the process's memory, except the generations file (counters only);
 //! nothing here talks to the network, and nothing here holds a password or a user name in
 //! clear.
@@ -22,3 +22,4 @@ pub mod cache;
 pub mod generation;
 pub mod generation_file;
 pub mod keyed;
+pub mod throttle;

@@ -350,6 +350,43 @@ pub(super) fn metrics(config: &Config) -> Option<Finding> {
     })
 }
 
+/// `[throttle]` when it is on: its settings in one line.
+pub(super) fn throttle(config: &Config) -> Option<Finding> {
+    let t = &config.throttle;
+    if !t.enabled {
+        return None;
+    }
+    let d = humantime::format_duration;
+    let per_account = crate::state::throttle::MemoryStore::bytes_per_account(t.remembered_failures)
+        + crate::state::throttle::MAP_OVERHEAD;
+    let mut detail = format!(
+        "on: {} distinct wrong passwords within {} lock an account for {} (doubling up to {}); \
+         passwords verified within {} still reach the backend; {} wrong ones remembered per \
+         account, at most {} accounts (about {} KiB) per process",
+        t.max_failures,
+        d(t.window),
+        d(t.lockout),
+        d(t.max_lockout),
+        d(t.trusted_for),
+        t.remembered_failures,
+        t.max_accounts,
+        t.max_accounts.saturating_mul(per_account as u64) / 1024,
+    );
+    let mut level = Level::Ok;
+    if t.remembered_failures < t.max_failures as usize {
+        level = Level::Warn;
+        detail.push_str(
+            "; remembered_failures is below max_failures: a stale password forgotten before \
+             the account locks is counted again",
+        );
+    }
+    Some(Finding {
+        item: "throttle",
+        level,
+        detail,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

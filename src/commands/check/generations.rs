@@ -20,7 +20,7 @@ pub(super) fn generations(config: &Config) -> Option<Finding> {
         })
     };
     let Some(at) = location(config) else {
-        if !config.cache.enabled {
+        if !config.cache.enabled && !config.throttle.enabled {
             return None;
         }
         // An HTTP API can change passwords (setpass, removeuser); an IdP cannot.

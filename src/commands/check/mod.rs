@@ -27,7 +27,7 @@ use crate::setup::load_config;
 use environment::{file_permissions, proxy_environment, running_as, stdout_kind, user_name};
 use findings::{
     breakers, config_found, describe, logs, metrics, relative_paths, routes, setpass_refusals,
-    timing,
+    throttle, timing,
 };
 use hints::{backend_hint, hint};
 
@@ -166,6 +166,7 @@ pub fn build_report(cli: &Cli) -> Report {
     findings.push(logs(&config));
     findings.extend(metrics(&config));
     findings.extend(generations::generations(&config));
+    findings.extend(throttle(&config));
     let backends = check_backends(&config, &source);
     let broken = backends.iter().any(|b| !b.ok) || findings.iter().any(|f| f.level == Level::Fail);
     Report {
