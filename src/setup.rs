@@ -13,11 +13,15 @@ use std::sync::Arc;
 
 use crate::backend::http::config::HttpBackendConfig;
 use crate::cli::Cli;
+use crate::config::SharedConfig;
 use crate::config::{
     BackendConfig, Config, ConfigError, FileBackendConfig, CONFIG_ENV, DEFAULT_CONFIG_PATH,
 };
 use crate::router::{Handler, Router};
 use crate::state::cache::CachingHandler;
+use crate::state::keyed::Keyer;
+use crate::state::shared::cache::SharedCache;
+use crate::state::shared::{SharedError, SharedStore};
 
 /// Exit status for configuration and usage errors.
 pub const EXIT_CONFIG: u8 = 2;
@@ -120,14 +124,39 @@ pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
     Ok((config, source))
 }
 
-/// The router, behind the credential cache when `[cache]` enables it.
+/// The router, behind the credential cache when `[cache]` enables it (with its shared tier
+/// when `[shared]` is set too).
 pub fn build_handler(config: &Config, source: &str) -> Result<Arc<dyn Handler>, ConfigError> {
     let router = Router::from_config(config, source)?;
-    Ok(if config.cache.enabled {
-        Arc::new(CachingHandler::new(router, &config.cache))
-    } else {
-        Arc::new(router)
+    Ok(match (&config.shared, config.cache.enabled) {
+        (Some(shared), true) => {
+            let (keyer, store) = build_shared(shared, source)?;
+            let lifetime = config.cache.ttl.max(config.cache.stale_if_error);
+            let tier = SharedCache::new(store, lifetime);
+            Arc::new(CachingHandler::with_shared(
+                router,
+                &config.cache,
+                keyer,
+                tier,
+            ))
+        }
+        (None, true) => Arc::new(CachingHandler::new(router, &config.cache)),
+        (_, false) => Arc::new(router),
     })
+}
+
+/// `[shared]`: the keyer under the shared key, and the store's handle (not yet connected).
+pub fn build_shared(
+    shared: &SharedConfig,
+    source: &str,
+) -> Result<(Keyer, Arc<SharedStore>), ConfigError> {
+    let keyer = Keyer::from_shared_key(&shared.key_file)
+        .map_err(|e| ConfigError::new(source, "shared.key_file", e.to_string()))?;
+    let store = SharedStore::from_config(shared).map_err(|e| match e {
+        SharedError::Config(key, why) => ConfigError::new(source, key, why),
+        other => ConfigError::new(source, "shared.url", other.to_string()),
+    })?;
+    Ok((keyer, Arc::new(store)))
 }
 
 #[cfg(test)]

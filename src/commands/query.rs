@@ -95,6 +95,10 @@ fn why(command: Command, outcome: &Outcome) -> String {
         Status::Cached => format!(
             "cached: backend `{backend}` answered yes to this password less than cache.ttl ago"
         ),
+        Status::SharedCached => format!(
+            "cached_shared: backend `{backend}` answered yes to this password less than \
+             cache.ttl ago, through some node; from the shared store"
+        ),
         Status::Stale(message) => format!("stale: {message}"),
         Status::Refused(reason) => format!("refused: {reason} (no backend asked)"),
         Status::Error(kind, message) => format!("{kind}: {message}"),

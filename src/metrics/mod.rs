@@ -69,6 +69,10 @@ pub struct Metrics {
     passed_over: Mutex<BTreeMap<(String, &'static str), u64>>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    /// Shared-store operations (`[shared]`): (kind, result) → round trips.
+    shared_ops: Mutex<BTreeMap<(&'static str, &'static str), Series>>,
+    /// Requests answered from per-process state because the shared store failed.
+    shared_fallbacks: AtomicU64,
     started: SystemTime,
 }
 
@@ -99,6 +103,19 @@ pub fn cache_miss() {
     GLOBAL.cache_misses.fetch_add(1, Ordering::Relaxed);
 }
 
+/// One shared-store operation (`kind`: lookup, remember, invalidate, probe…) and its result.
+pub fn shared_op(kind: &'static str, result: &'static str, took: Duration) {
+    let mut ops = GLOBAL.shared_ops.lock().unwrap_or_else(|p| p.into_inner());
+    ops.entry((kind, result))
+        .or_default()
+        .observe(took.as_secs_f64());
+}
+
+/// A request answered from per-process state because the shared store failed.
+pub fn shared_fallback() {
+    GLOBAL.shared_fallbacks.fetch_add(1, Ordering::Relaxed);
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -112,6 +129,8 @@ impl Metrics {
             passed_over: Mutex::new(BTreeMap::new()),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            shared_ops: Mutex::new(BTreeMap::new()),
+            shared_fallbacks: AtomicU64::new(0),
             started: SystemTime::now(),
         }
     }
@@ -235,6 +254,11 @@ impl Metrics {
                 "Cacheable requests the credential cache could not answer.",
                 &self.cache_misses,
             ),
+            (
+                "extauth_bridge_shared_fallbacks_total",
+                "Requests answered from per-process state because the shared store failed.",
+                &self.shared_fallbacks,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -242,7 +266,32 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        self.render_shared(&mut out, pid);
         out
+    }
+
+    /// `extauth_bridge_shared_op_duration_seconds`: a histogram per (kind, result), whose
+    /// `_count` is the operations counter.
+    fn render_shared(&self, out: &mut String, pid: u32) {
+        let name = "extauth_bridge_shared_op_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Shared-store operations and their round trips, by kind and result.\n# TYPE {name} histogram"
+        );
+        let ops = self.shared_ops.lock().unwrap_or_else(|p| p.into_inner());
+        for ((kind, result), s) in ops.iter() {
+            let labels = format!("pid=\"{pid}\",kind=\"{kind}\",result=\"{result}\"");
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                cumulative += s.buckets[i];
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"+Inf\"}} {}\n{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}",
+                s.count, s.sum_seconds, s.count
+            );
+        }
     }
 
     /// One line for the log: totals since start.

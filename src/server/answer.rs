@@ -203,7 +203,7 @@ async fn answer_frame(
 fn log_outcome(id: u64, request: &Request, outcome: &Outcome, took: Duration) {
     let account = request.account();
     let reason: std::borrow::Cow<'_, str> = match &outcome.status {
-        Status::Yes | Status::No | Status::Cached => "".into(),
+        Status::Yes | Status::No | Status::Cached | Status::SharedCached => "".into(),
         Status::Stale(message) => message.as_str().into(),
         Status::Refused(why) => (*why).into(),
         Status::Error(_, message) => message.as_str().into(),
@@ -236,7 +236,7 @@ fn log_outcome(id: u64, request: &Request, outcome: &Outcome, took: Duration) {
         _ if request.command() == Command::SetPass && !outcome.answer => {
             event!(tracing::Level::WARN)
         }
-        Status::Yes | Status::No | Status::Cached | Status::Refused(_) => {
+        Status::Yes | Status::No | Status::Cached | Status::SharedCached | Status::Refused(_) => {
             event!(tracing::Level::INFO)
         }
         _ => event!(tracing::Level::WARN),

@@ -25,6 +25,11 @@
 //! Each bridge process has its own cache: a password changed through another process of the
 //! pool, or outside the bridge, is noticed when the entry expires (`ttl`).
 //!
+//! With `[shared]`, the shared store ([`super::shared::cache`]) is asked first and is the
+//! only tier while it answers; this process's entries are then only its fallback during a
+//! store outage, and only while younger than [`LOCAL_FALLBACK`] (a `setpass` on another node
+//! while the store is down cannot reach them: this bounds how long they may outlive it).
+//!
 //! Must not hash anything itself (keys come from [`super::keyed`]), cache a negative answer,
 //! or decide anything the inner handler would not have: it only answers sooner, or, within
 //! `stale_if_error`, during an outage.
@@ -36,6 +41,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::keyed::{AccountKey, CredentialKey, Keyer};
+use super::shared::cache::SharedCache;
 use crate::config::CacheConfig;
 use crate::outcome::{Outcome, Status};
 use crate::request::Request;
@@ -45,6 +51,9 @@ use crate::secret::Secret;
 /// Most credentials remembered per account: several app passwords or tokens of one user
 /// may be in use at once, but a user must not be able to fill the cache alone.
 const PER_ACCOUNT: usize = 8;
+
+/// With `[shared]`, how old a local entry may be and still answer while the store is down.
+pub const LOCAL_FALLBACK: Duration = Duration::from_secs(30);
 
 /// One remembered positive answer.
 #[derive(Clone)]
@@ -197,6 +206,7 @@ impl CredentialCache {
 pub struct CachingHandler<H> {
     inner: H,
     cache: CredentialCache,
+    shared: Option<SharedCache>,
 }
 
 impl<H: Handler> CachingHandler<H> {
@@ -204,6 +214,16 @@ impl<H: Handler> CachingHandler<H> {
         CachingHandler {
             inner,
             cache: CredentialCache::new(config),
+            shared: None,
+        }
+    }
+
+    /// With `[shared]`: keyed by the shared key, the store as the first tier.
+    pub fn with_shared(inner: H, config: &CacheConfig, keyer: Keyer, shared: SharedCache) -> Self {
+        CachingHandler {
+            inner,
+            cache: CredentialCache::with_keyer(config, keyer),
+            shared: Some(shared),
         }
     }
 
@@ -215,9 +235,34 @@ impl<H: Handler> CachingHandler<H> {
         let a = request.account();
         let account = self.cache.keyer().account(&a.user, &a.server);
         let credential = self.cache.keyer().credential(&a.user, &a.server, password);
-        if let Some(hit) = self.cache.fresh(account, &credential, Instant::now()) {
-            crate::metrics::cache_hit();
-            return from_cache(hit, Status::Cached);
+        let seen = match &self.shared {
+            Some(shared) => match shared.lookup(&account, &credential).await {
+                Ok(view) => Some(view),
+                Err(_) => {
+                    crate::metrics::shared_fallback();
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(view) = &seen {
+            if let Some((age, backend)) = view.entry.clone().filter(|e| e.0 < self.cache.ttl) {
+                crate::metrics::cache_hit();
+                let backend = Some(Arc::from(backend)).filter(|b: &Arc<str>| !b.is_empty());
+                return from_cache(Hit { age, backend }, Status::SharedCached);
+            }
+        } else {
+            let max_age = match self.shared {
+                Some(_) => self.cache.ttl.min(LOCAL_FALLBACK),
+                None => self.cache.ttl,
+            };
+            if let Some(hit) = self
+                .cache
+                .find(account, &credential, Instant::now(), max_age)
+            {
+                crate::metrics::cache_hit();
+                return from_cache(hit, Status::Cached);
+            }
         }
         crate::metrics::cache_miss();
         let epoch = self.cache.epoch();
@@ -231,6 +276,11 @@ impl<H: Handler> CachingHandler<H> {
                     Instant::now(),
                     epoch,
                 );
+                if let (Some(shared), Some(view)) = (&self.shared, &seen) {
+                    // A failure is logged by the store; the answer stands.
+                    let backend = outcome.backend.as_deref();
+                    let _ = shared.remember(&account, &credential, backend, view).await;
+                }
                 outcome
             }
             Status::Error("unavailable", message) => {
@@ -250,6 +300,17 @@ impl<H: Handler> CachingHandler<H> {
     }
 }
 
+impl<H> CachingHandler<H> {
+    /// Every node forgets the account (when the store answers; its outage is logged there).
+    async fn invalidate_shared(&self, account: &AccountKey) {
+        if let Some(shared) = &self.shared {
+            if shared.invalidate(account).await.is_err() {
+                crate::metrics::shared_fallback();
+            }
+        }
+    }
+}
+
 fn from_cache(hit: Hit, status: Status) -> Outcome {
     Outcome {
         answer: true,
@@ -265,12 +326,17 @@ impl<H: Handler> Handler for CachingHandler<H> {
             Request::Auth(_, password) if !password.is_empty() => {
                 self.auth(request, password).await
             }
-            Request::SetPass(..) | Request::RemoveUser(..) | Request::RemoveUser3(..) => {
+            Request::SetPass(..)
+            | Request::RemoveUser(..)
+            | Request::RemoveUser3(..)
+            | Request::TryRegister(..) => {
                 let a = request.account();
                 let account = self.cache.keyer().account(&a.user, &a.server);
                 self.cache.evict(account);
+                self.invalidate_shared(&account).await;
                 let outcome = self.inner.handle(request).await;
                 self.cache.evict(account);
+                self.invalidate_shared(&account).await;
                 outcome
             }
             _ => self.inner.handle(request).await,

@@ -10,8 +10,10 @@
 //!
 //! The per-account throttle and the per-backend breaker belong here too, on the same keys
 //! and the same kind of map. State lives in the process's memory only: nothing here writes
-//! a file or talks to the network, and nothing here holds a password or a user name in clear.
+//! a file or talks to the network (except [`shared`], the optional Redis/Valkey store), and
+//! nothing here holds a password or a user name in clear.
 
 pub mod cache;
 pub mod generation;
 pub mod keyed;
+pub mod shared;

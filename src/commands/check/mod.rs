@@ -9,6 +9,7 @@
 mod environment;
 mod findings;
 mod hints;
+mod shared;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -160,6 +161,7 @@ pub fn build_report(cli: &Cli) -> Report {
     findings.push(timing(&config));
     findings.push(logs(&config));
     findings.extend(metrics(&config));
+    findings.extend(shared::shared(&config, &source));
     let backends = check_backends(&config, &source);
     let broken = backends.iter().any(|b| !b.ok) || findings.iter().any(|f| f.level == Level::Fail);
     Report {
