@@ -169,6 +169,8 @@ pub enum GenerateWhat {
         shell: clap_complete::Shell,
         dir: PathBuf,
     },
+    /// Write a new [shared].key_file (mode 0600; never overwrites): copy it to every node
+    SharedKey { file: PathBuf },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

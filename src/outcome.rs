@@ -26,6 +26,9 @@ pub enum Status {
     /// Answered `1` from the credential cache: a backend said yes to the same credential less
     /// than `cache.ttl` ago. `backend` names that backend.
     Cached,
+    /// Answered `1` from the shared store (`[shared]`): a backend said yes to the same
+    /// credential, through any node, less than `cache.ttl` ago. `backend` names it.
+    SharedCached,
     /// Answered `1` from the credential cache because the backend is unavailable: a backend
     /// said yes less than `cache.stale_if_error` ago. Holds the backend's error and the age.
     Stale(String),
@@ -60,6 +63,7 @@ impl Status {
         match self {
             Status::Yes => "yes",
             Status::Cached => "cached",
+            Status::SharedCached => "cached_shared",
             Status::Stale(_) => "stale",
             Status::No => "no",
             Status::Throttled(_) => "throttled",

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::backend::http::config::HttpBackendConfig;
 use crate::cli::Cli;
+use crate::config::SharedConfig;
 use crate::config::{
     BackendConfig, Config, ConfigError, FileBackendConfig, CONFIG_ENV, DEFAULT_CONFIG_PATH,
 };
@@ -21,6 +22,9 @@ use crate::state::cache::CachingHandler;
 use crate::state::generation::{GenerationHandler, Generations};
 use crate::state::generation_file;
 use crate::state::keyed::Keyer;
+use crate::state::shared::cache::SharedCache;
+use crate::state::shared::throttle::SharedThrottleStore;
+use crate::state::shared::{SharedError, SharedStore};
 use crate::state::throttle::ThrottlingHandler;
 
 /// Exit status for configuration and usage errors.
@@ -127,28 +131,56 @@ pub fn load_config(cli: &Cli) -> Result<(Config, String), ConfigError> {
 
 /// The stack `GenerationHandler(ThrottlingHandler(CachingHandler(Router)))`, each state
 /// layer present when its table enables it. The throttle sits outside the cache, so that a
-/// cached yes counts as a login; both share one [`Keyer`] and one [`Generations`].
+/// cached yes counts as a login; both share one [`Keyer`] and one [`Generations`]. With
+/// `[shared]`, the keyer is the shared key's, and each layer keeps its state in the store
+/// too, this process's own state being its fallback.
 pub fn build_handler(config: &Config, source: &str) -> Result<Arc<dyn Handler>, ConfigError> {
-    let keyer = Keyer::random();
     let generations = Arc::new(generations(config, source)?);
+    let (keyer, store) = match &config.shared {
+        Some(shared) => {
+            let (keyer, store) = build_shared(shared, source)?;
+            let store = store.with_generation_ttl(longest_fact(config));
+            (keyer, Some(Arc::new(store)))
+        }
+        None => (Keyer::random(), None),
+    };
     let mut handler: Box<dyn Handler> = Box::new(Router::from_config(config, source)?);
     if config.cache.enabled {
-        handler = Box::new(CachingHandler::with_keyer(
+        let cache = CachingHandler::with_keyer(
             handler,
             &config.cache,
             keyer.clone(),
             Arc::clone(&generations),
-        ));
+        );
+        handler = Box::new(match &store {
+            Some(store) => cache.with_shared(SharedCache::new(
+                Arc::clone(store),
+                config.cache.ttl.max(config.cache.stale_if_error),
+            )),
+            None => cache,
+        });
     }
     if config.throttle.enabled {
-        handler = Box::new(ThrottlingHandler::new(
+        let throttle = ThrottlingHandler::new(
             handler,
             &config.throttle,
-            keyer,
+            keyer.clone(),
             Arc::clone(&generations),
-        ));
+        );
+        handler = Box::new(match &store {
+            Some(store) => {
+                let policy = throttle.local().policy().clone();
+                let shared = SharedThrottleStore::new(Arc::clone(store), policy);
+                throttle.with_shared(Arc::new(shared))
+            }
+            None => throttle,
+        });
     }
-    Ok(Arc::new(GenerationHandler::new(handler, generations)))
+    let outer = GenerationHandler::new(handler, generations);
+    Ok(Arc::new(match &store {
+        Some(store) => outer.with_shared(keyer, Arc::clone(store)),
+        None => outer,
+    }))
 }
 
 /// So that the layers above compose whichever are enabled (one indirect call per layer).
@@ -170,6 +202,26 @@ pub fn generations(config: &Config, source: &str) -> Result<Generations, ConfigE
             .map_err(|e| ConfigError::new(source, at.key, format!("generations file: {e}"))),
         None => Ok(Generations::in_memory()),
     }
+}
+
+/// The longest any state layer keeps a fact under an account's generation.
+fn longest_fact(config: &Config) -> std::time::Duration {
+    let (c, t) = (&config.cache, &config.throttle);
+    c.ttl.max(c.stale_if_error).max(t.trusted_for).max(t.window)
+}
+
+/// `[shared]`: the keyer under the shared key, and the store's handle (not yet connected).
+pub fn build_shared(
+    shared: &SharedConfig,
+    source: &str,
+) -> Result<(Keyer, SharedStore), ConfigError> {
+    let keyer = Keyer::from_shared_key(&shared.key_file)
+        .map_err(|e| ConfigError::new(source, "shared.key_file", e.to_string()))?;
+    let store = SharedStore::from_config(shared).map_err(|e| match e {
+        SharedError::Config(key, why) => ConfigError::new(source, key, why),
+        other => ConfigError::new(source, "shared.url", other.to_string()),
+    })?;
+    Ok((keyer, store))
 }
 
 #[cfg(test)]

@@ -98,6 +98,10 @@ fn why(command: Command, outcome: &Outcome) -> String {
         Status::Cached => format!(
             "cached: backend `{backend}` answered yes to this password less than cache.ttl ago"
         ),
+        Status::SharedCached => format!(
+            "cached_shared: backend `{backend}` answered yes to this password less than \
+             cache.ttl ago, through some node; from the shared store"
+        ),
         Status::Stale(message) => format!("stale: {message}"),
         Status::Throttled(message) => format!("throttled: {message} (no backend asked)"),
         Status::Repeated => "repeated: a backend said no to this password less than \

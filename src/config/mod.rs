@@ -18,7 +18,10 @@ use serde::Deserialize;
 use crate::protocol::Protocol;
 use crate::request::normalize_account;
 
+mod shared;
 mod validate;
+
+pub use shared::{SharedConfig, DEFAULT_KEY_PREFIX};
 
 pub use validate::{is_secret_key, ConfigError};
 
@@ -56,6 +59,9 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub throttle: ThrottleConfig,
+    /// `[shared]`: the store several nodes share (Redis/Valkey); absent: per-process state.
+    #[serde(default)]
+    pub shared: Option<SharedConfig>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
     #[serde(default, rename = "route")]
@@ -94,6 +100,7 @@ impl Default for Config {
             pty: crate::pty::PtyMode::default(),
             cache: CacheConfig::default(),
             throttle: ThrottleConfig::default(),
+            shared: None,
             backends: Vec::new(),
             routes: Vec::new(),
             metrics_file: None,

@@ -102,6 +102,9 @@ impl Config {
         if let Err((key, why)) = self.throttle.check() {
             return Err(ConfigError::new(file, key, why));
         }
+        if let Some(Err((key, why))) = self.shared.as_ref().map(|s| s.check()) {
+            return Err(ConfigError::new(file, key, why));
+        }
         if self.metrics_interval.is_zero() {
             return Err(ConfigError::new(
                 file,

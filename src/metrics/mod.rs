@@ -77,6 +77,10 @@ pub struct Metrics {
     /// backends that have a breaker.
     breakers: Mutex<BTreeMap<String, u8>>,
     throttle_lockouts: AtomicU64,
+    /// Shared-store operations (`[shared]`): (kind, result) → round trips.
+    shared_ops: Mutex<BTreeMap<(&'static str, &'static str), Series>>,
+    /// Requests answered from per-process state because the shared store failed.
+    shared_fallbacks: AtomicU64,
     started: SystemTime,
 }
 
@@ -126,6 +130,19 @@ pub fn throttle_lockout() {
     GLOBAL.throttle_lockouts.fetch_add(1, Ordering::Relaxed);
 }
 
+/// One shared-store operation (`kind`: lookup, remember, invalidate, probe…) and its result.
+pub fn shared_op(kind: &'static str, result: &'static str, took: Duration) {
+    let mut ops = GLOBAL.shared_ops.lock().unwrap_or_else(|p| p.into_inner());
+    ops.entry((kind, result))
+        .or_default()
+        .observe(took.as_secs_f64());
+}
+
+/// A request answered from per-process state because the shared store failed.
+pub fn shared_fallback() {
+    GLOBAL.shared_fallbacks.fetch_add(1, Ordering::Relaxed);
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -143,6 +160,8 @@ impl Metrics {
             remember_failures: AtomicU64::new(0),
             breakers: Mutex::new(BTreeMap::new()),
             throttle_lockouts: AtomicU64::new(0),
+            shared_ops: Mutex::new(BTreeMap::new()),
+            shared_fallbacks: AtomicU64::new(0),
             started: SystemTime::now(),
         }
     }
@@ -302,6 +321,11 @@ impl Metrics {
                 "Accounts locked out by [throttle] after max_failures distinct wrong passwords.",
                 &self.throttle_lockouts,
             ),
+            (
+                "extauth_bridge_shared_fallbacks_total",
+                "Requests answered from per-process state because the shared store failed.",
+                &self.shared_fallbacks,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -309,7 +333,32 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        self.render_shared(&mut out, pid);
         out
+    }
+
+    /// `extauth_bridge_shared_op_duration_seconds`: a histogram per (kind, result), whose
+    /// `_count` is the operations counter.
+    fn render_shared(&self, out: &mut String, pid: u32) {
+        let name = "extauth_bridge_shared_op_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Shared-store operations and their round trips, by kind and result.\n# TYPE {name} histogram"
+        );
+        let ops = self.shared_ops.lock().unwrap_or_else(|p| p.into_inner());
+        for ((kind, result), s) in ops.iter() {
+            let labels = format!("pid=\"{pid}\",kind=\"{kind}\",result=\"{result}\"");
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                cumulative += s.buckets[i];
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"+Inf\"}} {}\n{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}",
+                s.count, s.sum_seconds, s.count
+            );
+        }
     }
 
     /// One line for the log: totals since start.

@@ -203,7 +203,7 @@ async fn answer_frame(
 fn log_outcome(id: u64, request: &Request, outcome: &Outcome, took: Duration) {
     let account = request.account();
     let reason: std::borrow::Cow<'_, str> = match &outcome.status {
-        Status::Yes | Status::No | Status::Cached => "".into(),
+        Status::Yes | Status::No | Status::Cached | Status::SharedCached => "".into(),
         Status::Stale(message) | Status::Throttled(message) => message.as_str().into(),
         Status::Repeated => "the same wrong password within throttle.window".into(),
         Status::Refused(why) => (*why).into(),
@@ -242,6 +242,7 @@ fn log_outcome(id: u64, request: &Request, outcome: &Outcome, took: Duration) {
         Status::Yes
         | Status::No
         | Status::Cached
+        | Status::SharedCached
         | Status::Refused(_)
         | Status::Throttled(_)
         | Status::Repeated => {

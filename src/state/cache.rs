@@ -29,6 +29,11 @@
 //! A password changed outside the bridge (or through a process that shares no generations
 //! file) is noticed when the entry expires (`ttl`).
 //!
+//! With `[shared]`, the shared store ([`super::shared::cache`]) is asked first and is the
+//! only tier while it answers; this process's entries are then only its fallback during a
+//! store outage, and only while younger than [`LOCAL_FALLBACK`] (a `setpass` on another node
+//! while the store is down cannot reach them: this bounds how long they may outlive it).
+//!
 //! Must not hash anything itself (keys come from [`super::keyed`]), cache a negative answer,
 //! or decide anything the inner handler would not have: it only answers sooner, or, within
 //! `stale_if_error`, during an outage.
@@ -40,6 +45,7 @@ use async_trait::async_trait;
 
 use super::generation::{Generation, Generations, Slot};
 use super::keyed::{AccountKey, CredentialKey, Keyer};
+use super::shared::cache::{SharedCache, View};
 use crate::config::CacheConfig;
 use crate::outcome::{Outcome, Status};
 use crate::request::Request;
@@ -49,6 +55,9 @@ use crate::secret::Secret;
 /// Most credentials remembered per account: several app passwords or tokens of one user
 /// may be in use at once, but a user must not be able to fill the cache alone.
 const PER_ACCOUNT: usize = 8;
+
+/// With `[shared]`, how old a local entry may be and still answer while the store is down.
+pub const LOCAL_FALLBACK: Duration = Duration::from_secs(30);
 
 /// One remembered positive answer.
 #[derive(Clone)]
@@ -202,6 +211,20 @@ impl CredentialCache {
         self.entries.insert(account, group.into());
     }
 
+    /// Forgets one credential of the account.
+    pub fn forget(&self, account: AccountKey, credential: &CredentialKey) {
+        if let Some(group) = self.entries.get(&account) {
+            if group.iter().any(|e| e.credential.matches(credential)) {
+                let kept: Vec<Entry> = group
+                    .iter()
+                    .filter(|e| !e.credential.matches(credential))
+                    .cloned()
+                    .collect();
+                self.entries.insert(account, kept.into());
+            }
+        }
+    }
+
     /// Forgets every credential of the account (memory only: what is stale is already
     /// unservable by its generation).
     pub fn evict(&self, account: AccountKey) {
@@ -213,6 +236,7 @@ impl CredentialCache {
 pub struct CachingHandler<H> {
     inner: H,
     cache: CredentialCache,
+    shared: Option<SharedCache>,
 }
 
 impl<H: Handler> CachingHandler<H> {
@@ -232,7 +256,14 @@ impl<H: Handler> CachingHandler<H> {
         CachingHandler {
             inner,
             cache: CredentialCache::with_keyer(config, keyer, generations),
+            shared: None,
         }
+    }
+
+    /// With `[shared]`: the store as the first tier (the keyer must be the shared key's).
+    pub fn with_shared(mut self, shared: SharedCache) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     pub fn cache(&self) -> &CredentialCache {
@@ -244,12 +275,39 @@ impl<H: Handler> CachingHandler<H> {
         let account = self.cache.keyer().account(&a.user, &a.server);
         let credential = self.cache.keyer().credential(&a.user, &a.server, password);
         let slot = Slot::of(&a.user, &a.server);
-        if let Some(hit) = self.cache.fresh(account, slot, &credential, Instant::now()) {
-            crate::metrics::cache_hit();
-            return from_cache(hit, Status::Cached);
+        // Read before anything is asked: an answer computed across a change is not kept.
+        let generation = self.cache.generation(slot);
+        let seen = match &self.shared {
+            Some(shared) => match shared.lookup(&account, &credential).await {
+                Ok(view) => Some(view),
+                Err(_) => {
+                    crate::metrics::shared_fallback();
+                    None
+                }
+            },
+            None => None,
+        };
+        match &seen {
+            Some(view) => {
+                if let Some((age, backend)) = view.entry.clone().filter(|e| e.0 < self.cache.ttl) {
+                    crate::metrics::cache_hit();
+                    let backend = Some(Arc::from(backend)).filter(|b: &Arc<str>| !b.is_empty());
+                    return from_cache(Hit { age, backend }, Status::SharedCached);
+                }
+                // The store, which every node's changes reach, has no yes for it: neither
+                // may this process's copy answer later, during an outage.
+                self.cache.forget(account, &credential);
+            }
+            None => {
+                let max_age = self.local_limit(self.cache.ttl);
+                let now = Instant::now();
+                if let Some(hit) = self.cache.find(account, slot, &credential, now, max_age) {
+                    crate::metrics::cache_hit();
+                    return from_cache(hit, Status::Cached);
+                }
+            }
         }
         crate::metrics::cache_miss();
-        let generation = self.cache.generation(slot);
         let outcome = self.inner.handle(request).await;
         match &outcome.status {
             Status::Yes if outcome.answer => {
@@ -261,10 +319,15 @@ impl<H: Handler> CachingHandler<H> {
                     Instant::now(),
                     generation,
                 );
+                if let (Some(shared), Some(view)) = (&self.shared, &seen) {
+                    // A failure is logged by the store; the answer stands.
+                    let backend = outcome.backend.as_deref();
+                    let _ = shared.remember(&account, &credential, backend, view).await;
+                }
                 outcome
             }
             Status::Error("unavailable", message) => {
-                match self.cache.stale(account, slot, &credential, Instant::now()) {
+                match self.stale(account, slot, &credential, seen.as_ref()) {
                     Some(hit) => {
                         let reason = format!(
                             "backend unavailable ({message}); served a cached answer {} ms old",
@@ -276,6 +339,48 @@ impl<H: Handler> CachingHandler<H> {
                 }
             }
             _ => outcome,
+        }
+    }
+}
+
+impl<H> CachingHandler<H> {
+    /// How old a local entry may be to answer in place of one of `window`: with `[shared]`,
+    /// at most [`LOCAL_FALLBACK`], since a change through another node cannot reach it.
+    fn local_limit(&self, window: Duration) -> Duration {
+        match self.shared {
+            Some(_) => window.min(LOCAL_FALLBACK),
+            None => window,
+        }
+    }
+
+    /// A yes young enough to serve while the backend is unavailable: the store's, when it
+    /// answered the lookup, else this process's.
+    fn stale(
+        &self,
+        account: AccountKey,
+        slot: Slot,
+        credential: &CredentialKey,
+        seen: Option<&View>,
+    ) -> Option<Hit> {
+        let window = self.cache.stale_if_error;
+        if window.is_zero() {
+            return None;
+        }
+        match seen {
+            Some(view) => {
+                view.entry
+                    .clone()
+                    .filter(|(age, _)| *age < window)
+                    .map(|(age, backend)| Hit {
+                        age,
+                        backend: Some(Arc::from(backend)).filter(|b: &Arc<str>| !b.is_empty()),
+                    })
+            }
+            None => {
+                let max_age = self.local_limit(window);
+                self.cache
+                    .find(account, slot, credential, Instant::now(), max_age)
+            }
         }
     }
 }
@@ -295,7 +400,10 @@ impl<H: Handler> Handler for CachingHandler<H> {
             Request::Auth(_, password) if !password.is_empty() => {
                 self.auth(request, password).await
             }
-            Request::SetPass(..) | Request::RemoveUser(..) | Request::RemoveUser3(..) => {
+            Request::SetPass(..)
+            | Request::RemoveUser(..)
+            | Request::RemoveUser3(..)
+            | Request::TryRegister(..) => {
                 let a = request.account();
                 let account = self.cache.keyer().account(&a.user, &a.server);
                 self.cache.evict(account);

@@ -28,6 +28,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
+use super::keyed::Keyer;
+use super::shared::invalidation::SharedInvalidation;
+use super::shared::SharedStore;
+
 use super::generation_file::{self, GenerationsFileError, Mapping};
 use crate::outcome::Outcome;
 use crate::request::{normalize_account, Request};
@@ -168,14 +172,36 @@ impl Generations {
 /// password. Before, so that a fact remembered while the change runs is already out of date;
 /// after, so that one remembered from an answer computed across the change is too. The
 /// outermost state layer, so the cache and the throttle below it see the new generation.
+///
+/// With `[shared]` it also bumps the account's generation in the store, at the same two
+/// points, so that every node sees the change ([`SharedInvalidation`]).
 pub struct GenerationHandler<H> {
     inner: H,
     generations: Arc<Generations>,
+    shared: Option<(Keyer, Arc<SharedInvalidation>)>,
 }
 
 impl<H: Handler> GenerationHandler<H> {
     pub fn new(inner: H, generations: Arc<Generations>) -> Self {
-        GenerationHandler { inner, generations }
+        GenerationHandler {
+            inner,
+            generations,
+            shared: None,
+        }
+    }
+
+    /// Bumps the shared generation too; `keyer` must be the shared key's.
+    pub fn with_shared(mut self, keyer: Keyer, store: Arc<SharedStore>) -> Self {
+        self.shared = Some((keyer, SharedInvalidation::new(store)));
+        self
+    }
+
+    async fn bump(&self, slot: Slot, request: &Request) {
+        self.generations.bump(slot);
+        if let Some((keyer, shared)) = &self.shared {
+            let a = request.account();
+            shared.invalidate(keyer.account(&a.user, &a.server)).await;
+        }
     }
 }
 
@@ -189,9 +215,9 @@ impl<H: Handler> Handler for GenerationHandler<H> {
             | Request::RemoveUser3(..) => {
                 let a = request.account();
                 let slot = Slot::of(&a.user, &a.server);
-                self.generations.bump(slot);
+                self.bump(slot, request).await;
                 let outcome = self.inner.handle(request).await;
-                self.generations.bump(slot);
+                self.bump(slot, request).await;
                 outcome
             }
             _ => self.inner.handle(request).await,

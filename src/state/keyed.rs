@@ -33,7 +33,23 @@ pub struct CredentialKey([u8; 32]);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AccountKey([u8; 32]);
 
+/// Lower-case hex of a digest, for key names in the shared store. The bytes are a keyed
+/// hash: without the shared key they tell nothing about the user or the password.
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl AccountKey {
+    pub(crate) fn hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
 impl CredentialKey {
+    pub(crate) fn hex(&self) -> String {
+        hex(&self.0)
+    }
+
     /// Constant-time: the comparison must not tell how many leading bytes matched.
     pub fn matches(&self, other: &CredentialKey) -> bool {
         bool::from(self.0.ct_eq(&other.0))
@@ -51,6 +67,15 @@ impl std::fmt::Debug for AccountKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AccountKey(..)")
     }
+}
+
+/// Why `[shared].key_file` cannot be used. Never holds any of the file's content.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedKeyError {
+    #[error("cannot read: {0}")]
+    Read(String),
+    #[error("must hold 64 hex digits (write one with `extauth-bridge generate shared-key FILE`)")]
+    Format,
 }
 
 /// Domain separation between the two kinds of key.
@@ -76,6 +101,24 @@ impl Keyer {
         let keyer = Keyer::from_key(&key);
         zeroize::Zeroize::zeroize(&mut key);
         keyer
+    }
+
+    /// The keyer of every node sharing a store: its key read from `[shared].key_file`
+    /// (64 hex digits, as `generate shared-key` writes them; surrounding white space ignored).
+    pub fn from_shared_key(path: &std::path::Path) -> Result<Keyer, SharedKeyError> {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| SharedKeyError::Read(e.to_string()))?,
+        );
+        let digits = text.trim().as_bytes();
+        if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(SharedKeyError::Format);
+        }
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        for (byte, pair) in key.iter_mut().zip(digits.chunks(2)) {
+            let nibble = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+            *byte = nibble(pair[0]) << 4 | nibble(pair[1]);
+        }
+        Ok(Keyer::from_key(&key))
     }
 
     fn from_key(key: &[u8; 32]) -> Keyer {
@@ -187,6 +230,29 @@ mod tests {
             format!("{:?}", keyer.credential("u", "s", &pw)),
             "CredentialKey(..)"
         );
+    }
+
+    #[test]
+    fn a_shared_key_file_gives_every_node_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, format!("{}\n", "07".repeat(32))).unwrap();
+        let (a, b) = (
+            Keyer::from_shared_key(&path).unwrap(),
+            Keyer::from_shared_key(&path).unwrap(),
+        );
+        let pw = Secret::new("pw");
+        assert_eq!(a.credential("u", "s", &pw), b.credential("u", "s", &pw));
+        let known = Keyer::from_key(&[7u8; 32]).account("u", "s");
+        assert_eq!(a.account("u", "s").hex(), known.hex());
+        assert_eq!(known.hex().len(), 64);
+        for bad in ["", "07", &"zz".repeat(32), &"07".repeat(33)] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(matches!(
+                Keyer::from_shared_key(&path),
+                Err(SharedKeyError::Format)
+            ));
+        }
     }
 
     #[test]

@@ -13,13 +13,14 @@
 //! - [`throttle`]: failure throttling per account, a [`crate::router::Handler`] wrapper over
 //!   a [`throttle::ThrottleStore`] (in memory: one bounded LRU map of the same keys).
 //!
-//! State lives in the process's memory, except the generations file (counters only);
-//! nothing here talks to the network, and nothing here holds a password or a user name in
-//! clear.
+//! State lives in the process's memory, except the generations file (counters only) and
+//! [`shared`], the optional Redis/Valkey store several nodes share; nothing here holds a
+//! password or a user name in clear.
 
 pub mod breaker;
 pub mod cache;
 pub mod generation;
 pub mod generation_file;
 pub mod keyed;
+pub mod shared;
 pub mod throttle;

@@ -5,6 +5,7 @@
 pub mod http_server;
 pub mod oracle;
 pub mod pty;
+pub mod redis;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ mod findings;
 mod generations;
 mod hints;
 mod remember;
+mod shared;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -167,6 +168,7 @@ pub fn build_report(cli: &Cli) -> Report {
     findings.extend(metrics(&config));
     findings.extend(generations::generations(&config));
     findings.extend(throttle(&config));
+    findings.extend(shared::shared(&config, &source));
     let backends = check_backends(&config, &source);
     let broken = backends.iter().any(|b| !b.ok) || findings.iter().any(|f| f.level == Level::Fail);
     Report {

@@ -177,7 +177,7 @@ impl<H: Handler> ThrottlingHandler<H> {
         }
         let outcome = self.inner.handle(request).await;
         match outcome.status {
-            Status::Yes | Status::Cached if outcome.answer => {
+            Status::Yes | Status::Cached | Status::SharedCached if outcome.answer => {
                 self.success(subject, Instant::now()).await;
             }
             Status::No => {

@@ -1,0 +1,461 @@
+//! `[shared]` through the real binary against a private `redis-server`: two bridge
+//! processes (two nodes) share positive answers and see each other's password changes; the
+//! store expiring, crashing, being unreachable or slow never changes an answer nor makes
+//! one late; `rediss://` with a test CA; `check` and `generate shared-key`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::http_server::FaultServer;
+use common::redis::{free_port, RedisServer, Tls, PASSWORD};
+use common::*;
+
+/// Writes the shared key (the same for every node) and the store's password file.
+fn secrets(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = dir.join("shared.key");
+    if !key.exists() {
+        std::fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+        std::fs::write(dir.join("store.pw"), format!("{PASSWORD}\n")).unwrap();
+    }
+    (key, dir.join("store.pw"))
+}
+
+/// A config with the cache on, `[shared]` at `url` (plus `extra` lines), and `backend`.
+fn config(dir: &Path, name: &str, url: &str, extra: &str, ttl: &str, backend: &str) -> PathBuf {
+    let (key, pw) = secrets(dir);
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "[cache]\nenabled = true\nttl = \"{ttl}\"\n\
+             [shared]\nurl = \"{url}\"\nkey_file = {key:?}\npassword_file = {pw:?}\n{extra}\n\
+             {backend}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn file_backend(users: &Path) -> String {
+    format!("[[backend]]\nname = \"users\"\ntype = \"file\"\npath = {users:?}\n")
+}
+
+fn http_backend(api: &FaultServer) -> String {
+    format!(
+        "[[backend]]\nname = \"api\"\ntype = \"http\"\nurl = \"{}\"\n",
+        api.url()
+    )
+}
+
+/// A bridge process and every log line it wrote so far.
+struct Node {
+    live: Live,
+    log: Vec<String>,
+}
+
+impl Node {
+    fn logged(&self, needle: &str) -> usize {
+        self.log.iter().filter(|l| l.contains(needle)).count()
+    }
+}
+
+fn bridge(config: &Path) -> Node {
+    Node {
+        live: Live::spawn(&["--config", config.to_str().unwrap(), "--protocol", "line"]),
+        log: Vec::new(),
+    }
+}
+
+/// Asks one line-protocol question: the answer, the outcome word of its log line, and how
+/// long the answer took.
+fn ask(node: &mut Node, query: &str) -> (bool, String, Duration) {
+    let started = Instant::now();
+    let reply = node.live.ask(query);
+    let took = started.elapsed();
+    let lines = node.live.wait_for_log(" command=", Duration::from_secs(5));
+    let line = lines.last().unwrap().clone();
+    assert!(lines.iter().all(|l| !l.contains(PASSWORD)), "{lines:?}");
+    node.log.extend(lines);
+    let outcome = line
+        .split(" outcome=")
+        .nth(1)
+        .unwrap()
+        .trim_start_matches('"')
+        .split(['"', ' '])
+        .next()
+        .unwrap()
+        .to_owned();
+    (reply == "1\n", outcome, took)
+}
+
+fn answer(node: &mut Node, query: &str) -> (bool, String) {
+    let (yes, outcome, _) = ask(node, query);
+    (yes, outcome)
+}
+
+fn calls(api: &FaultServer) -> usize {
+    api.seen().len()
+}
+
+#[test]
+fn a_yes_learnt_by_one_node_serves_the_other_without_a_backend_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let api = FaultServer::start();
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        "",
+        "10m",
+        &http_backend(&api),
+    );
+    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:right"),
+        (true, "yes".into())
+    );
+    let before = calls(&api);
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:right"),
+        (true, "cached_shared".into())
+    );
+    assert_eq!(
+        calls(&api),
+        before,
+        "a shared hit must not call the backend"
+    );
+    // A wrong password is never served from the store.
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:wrong"),
+        (false, "no".into())
+    );
+    assert_eq!(calls(&api), before + 1);
+    // Nothing stored names the user or holds the password, and every key expires.
+    let keys = store.cli(&["--scan"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert!(
+        keys.iter().any(|k| k.starts_with("extauth-bridge:cache:")),
+        "{keys:?}"
+    );
+    for key in &keys {
+        assert!(!key.contains("romeo") && !key.contains("right"), "{key}");
+        let ttl: i64 = store.cli(&["PTTL", key]).trim().parse().unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+        let dump = store.cli(&["HGETALL", key]);
+        assert!(!dump.contains("romeo") && !dump.contains("right"), "{dump}");
+    }
+}
+
+#[test]
+fn a_setpass_through_one_node_refuses_the_old_password_on_the_other_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        "",
+        "10m",
+        &file_backend(&users),
+    );
+    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:secret"),
+        (true, "yes".into())
+    );
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:secret"),
+        (true, "cached_shared".into())
+    );
+    assert_eq!(
+        answer(&mut a, "setpass:romeo:example.net:new"),
+        (true, "yes".into())
+    );
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:secret"),
+        (false, "no".into())
+    );
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:new"),
+        (true, "yes".into())
+    );
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:new"),
+        (true, "cached_shared".into())
+    );
+    assert_eq!(
+        answer(&mut b, "removeuser:romeo:example.net"),
+        (true, "yes".into())
+    );
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:new"),
+        (false, "no".into())
+    );
+}
+
+#[test]
+fn entries_expire_with_the_cache_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let api = FaultServer::start();
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        "",
+        "1s",
+        &http_backend(&api),
+    );
+    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:right"),
+        (true, "yes".into())
+    );
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:right"),
+        (true, "cached_shared".into())
+    );
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:right"),
+        (true, "yes".into())
+    );
+    // The hash itself is gone from the store within its lifetime too.
+    std::thread::sleep(Duration::from_millis(1300));
+    assert!(!store.cli(&["--scan"]).contains(":cache:"));
+}
+
+#[test]
+fn a_store_killed_and_restarted_is_used_again_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RedisServer::start(dir.path());
+    let api = FaultServer::start();
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        "",
+        "10m",
+        &http_backend(&api),
+    );
+    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:right"),
+        (true, "yes".into())
+    );
+    store.kill();
+    for _ in 0..3 {
+        let (yes, _, took) = ask(&mut b, "auth:romeo:example.net:right");
+        assert!(yes && took < Duration::from_secs(1), "{took:?}");
+        let (yes, outcome, took) = ask(&mut b, "auth:romeo:example.net:wrong");
+        assert!(
+            !yes && outcome == "no" && took < Duration::from_secs(1),
+            "{took:?}"
+        );
+    }
+    store.restart();
+    // Reconnected by the next requests (a failed connect is retried after a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(answer(&mut a, "auth:romeo:example.net:right").0);
+        if answer(&mut b, "auth:romeo:example.net:right") == (true, "cached_shared".into()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store was not used again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(b.logged("shared store unavailable"), 1, "{:#?}", b.log);
+    assert_eq!(b.logged("shared store reachable again"), 1, "{:#?}", b.log);
+}
+
+#[test]
+fn an_unreachable_store_changes_no_answer_and_delays_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let cfg = config(dir.path(), "c.toml", &url, "", "10m", &file_backend(&users));
+    let mut a = bridge(&cfg);
+    for _ in 0..5 {
+        let (yes, _, took) = ask(&mut a, "auth:romeo:example.net:secret");
+        assert!(yes && took < Duration::from_millis(500), "{took:?}");
+        let (yes, outcome, took) = ask(&mut a, "auth:romeo:example.net:wrong");
+        assert!(!yes && outcome == "no" && took < Duration::from_millis(500));
+    }
+    // Logged once, not per request.
+    assert_eq!(a.logged("shared store unavailable"), 1, "{:#?}", a.log);
+}
+
+#[test]
+fn a_slow_store_does_not_make_a_request_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        "",
+        "10m",
+        &file_backend(&users),
+    );
+    let mut a = bridge(&cfg);
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:secret"),
+        (true, "yes".into())
+    );
+    let port = store.port;
+    let sleeper = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "DEBUG",
+                "SLEEP",
+                "1.5",
+            ])
+            .env("REDISCLI_AUTH", PASSWORD)
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (yes, outcome, took) = ask(&mut a, "auth:romeo:example.net:secret");
+    assert!(yes && outcome != "cached_shared", "{outcome}");
+    assert!(took < Duration::from_millis(500), "late: {took:?}");
+    let (yes, _, took) = ask(&mut a, "auth:romeo:example.net:wrong");
+    assert!(!yes && took < Duration::from_millis(500), "late: {took:?}");
+    assert_eq!(a.logged("shared store unavailable"), 1, "{:#?}", a.log);
+    sleeper.join().unwrap();
+}
+
+#[test]
+fn rediss_with_a_test_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::generate(dir.path());
+    let store = RedisServer::start_on(dir.path(), free_port(), Some(&tls));
+    let api = FaultServer::start();
+    let extra = format!("ca_file = {:?}", tls.ca);
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        &extra,
+        "10m",
+        &http_backend(&api),
+    );
+    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:right"),
+        (true, "yes".into())
+    );
+    // The first connect (TLS) may outlast one operation's timeout: it completes meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while answer(&mut b, "auth:romeo:example.net:right") != (true, "cached_shared".into()) {
+        assert!(Instant::now() < deadline, "TLS store never used");
+        assert!(answer(&mut a, "auth:romeo:example.net:right").0);
+    }
+    let out = run(&["--config", cfg.to_str().unwrap(), "check"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("probe key written, read and deleted"),
+        "{text}"
+    );
+    // Without the CA, the store's certificate is refused: check says so.
+    let cfg = config(
+        dir.path(),
+        "d.toml",
+        &store.url(),
+        "",
+        "10m",
+        &http_backend(&api),
+    );
+    let out = run(&["--config", cfg.to_str().unwrap(), "check"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("shared    FAIL"), "{text}");
+    assert!(!text.contains(PASSWORD));
+}
+
+#[test]
+fn check_reports_the_round_trip_and_the_key_file_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        "",
+        "10m",
+        &file_backend(&users),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.path().join("shared.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&["--config", cfg.to_str().unwrap(), "check"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("round trip"), "{text}");
+    assert!(text.contains("mode 0600"), "{text}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&["--config", cfg.to_str().unwrap(), "check"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("world-readable"), "{text}");
+    assert_ne!(out.status.code(), Some(0));
+    // A wrong password: check fails and names the store, never the password.
+    std::fs::write(dir.path().join("store.pw"), "not-it\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&["--config", cfg.to_str().unwrap(), "check"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("shared    FAIL"), "{text}");
+    assert!(!text.contains("not-it"), "{text}");
+}
+
+#[test]
+fn credentials_in_the_url_and_a_bad_key_file_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let url = "redis://:hunter2@127.0.0.1:6379/0";
+    let cfg = config(dir.path(), "c.toml", url, "", "10m", &file_backend(&users));
+    let out = run(&["--config", cfg.to_str().unwrap()], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("shared.url") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let cfg = config(
+        dir.path(),
+        "d.toml",
+        "redis://127.0.0.1:1/0",
+        "",
+        "10m",
+        &file_backend(&users),
+    );
+    std::fs::write(dir.path().join("shared.key"), "short\n").unwrap();
+    let out = run(&["--config", cfg.to_str().unwrap()], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("shared.key_file"), "{err}");
+}
+
+#[test]
+fn generate_shared_key_writes_0600_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let out = run(&["generate", "shared-key", key.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(text.trim().len(), 64);
+    assert!(text.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = run(&["generate", "shared-key", key.to_str().unwrap()], b"");
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(text.trim()));
+}
