@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The e2e stage for CI, from a clean machine (root or sudo; package registries only):
-# installs ejabberd + slixmpp (apt) and the test IdP's virtualenv (pip), builds the release
+# installs ejabberd + slixmpp + redis-server (apt) and the test IdP's virtualenv (pip), builds the release
 # binary and the example API server, then runs every group of tests/e2e/run.py.
 # Output: one line per case, then `N passed, M failed`; exit status non-zero on any failure.
 #
@@ -13,7 +13,7 @@ export CARGO_TERM_COLOR=never
 t0=$SECONDS
 step() { printf '== %s (%ss)\n' "$1" "$((SECONDS - t0))"; }
 
-step "ejabberd and slixmpp (tests/e2e/setup.sh)"
+step "ejabberd, slixmpp and redis-server (tests/e2e/setup.sh)"
 tests/e2e/setup.sh
 
 step "test IdP virtualenv (tests/oauth2_server/setup.sh)"

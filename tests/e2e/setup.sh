@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the e2e harness needs (idempotent): Debian's ejabberd 23.01 and
-# slixmpp for Debian's /usr/bin/python3. Never leaves the system ejabberd
-# service running: the harness starts its own private ejabberd with `erl`.
+# Installs what the e2e harness needs (idempotent): Debian's ejabberd 23.01,
+# slixmpp for Debian's /usr/bin/python3 and redis-server (the shared group's store).
+# Never leaves the system ejabberd or redis-server service running: the harness
+# starts its own private ejabberd with `erl` and its own redis-server by pid.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -11,9 +12,10 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 need=()
 dpkg-query -W -f='${Status}' ejabberd 2>/dev/null | grep -q 'install ok installed' || need+=(ejabberd)
 dpkg-query -W -f='${Status}' python3-slixmpp 2>/dev/null | grep -q 'install ok installed' || need+=(python3-slixmpp)
+dpkg-query -W -f='${Status}' redis-server 2>/dev/null | grep -q 'install ok installed' || need+=(redis-server)
 
 if [ ${#need[@]} -gt 0 ]; then
-    # Keep maintainer scripts from starting the ejabberd service during install
+    # Keep maintainer scripts from starting the ejabberd (or redis-server) service during install
     # (a policy-rc.d that exits 101 forbids invoke-rc.d starts). Only add one if
     # there is none, and remove only the one we added.
     added_policy=""
@@ -34,6 +36,7 @@ fi
 # stop and disable it: the tests never use it.
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now ejabberd.service >/dev/null 2>&1 || true
+    $SUDO systemctl disable --now redis-server.service >/dev/null 2>&1 || true
 fi
 if pgrep -u ejabberd -x beam.smp >/dev/null 2>&1; then
     $SUDO /usr/sbin/ejabberdctl stop >/dev/null 2>&1 || true
@@ -43,4 +46,5 @@ fi
 
 echo "ejabberd: $(dpkg-query -W -f='${Version}' ejabberd)"
 echo "python3-slixmpp: $(dpkg-query -W -f='${Version}' python3-slixmpp)"
+echo "redis-server: $(dpkg-query -W -f='${Version}' redis-server)"
 echo "erlang: $(HOME=/tmp erl -noshell -eval 'io:format("~s (erts ~s)",[erlang:system_info(otp_release),erlang:system_info(version)]),halt().')"
