@@ -459,3 +459,224 @@ fn generate_shared_key_writes_0600_and_never_overwrites() {
     assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(text.trim()));
 }
+
+const THROTTLE: &str = "[throttle]\nenabled = true\nmax_failures = 4\n";
+
+/// Every key the bridge wrote expires, and none names the user or holds a password.
+fn assert_keys_are_keyed_and_expire(store: &RedisServer) {
+    let keys = store.cli(&["--scan"]);
+    assert!(!keys.trim().is_empty());
+    for key in keys.lines() {
+        assert!(!key.contains("romeo") && !key.contains("secret"), "{key}");
+        let ttl: i64 = store.cli(&["PTTL", key]).trim().parse().unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+        let dump = store.cli(&["--no-raw", "DUMP", key]);
+        assert!(!dump.contains("romeo") && !dump.contains("secret"), "{key}");
+    }
+}
+
+#[test]
+fn failures_spread_over_two_nodes_lock_the_account_on_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let users = users_file(
+        dir.path(),
+        &[
+            ("romeo@example.net", "secret"),
+            ("juliet@example.net", "rose"),
+        ],
+    );
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        THROTTLE,
+        "10m",
+        &file_backend(&users),
+    );
+    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
+    // Juliet logs in first on A: her password is trusted on every node.
+    assert_eq!(
+        answer(&mut a, "auth:juliet:example.net:rose"),
+        (true, "yes".into())
+    );
+    for (i, who) in ["romeo", "juliet"].iter().enumerate() {
+        for n in 0..4 {
+            let node = if n % 2 == 0 { &mut a } else { &mut b };
+            assert_eq!(
+                answer(node, &format!("auth:{who}:example.net:guess{i}{n}")),
+                (false, "no".into()),
+                "{who} guess {n}"
+            );
+        }
+    }
+    // Four in all, two per node: locked on both (per node it would take four each).
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:secret"),
+        (false, "throttled".into())
+    );
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:secret"),
+        (false, "throttled".into())
+    );
+    // A guess seen by A is known to B: answered unasked, and not counted again.
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:guess00"),
+        (false, "throttled".into())
+    );
+    // The owner, trusted through A, still logs in through B during her lockout.
+    assert_eq!(
+        answer(&mut b, "auth:juliet:example.net:rose"),
+        (true, "cached_shared".into())
+    );
+    assert_eq!(
+        answer(&mut b, "auth:juliet:example.net:guess13"),
+        (false, "throttled".into())
+    );
+    assert_eq!(a.logged("account locked"), 1, "{:#?}", a.log);
+    // `query` (a third process) says the lockout is the shared one.
+    let out = run(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "query",
+            "auth",
+            "romeo",
+            "example.net",
+        ],
+        b"secret\n",
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("throttled") && text.contains("in the shared store, on every node"),
+        "{text}"
+    );
+    assert!(!text.contains("secret"), "{text}");
+    assert_keys_are_keyed_and_expire(&store);
+}
+
+#[test]
+fn a_wrong_password_repeated_on_another_node_is_not_counted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        THROTTLE,
+        "10m",
+        &file_backend(&users),
+    );
+    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:old"),
+        (false, "no".into())
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            answer(&mut b, "auth:romeo:example.net:old"),
+            (false, "repeated".into())
+        );
+    }
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:secret"),
+        (true, "yes".into())
+    );
+    // A password change on B outdates what A remembered as wrong: the new password,
+    // once a wrong one, is asked again through A.
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:next"),
+        (false, "no".into())
+    );
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:next"),
+        (false, "repeated".into())
+    );
+    assert_eq!(
+        answer(&mut b, "setpass:romeo:example.net:next"),
+        (true, "yes".into())
+    );
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:next"),
+        (true, "yes".into())
+    );
+}
+
+#[test]
+fn with_the_store_down_the_throttle_answers_as_without_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &url,
+        THROTTLE,
+        "10m",
+        &file_backend(&users),
+    );
+    let mut a = bridge(&cfg);
+    for n in 0..4 {
+        let (yes, outcome, took) = ask(&mut a, &format!("auth:romeo:example.net:guess{n}"));
+        assert!(!yes && outcome == "no", "{outcome}");
+        assert!(took < Duration::from_millis(500), "late: {took:?}");
+    }
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:secret"),
+        (false, "throttled".into())
+    );
+    assert_eq!(a.logged("shared store unavailable"), 1, "{:#?}", a.log);
+}
+
+/// Blocks the store for `seconds` (in the background), as a store too slow to answer.
+fn stall(store: &RedisServer, seconds: &str) -> std::thread::JoinHandle<()> {
+    let (port, seconds) = (store.port, seconds.to_owned());
+    let sleeper = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["DEBUG", "SLEEP", &seconds])
+            .env("REDISCLI_AUTH", PASSWORD)
+            .output()
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    sleeper
+}
+
+#[test]
+fn a_change_made_while_the_store_stalls_reaches_the_other_node_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        "",
+        "10m",
+        &file_backend(&users),
+    );
+    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:secret"),
+        (true, "yes".into())
+    );
+    let sleeper = stall(&store, "1.5");
+    // The change cannot reach the store now; it still goes through, at once.
+    let (yes, _, took) = ask(&mut a, "setpass:romeo:example.net:new");
+    assert!(yes && took < Duration::from_millis(500), "{took:?}");
+    sleeper.join().unwrap();
+    // Once the store answers again, A's change is replayed (within about a second)
+    // before B could serve the old password from what it shared before.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:secret"),
+        (false, "no".into())
+    );
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:new"),
+        (true, "yes".into())
+    );
+}
