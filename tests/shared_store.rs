@@ -440,6 +440,22 @@ fn credentials_in_the_url_and_a_bad_key_file_are_config_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("shared.key_file"), "{err}");
+    // Three store round trips must leave the backend most of the request's deadline.
+    let cfg = config(
+        dir.path(),
+        "e.toml",
+        "redis://127.0.0.1:1/0",
+        "timeout = \"2s\"",
+        "10m",
+        &file_backend(&users),
+    );
+    let out = run(&["--config", cfg.to_str().unwrap()], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("shared.timeout") && err.contains("quarter"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -679,4 +695,26 @@ fn a_change_made_while_the_store_stalls_reaches_the_other_node_when_it_is_back()
         answer(&mut b, "auth:romeo:example.net:new"),
         (true, "yes".into())
     );
+}
+
+#[test]
+fn a_store_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let url = store.unix_url();
+    let cfg = config(dir.path(), "u.toml", &url, "", "10m", &file_backend(&users));
+    let mut nodes = [bridge(&cfg), bridge(&cfg)];
+    let steps = [
+        (0, "auth:romeo:example.net:secret", true, "yes"),
+        (1, "auth:romeo:example.net:secret", true, "cached_shared"),
+        (0, "setpass:romeo:example.net:other", true, "yes"),
+        (1, "auth:romeo:example.net:secret", false, "no"),
+    ];
+    for (node, query, yes, outcome) in steps {
+        let got = answer(&mut nodes[node], query);
+        assert_eq!(got, (yes, outcome.into()), "{query}");
+    }
+    let a = &nodes[0];
+    assert_eq!(a.logged("shared store unavailable"), 0, "{:#?}", a.log);
 }

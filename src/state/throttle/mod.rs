@@ -100,13 +100,15 @@ impl<H: Handler> ThrottlingHandler<H> {
         match result {
             Ok(value) => {
                 if self.shared_down.swap(false, Ordering::AcqRel) {
-                    tracing::info!("throttle store reachable again");
+                    tracing::debug!("throttle store reachable again");
                 }
                 Some(value)
             }
             Err(e) => {
+                crate::metrics::shared_fallback();
+                // The store logs its outage itself, once (a warning); this is for debugging.
                 if !self.shared_down.swap(true, Ordering::AcqRel) {
-                    tracing::warn!(error = %e, "throttle store failed; using this process's state");
+                    tracing::debug!(error = %e, "throttle store failed; using this process's state");
                 }
                 None
             }
