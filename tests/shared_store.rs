@@ -718,3 +718,38 @@ fn a_store_on_a_unix_socket() {
     let a = &nodes[0];
     assert_eq!(a.logged("shared store unavailable"), 0, "{:#?}", a.log);
 }
+
+#[test]
+fn stale_if_error_serves_what_another_node_shared_and_nothing_after_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let api = FaultServer::start();
+    let backend = http_backend(&api);
+    let cache = "[cache]\nenabled = true\nttl = \"1s\"\nstale_if_error = \"10m\"\n";
+    let cfg = config(dir.path(), "s.toml", &store.url(), "", "1s", &backend);
+    // The helper writes its own [cache] table first; this one adds stale_if_error.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replacen("[cache]\nenabled = true\nttl = \"1s\"\n", cache, 1);
+    std::fs::write(&cfg, text).unwrap();
+    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
+    assert_eq!(
+        answer(&mut a, "auth:romeo:example.net:right"),
+        (true, "yes".into())
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    api.set(common::http_server::Mode::ServerError);
+    // Older than ttl: B asks the backend, which is down; what A shared answers, stale.
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:right"),
+        (true, "stale".into())
+    );
+    assert_eq!(
+        answer(&mut b, "auth:romeo:example.net:wrong"),
+        (false, "unavailable".into())
+    );
+    // A removeuser through A (refused by the API, but a change may have happened): B no
+    // longer serves the old answer, even stale.
+    let _ = answer(&mut a, "removeuser:romeo:example.net");
+    let (yes, outcome) = answer(&mut b, "auth:romeo:example.net:right");
+    assert!(!yes, "{outcome}");
+}
