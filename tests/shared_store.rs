@@ -95,32 +95,48 @@ fn answer(node: &mut Node, query: &str) -> (bool, String) {
     (yes, outcome)
 }
 
+/// Two nodes over a fresh store and one users file holding romeo (password `secret`),
+/// the cache on, and `extra` (e.g. [`THROTTLE`]).
+fn romeo_on_two_nodes(extra: &str) -> (tempfile::TempDir, RedisServer, Node, Node) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let backend = file_backend(&users);
+    let cfg = config(dir.path(), "c.toml", &store.url(), extra, "10m", &backend);
+    let (a, b) = (bridge(&cfg), bridge(&cfg));
+    (dir, store, a, b)
+}
+
+/// Two nodes over a fresh store and an HTTP API (password `right`), the cache on with `ttl`.
+fn two_nodes_over_an_api(ttl: &str) -> (tempfile::TempDir, RedisServer, FaultServer, Node, Node) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let api = FaultServer::start();
+    let backend = http_backend(&api);
+    let cfg = config(dir.path(), "c.toml", &store.url(), "", ttl, &backend);
+    let (a, b) = (bridge(&cfg), bridge(&cfg));
+    (dir, store, api, a, b)
+}
+
+/// Asks, and checks the answer and its outcome word.
+fn expect(node: &mut Node, query: &str, yes: bool, outcome: &str) {
+    assert_eq!(answer(node, query), (yes, outcome.to_owned()), "{query}");
+}
+
 fn calls(api: &FaultServer) -> usize {
     api.seen().len()
 }
 
 #[test]
 fn a_yes_learnt_by_one_node_serves_the_other_without_a_backend_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedisServer::start(dir.path());
-    let api = FaultServer::start();
-    let cfg = config(
-        dir.path(),
-        "c.toml",
-        &store.url(),
-        "",
-        "10m",
-        &http_backend(&api),
-    );
-    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:right"),
-        (true, "yes".into())
-    );
+    let (_dir, store, api, mut a, mut b) = two_nodes_over_an_api("10m");
+    expect(&mut a, "auth:romeo:example.net:right", true, "yes");
     let before = calls(&api);
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:right"),
-        (true, "cached_shared".into())
+    expect(
+        &mut b,
+        "auth:romeo:example.net:right",
+        true,
+        "cached_shared",
     );
     assert_eq!(
         calls(&api),
@@ -128,10 +144,7 @@ fn a_yes_learnt_by_one_node_serves_the_other_without_a_backend_call() {
         "a shared hit must not call the backend"
     );
     // A wrong password is never served from the store.
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:wrong"),
-        (false, "no".into())
-    );
+    expect(&mut b, "auth:romeo:example.net:wrong", false, "no");
     assert_eq!(calls(&api), before + 1);
     // Nothing stored names the user or holds the password, and every key expires.
     let keys = store.cli(&["--scan"]);
@@ -151,79 +164,34 @@ fn a_yes_learnt_by_one_node_serves_the_other_without_a_backend_call() {
 
 #[test]
 fn a_setpass_through_one_node_refuses_the_old_password_on_the_other_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedisServer::start(dir.path());
-    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
-    let cfg = config(
-        dir.path(),
-        "c.toml",
-        &store.url(),
-        "",
-        "10m",
-        &file_backend(&users),
+    let (_dir, _store, mut a, mut b) = romeo_on_two_nodes("");
+    expect(&mut b, "auth:romeo:example.net:secret", true, "yes");
+    expect(
+        &mut b,
+        "auth:romeo:example.net:secret",
+        true,
+        "cached_shared",
     );
-    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:secret"),
-        (true, "yes".into())
-    );
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:secret"),
-        (true, "cached_shared".into())
-    );
-    assert_eq!(
-        answer(&mut a, "setpass:romeo:example.net:new"),
-        (true, "yes".into())
-    );
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:secret"),
-        (false, "no".into())
-    );
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:new"),
-        (true, "yes".into())
-    );
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:new"),
-        (true, "cached_shared".into())
-    );
-    assert_eq!(
-        answer(&mut b, "removeuser:romeo:example.net"),
-        (true, "yes".into())
-    );
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:new"),
-        (false, "no".into())
-    );
+    expect(&mut a, "setpass:romeo:example.net:new", true, "yes");
+    expect(&mut b, "auth:romeo:example.net:secret", false, "no");
+    expect(&mut b, "auth:romeo:example.net:new", true, "yes");
+    expect(&mut a, "auth:romeo:example.net:new", true, "cached_shared");
+    expect(&mut b, "removeuser:romeo:example.net", true, "yes");
+    expect(&mut a, "auth:romeo:example.net:new", false, "no");
 }
 
 #[test]
 fn entries_expire_with_the_cache_ttl() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedisServer::start(dir.path());
-    let api = FaultServer::start();
-    let cfg = config(
-        dir.path(),
-        "c.toml",
-        &store.url(),
-        "",
-        "1s",
-        &http_backend(&api),
-    );
-    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:right"),
-        (true, "yes".into())
-    );
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:right"),
-        (true, "cached_shared".into())
+    let (_dir, store, _api, mut a, mut b) = two_nodes_over_an_api("1s");
+    expect(&mut a, "auth:romeo:example.net:right", true, "yes");
+    expect(
+        &mut b,
+        "auth:romeo:example.net:right",
+        true,
+        "cached_shared",
     );
     std::thread::sleep(Duration::from_millis(1300));
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:right"),
-        (true, "yes".into())
-    );
+    expect(&mut b, "auth:romeo:example.net:right", true, "yes");
     // The hash itself is gone from the store within its lifetime too.
     std::thread::sleep(Duration::from_millis(1300));
     assert!(!store.cli(&["--scan"]).contains(":cache:"));
@@ -231,22 +199,8 @@ fn entries_expire_with_the_cache_ttl() {
 
 #[test]
 fn a_store_killed_and_restarted_is_used_again_without_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = RedisServer::start(dir.path());
-    let api = FaultServer::start();
-    let cfg = config(
-        dir.path(),
-        "c.toml",
-        &store.url(),
-        "",
-        "10m",
-        &http_backend(&api),
-    );
-    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:right"),
-        (true, "yes".into())
-    );
+    let (_dir, mut store, _api, mut a, mut b) = two_nodes_over_an_api("10m");
+    expect(&mut a, "auth:romeo:example.net:right", true, "yes");
     store.kill();
     for _ in 0..3 {
         let (yes, _, took) = ask(&mut b, "auth:romeo:example.net:right");
@@ -291,39 +245,9 @@ fn an_unreachable_store_changes_no_answer_and_delays_none() {
 
 #[test]
 fn a_slow_store_does_not_make_a_request_late() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedisServer::start(dir.path());
-    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
-    let cfg = config(
-        dir.path(),
-        "c.toml",
-        &store.url(),
-        "",
-        "10m",
-        &file_backend(&users),
-    );
-    let mut a = bridge(&cfg);
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:secret"),
-        (true, "yes".into())
-    );
-    let port = store.port;
-    let sleeper = std::thread::spawn(move || {
-        std::process::Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "DEBUG",
-                "SLEEP",
-                "1.5",
-            ])
-            .env("REDISCLI_AUTH", PASSWORD)
-            .output()
-            .unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    let (_dir, store, mut a, _b) = romeo_on_two_nodes("");
+    expect(&mut a, "auth:romeo:example.net:secret", true, "yes");
+    let sleeper = stall(&store, "1.5");
     let (yes, outcome, took) = ask(&mut a, "auth:romeo:example.net:secret");
     assert!(yes && outcome != "cached_shared", "{outcome}");
     assert!(took < Duration::from_millis(500), "late: {took:?}");
@@ -349,10 +273,7 @@ fn rediss_with_a_test_ca() {
         &http_backend(&api),
     );
     let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:right"),
-        (true, "yes".into())
-    );
+    expect(&mut a, "auth:romeo:example.net:right", true, "yes");
     // The first connect (TLS) may outlast one operation's timeout: it completes meanwhile.
     let deadline = Instant::now() + Duration::from_secs(5);
     while answer(&mut b, "auth:romeo:example.net:right") != (true, "cached_shared".into()) {
@@ -512,42 +433,35 @@ fn failures_spread_over_two_nodes_lock_the_account_on_both() {
     );
     let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
     // Juliet logs in first on A: her password is trusted on every node.
-    assert_eq!(
-        answer(&mut a, "auth:juliet:example.net:rose"),
-        (true, "yes".into())
-    );
+    expect(&mut a, "auth:juliet:example.net:rose", true, "yes");
     for (i, who) in ["romeo", "juliet"].iter().enumerate() {
         for n in 0..4 {
             let node = if n % 2 == 0 { &mut a } else { &mut b };
-            assert_eq!(
-                answer(node, &format!("auth:{who}:example.net:guess{i}{n}")),
-                (false, "no".into()),
-                "{who} guess {n}"
+            expect(
+                node,
+                &format!("auth:{who}:example.net:guess{i}{n}"),
+                false,
+                "no",
             );
         }
     }
     // Four in all, two per node: locked on both (per node it would take four each).
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:secret"),
-        (false, "throttled".into())
-    );
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:secret"),
-        (false, "throttled".into())
-    );
+    expect(&mut a, "auth:romeo:example.net:secret", false, "throttled");
+    expect(&mut b, "auth:romeo:example.net:secret", false, "throttled");
     // A guess seen by A is known to B: answered unasked, and not counted again.
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:guess00"),
-        (false, "throttled".into())
-    );
+    expect(&mut b, "auth:romeo:example.net:guess00", false, "throttled");
     // The owner, trusted through A, still logs in through B during her lockout.
-    assert_eq!(
-        answer(&mut b, "auth:juliet:example.net:rose"),
-        (true, "cached_shared".into())
+    expect(
+        &mut b,
+        "auth:juliet:example.net:rose",
+        true,
+        "cached_shared",
     );
-    assert_eq!(
-        answer(&mut b, "auth:juliet:example.net:guess13"),
-        (false, "throttled".into())
+    expect(
+        &mut b,
+        "auth:juliet:example.net:guess13",
+        false,
+        "throttled",
     );
     assert_eq!(a.logged("account locked"), 1, "{:#?}", a.log);
     // `query` (a third process) says the lockout is the shared one.
@@ -574,50 +488,18 @@ fn failures_spread_over_two_nodes_lock_the_account_on_both() {
 
 #[test]
 fn a_wrong_password_repeated_on_another_node_is_not_counted_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedisServer::start(dir.path());
-    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
-    let cfg = config(
-        dir.path(),
-        "c.toml",
-        &store.url(),
-        THROTTLE,
-        "10m",
-        &file_backend(&users),
-    );
-    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:old"),
-        (false, "no".into())
-    );
+    let (_dir, _store, mut a, mut b) = romeo_on_two_nodes(THROTTLE);
+    expect(&mut a, "auth:romeo:example.net:old", false, "no");
     for _ in 0..5 {
-        assert_eq!(
-            answer(&mut b, "auth:romeo:example.net:old"),
-            (false, "repeated".into())
-        );
+        expect(&mut b, "auth:romeo:example.net:old", false, "repeated");
     }
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:secret"),
-        (true, "yes".into())
-    );
+    expect(&mut b, "auth:romeo:example.net:secret", true, "yes");
     // A password change on B outdates what A remembered as wrong: the new password,
     // once a wrong one, is asked again through A.
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:next"),
-        (false, "no".into())
-    );
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:next"),
-        (false, "repeated".into())
-    );
-    assert_eq!(
-        answer(&mut b, "setpass:romeo:example.net:next"),
-        (true, "yes".into())
-    );
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:next"),
-        (true, "yes".into())
-    );
+    expect(&mut a, "auth:romeo:example.net:next", false, "no");
+    expect(&mut a, "auth:romeo:example.net:next", false, "repeated");
+    expect(&mut b, "setpass:romeo:example.net:next", true, "yes");
+    expect(&mut a, "auth:romeo:example.net:next", true, "yes");
 }
 
 #[test]
@@ -639,10 +521,7 @@ fn with_the_store_down_the_throttle_answers_as_without_shared() {
         assert!(!yes && outcome == "no", "{outcome}");
         assert!(took < Duration::from_millis(500), "late: {took:?}");
     }
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:secret"),
-        (false, "throttled".into())
-    );
+    expect(&mut a, "auth:romeo:example.net:secret", false, "throttled");
     assert_eq!(a.logged("shared store unavailable"), 1, "{:#?}", a.log);
 }
 
@@ -663,22 +542,8 @@ fn stall(store: &RedisServer, seconds: &str) -> std::thread::JoinHandle<()> {
 
 #[test]
 fn a_change_made_while_the_store_stalls_reaches_the_other_node_when_it_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedisServer::start(dir.path());
-    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
-    let cfg = config(
-        dir.path(),
-        "c.toml",
-        &store.url(),
-        "",
-        "10m",
-        &file_backend(&users),
-    );
-    let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:secret"),
-        (true, "yes".into())
-    );
+    let (_dir, store, mut a, mut b) = romeo_on_two_nodes("");
+    expect(&mut b, "auth:romeo:example.net:secret", true, "yes");
     let sleeper = stall(&store, "1.5");
     // The change cannot reach the store now; it still goes through, at once.
     let (yes, _, took) = ask(&mut a, "setpass:romeo:example.net:new");
@@ -687,14 +552,8 @@ fn a_change_made_while_the_store_stalls_reaches_the_other_node_when_it_is_back()
     // Once the store answers again, A's change is replayed (within about a second)
     // before B could serve the old password from what it shared before.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:secret"),
-        (false, "no".into())
-    );
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:new"),
-        (true, "yes".into())
-    );
+    expect(&mut b, "auth:romeo:example.net:secret", false, "no");
+    expect(&mut b, "auth:romeo:example.net:new", true, "yes");
 }
 
 #[test]
@@ -732,21 +591,12 @@ fn stale_if_error_serves_what_another_node_shared_and_nothing_after_a_change() {
     let text = text.replacen("[cache]\nenabled = true\nttl = \"1s\"\n", cache, 1);
     std::fs::write(&cfg, text).unwrap();
     let (mut a, mut b) = (bridge(&cfg), bridge(&cfg));
-    assert_eq!(
-        answer(&mut a, "auth:romeo:example.net:right"),
-        (true, "yes".into())
-    );
+    expect(&mut a, "auth:romeo:example.net:right", true, "yes");
     std::thread::sleep(Duration::from_millis(1100));
     api.set(common::http_server::Mode::ServerError);
     // Older than ttl: B asks the backend, which is down; what A shared answers, stale.
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:right"),
-        (true, "stale".into())
-    );
-    assert_eq!(
-        answer(&mut b, "auth:romeo:example.net:wrong"),
-        (false, "unavailable".into())
-    );
+    expect(&mut b, "auth:romeo:example.net:right", true, "stale");
+    expect(&mut b, "auth:romeo:example.net:wrong", false, "unavailable");
     // A removeuser through A (refused by the API, but a change may have happened): B no
     // longer serves the old answer, even stale.
     let _ = answer(&mut a, "removeuser:romeo:example.net");
