@@ -18,6 +18,24 @@ pub struct Outcome {
     pub status: Status,
 }
 
+/// Where the state that decided an answer lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This process's memory.
+    Process,
+    /// The store every node shares (`[shared]`).
+    Shared,
+}
+
+impl Scope {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scope::Process => "in this process",
+            Scope::Shared => "in the shared store, on every node",
+        }
+    }
+}
+
 /// Why the answer is what it is. Never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -38,8 +56,9 @@ pub enum Status {
     /// this credential is not one verified for it recently. Holds how long the lockout lasts.
     Throttled(String),
     /// Answered `0` without asking a backend: a backend said no to this very credential
-    /// less than `throttle.window` ago (a client retrying a stale password).
-    Repeated,
+    /// less than `throttle.window` ago (a client retrying a stale password), as remembered
+    /// where the scope says.
+    Repeated(Scope),
     /// Answered `0` without asking a backend (empty password, no route, certauth…).
     Refused(&'static str),
     /// A backend failed: its error kind and message.
@@ -67,7 +86,7 @@ impl Status {
             Status::Stale(_) => "stale",
             Status::No => "no",
             Status::Throttled(_) => "throttled",
-            Status::Repeated => "repeated",
+            Status::Repeated(_) => "repeated",
             Status::Refused(_) => "refused",
             Status::Error(kind, _) => kind,
             Status::UnavailableThenNo(_) => "unavailable",

@@ -59,7 +59,7 @@ pub fn exit_status(outcome: &Outcome) -> u8 {
         EXIT_OK
     } else if matches!(
         outcome.status,
-        Status::No | Status::Refused(_) | Status::Throttled(_) | Status::Repeated
+        Status::No | Status::Refused(_) | Status::Throttled(_) | Status::Repeated(_)
     ) {
         EXIT_NO
     } else {
@@ -104,9 +104,11 @@ fn why(command: Command, outcome: &Outcome) -> String {
         ),
         Status::Stale(message) => format!("stale: {message}"),
         Status::Throttled(message) => format!("throttled: {message} (no backend asked)"),
-        Status::Repeated => "repeated: a backend said no to this password less than \
-                             throttle.window ago (no backend asked)"
-            .to_owned(),
+        Status::Repeated(scope) => format!(
+            "repeated: a backend said no to this password less than throttle.window ago, \
+             remembered {} (no backend asked)",
+            scope.describe()
+        ),
         Status::Refused(reason) => format!("refused: {reason} (no backend asked)"),
         Status::Error(kind, message) => format!("{kind}: {message}"),
         Status::UnavailableThenNo(message) => format!("unavailable: {message}"),

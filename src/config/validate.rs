@@ -102,8 +102,24 @@ impl Config {
         if let Err((key, why)) = self.throttle.check() {
             return Err(ConfigError::new(file, key, why));
         }
-        if let Some(Err((key, why))) = self.shared.as_ref().map(|s| s.check()) {
-            return Err(ConfigError::new(file, key, why));
+        if let Some(shared) = &self.shared {
+            if let Err((key, why)) = shared.check() {
+                return Err(ConfigError::new(file, key, why));
+            }
+            // A login makes up to three store round trips (throttle, cache, and recording
+            // the answer): together they must leave the backend most of the deadline, or a
+            // slow store could turn a right password into a timeout.
+            if shared.timeout.saturating_mul(4) > self.timeout {
+                return Err(ConfigError::new(
+                    file,
+                    "shared.timeout",
+                    format!(
+                        "must be at most a quarter of timeout ({}): a login makes up to three \
+                         store round trips within it",
+                        humantime::format_duration(self.timeout)
+                    ),
+                ));
+            }
         }
         if self.metrics_interval.is_zero() {
             return Err(ConfigError::new(

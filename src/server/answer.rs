@@ -205,7 +205,11 @@ fn log_outcome(id: u64, request: &Request, outcome: &Outcome, took: Duration) {
     let reason: std::borrow::Cow<'_, str> = match &outcome.status {
         Status::Yes | Status::No | Status::Cached | Status::SharedCached => "".into(),
         Status::Stale(message) | Status::Throttled(message) => message.as_str().into(),
-        Status::Repeated => "the same wrong password within throttle.window".into(),
+        Status::Repeated(scope) => format!(
+            "the same wrong password within throttle.window (remembered {})",
+            scope.describe()
+        )
+        .into(),
         Status::Refused(why) => (*why).into(),
         Status::Error(_, message) => message.as_str().into(),
         Status::UnavailableThenNo(message) => message.as_str().into(),
@@ -245,7 +249,7 @@ fn log_outcome(id: u64, request: &Request, outcome: &Outcome, took: Duration) {
         | Status::SharedCached
         | Status::Refused(_)
         | Status::Throttled(_)
-        | Status::Repeated => {
+        | Status::Repeated(_) => {
             event!(tracing::Level::INFO)
         }
         _ => event!(tracing::Level::WARN),

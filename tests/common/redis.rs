@@ -81,6 +81,11 @@ impl RedisServer {
             // DEBUG SLEEP is how the slow-store test makes it slow.
             "--enable-debug-command".into(),
             "local".into(),
+            // Always on a Unix socket too, for `redis+unix://`.
+            "--unixsocket".into(),
+            dir.join("redis.sock").display().to_string(),
+            "--unixsocketperm".into(),
+            "700".into(),
         ];
         match tls {
             Some(t) => args.extend([
@@ -123,6 +128,14 @@ impl RedisServer {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The `redis+unix://` URL of its Unix socket.
+    pub fn unix_url(&self) -> String {
+        format!(
+            "redis+unix://{}?db=0",
+            self.dir.join("redis.sock").display()
+        )
     }
 
     /// `redis-cli` against this server (plain only); its stdout.

@@ -15,13 +15,23 @@ pub(super) fn shared(config: &Config, source: &str) -> Vec<Finding> {
         return Vec::new();
     };
     let mut findings = vec![key_file(shared)];
-    if !config.cache.enabled {
-        findings.push(Finding {
-            item: "shared",
-            level: Level::Warn,
-            detail: "[shared] is set but cache.enabled is false: nothing is shared yet".into(),
-        });
+    let mut what = vec!["invalidation of changed accounts"];
+    if config.cache.enabled {
+        what.push("the credential cache");
     }
+    if config.throttle.enabled {
+        what.push("the throttle");
+    }
+    findings.push(Finding {
+        item: "shared",
+        level: Level::Ok,
+        detail: format!(
+            "shared through the store: {}; prefix {:?}, {} per operation",
+            what.join(", "),
+            shared.key_prefix,
+            humantime::format_duration(shared.timeout)
+        ),
+    });
     findings.push(store(shared, source));
     findings
 }

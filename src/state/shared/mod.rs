@@ -139,6 +139,12 @@ impl SharedStore {
         &self.keys
     }
 
+    /// The client, for a user that needs a connection of its own (a blocking one on
+    /// another thread).
+    pub fn client(&self) -> &::redis::Client {
+        &self.client
+    }
+
     /// The live connection, starting a connect if there is none (and none failed in the
     /// last [`RECONNECT_EVERY`]). Awaits a connect in progress; the caller's timeout bounds
     /// that wait, and the connect goes on without it.

@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use super::generation::{Generation, Generations, Slot};
 use super::keyed::{AccountKey, CredentialKey, Keyer};
 use crate::config::ThrottleConfig;
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Scope, Status};
 use crate::request::Request;
 use crate::router::Handler;
 use crate::secret::Secret;
@@ -100,30 +100,35 @@ impl<H: Handler> ThrottlingHandler<H> {
         match result {
             Ok(value) => {
                 if self.shared_down.swap(false, Ordering::AcqRel) {
-                    tracing::info!("throttle store reachable again");
+                    tracing::debug!("throttle store reachable again");
                 }
                 Some(value)
             }
             Err(e) => {
+                crate::metrics::shared_fallback();
+                // The store logs its outage itself, once (a warning); this is for debugging.
                 if !self.shared_down.swap(true, Ordering::AcqRel) {
-                    tracing::warn!(error = %e, "throttle store failed; using this process's state");
+                    tracing::debug!(error = %e, "throttle store failed; using this process's state");
                 }
                 None
             }
         }
     }
 
-    async fn check(&self, s: Subject, now: Instant) -> Verdict {
+    /// The verdict, and where the state that gave it lives.
+    async fn check(&self, s: Subject, now: Instant) -> (Verdict, Scope) {
         if let Some(shared) = &self.shared {
             let result = shared
                 .check(s.account, s.credential, s.generation, now)
                 .await;
             if let Some(verdict) = self.shared_answered(result) {
-                return verdict;
+                return (verdict, Scope::Shared);
             }
         }
-        self.local
-            .check_now(s.account, &s.credential, s.generation, now)
+        let verdict = self
+            .local
+            .check_now(s.account, &s.credential, s.generation, now);
+        (verdict, Scope::Process)
     }
 
     /// Recorded locally always, so that the fallback knows what the shared store knows.
@@ -162,18 +167,20 @@ impl<H: Handler> ThrottlingHandler<H> {
             // is stored under the old generation, and so never used.
             generation: self.generations.current(Slot::of(&a.user, &a.server)),
         };
-        match self.check(subject, Instant::now()).await {
+        let (verdict, scope) = self.check(subject, Instant::now()).await;
+        match verdict {
             Verdict::Ask => {}
             Verdict::Locked { remaining } => {
                 // Rounded up: "4m 59s" for a fresh 5m lockout reads like a bug.
                 let whole = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
                 let remaining = Duration::from_secs(whole);
                 return Outcome::failed(Status::Throttled(format!(
-                    "account locked for {} more after repeated wrong passwords",
-                    humantime::format_duration(remaining)
+                    "account locked for {} more after repeated wrong passwords (a lockout {})",
+                    humantime::format_duration(remaining),
+                    scope.describe()
                 )));
             }
-            Verdict::Repeated => return Outcome::failed(Status::Repeated),
+            Verdict::Repeated => return Outcome::failed(Status::Repeated(scope)),
         }
         let outcome = self.inner.handle(request).await;
         match outcome.status {

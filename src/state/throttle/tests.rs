@@ -423,7 +423,7 @@ fn a_failing_shared_store_falls_back_to_local_state() {
     let run = |line: &str| run(&h, line).status;
     assert_eq!(run("auth:u:s:right"), Status::Yes);
     assert_eq!(run("auth:u:s:a"), Status::No);
-    assert_eq!(run("auth:u:s:a"), Status::Repeated);
+    assert_eq!(run("auth:u:s:a"), Status::Repeated(Scope::Process));
     for p in ["b", "c"] {
         assert_eq!(run(&format!("auth:u:s:{p}")), Status::No);
     }
