@@ -49,7 +49,8 @@ fn usage() -> ! {
          \x20              [--only CASE,CASE...]\n\
          \x20      loadgen --startup RUNS [--bridge PATH] [--responder PATH] [--python PATH]\n\
          cases: responder isuser file-cheap file-argon2 cache throttled repeated piped-cache\n\
-         \x20      piped-isuser breaker-open\n\
+         \x20      piped-isuser breaker-open throttle-ok\n\
+         \x20      redis-ping shared-hit shared-throttle shared-blackhole (private redis-server)\n\
          \x20      python-pipe http-floor wrk http python-http piped-http"
     );
     std::process::exit(2)
@@ -141,11 +142,24 @@ fn cpu_time(pid: u32) -> Option<Duration> {
 /// Where the serving processes' stderr goes: a fresh file in the temp dir per spawn.
 static LOG_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
+/// Truncated at each spawn and opened for appending, so that the processes of a pool do not
+/// write over each other's lines (the `shared-hit` case counts them).
 fn log_file() -> Stdio {
     LOG_DIR
         .get()
-        .and_then(|d| std::fs::File::create(d.join("stderr.log")).ok())
+        .map(|d| d.join("stderr.log"))
+        .and_then(|path| {
+            std::fs::File::create(&path).ok()?;
+            std::fs::OpenOptions::new().append(true).open(path).ok()
+        })
         .map_or_else(Stdio::null, Stdio::from)
+}
+
+/// How many lines of the last spawned processes' log contain `needle`.
+fn log_lines_with(needle: &str) -> Result<usize, String> {
+    let path = LOG_DIR.get().ok_or("no log directory")?.join("stderr.log");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.lines().filter(|l| l.contains(needle)).count())
 }
 
 /// A serving process spawned with pipes, as ejabberd spawns the bridge.
@@ -202,6 +216,19 @@ fn lockstep_expecting(
     procs: usize,
     expected: bool,
 ) -> Result<Stats, String> {
+    lockstep_then(spawn, payload, requests, procs, expected, &|| Ok(()))
+}
+
+/// [`lockstep_expecting`] that runs `between` after the warm-up, before the measured phase
+/// (`shared-blackhole` stops the store there, once the bridges are connected to it).
+fn lockstep_then(
+    spawn: Spawner,
+    payload: &str,
+    requests: usize,
+    procs: usize,
+    expected: bool,
+    between: &dyn Fn() -> Result<(), String>,
+) -> Result<Stats, String> {
     let frame = frame(payload);
     let per_proc = requests / procs;
     let mut children: Vec<Proc> = (0..procs).map(|_| Proc::spawn(&mut spawn())).collect();
@@ -214,6 +241,10 @@ fn lockstep_expecting(
                 Err(e) => return Err(format!("warm-up failed: {e}")),
             }
         }
+    }
+    if let Err(e) = between() {
+        children.into_iter().for_each(Proc::finish);
+        return Err(e);
     }
     let before: Vec<_> = children.iter().map(|p| cpu_time(p.child.id())).collect();
     let started = Instant::now();
@@ -282,6 +313,258 @@ fn blackhole() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// A private `redis-server` for the `shared-*` cases: a free loopback port, a random
+/// password (also written to a file for `shared.password_file`), no persistence. Stopped by
+/// its pid when dropped (continued first, in case a case left it stopped).
+struct Store {
+    child: Child,
+    port: u16,
+    password: String,
+    password_file: PathBuf,
+}
+
+impl Store {
+    /// Starts one, named `name` in `dir`; `Err` (the case is skipped) without redis-server.
+    fn start(dir: &Path, name: &str) -> Result<Store, String> {
+        use std::hash::{BuildHasher, Hasher};
+        // Two randomly seeded hashes: enough for a password no other user of the machine
+        // guesses, without a dependency.
+        let password: String = (0..2)
+            .map(|_| {
+                let h = std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish();
+                format!("{h:016x}")
+            })
+            .collect();
+        let password_file = dir.join(format!("{name}.pw"));
+        write_private(&password_file, &password)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let work = dir.join(name);
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let port_arg = port.to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", &port_arg, "--bind", "127.0.0.1", "--requirepass"])
+            .arg(&password)
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?;
+        let mut store = Store {
+            child,
+            port,
+            password,
+            password_file,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = store.child.try_wait() {
+                return Err(format!("redis-server exited: {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err("redis-server did not start within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Its password is required: an unauthenticated command is refused.
+        if store.unauthenticated_ping().is_ok() {
+            return Err("redis-server answered without a password".into());
+        }
+        Ok(store)
+    }
+
+    /// A PING without AUTH: `Err` when refused (as it must be with `--requirepass`).
+    fn unauthenticated_ping(&self) -> Result<(), String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+        let mut reply = [0u8; 5];
+        s.read_exact(&mut reply).map_err(|e| e.to_string())?;
+        if &reply == b"+PONG" {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&reply).into_owned())
+        }
+    }
+
+    /// The `[shared]` table for this store (default `timeout`: 50 ms).
+    fn shared_table(&self, key_file: &Path) -> String {
+        format!(
+            "[shared]\nurl = \"redis://127.0.0.1:{}/0\"\npassword_file = {:?}\nkey_file = {:?}\n",
+            self.port,
+            self.password_file.display().to_string(),
+            key_file.display().to_string()
+        )
+    }
+
+    /// SIGSTOP / SIGCONT: a stopped server keeps its socket, so connections stay open and
+    /// new ones are accepted by the kernel, but nothing is answered.
+    fn signal(&self, signal: libc::c_int) -> Result<(), String> {
+        // SAFETY: kill(2) on our own child's pid, which is not reaped before drop.
+        match unsafe { libc::kill(self.child.id() as libc::pid_t, signal) } {
+            0 => Ok(()),
+            _ => Err(format!(
+                "kill({}, {signal}): {}",
+                self.child.id(),
+                std::io::Error::last_os_error()
+            )),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.signal(libc::SIGCONT);
+        let _ = self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A file only its owner reads (a password, a key).
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `redis-benchmark -n 10000 -c 1 -t ping` against `store`, when redis-tools is installed:
+/// the store's round trip with one request in flight (`PING_MBULK`, a RESP array, as
+/// redis-rs sends; the `PING_INLINE` rate and both p50s are printed with the ratios).
+fn redis_ping(store: &Store) -> Result<(Stats, String), String> {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &store.port.to_string(), "-a"])
+        .arg(&store.password)
+        .args(["-n", "10000", "-c", "1", "-t", "ping", "--csv"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("redis-benchmark: {e} (apt-get install redis-tools)"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",...
+    let row = |test: &str| -> Option<(f64, f64)> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("\"{test}\"")))?;
+        let fields: Vec<f64> = line
+            .split(',')
+            .skip(1)
+            .map(|f| f.trim_matches('"').parse().ok())
+            .collect::<Option<_>>()?;
+        Some((*fields.first()?, *fields.get(3)?))
+    };
+    let (rate, p50_ms) =
+        row("PING_MBULK").ok_or_else(|| format!("cannot read redis-benchmark output: {text}"))?;
+    let detail = match row("PING_INLINE") {
+        Some((inline, inline_p50)) => format!(
+            "redis-benchmark p50 {:.0} µs; PING_INLINE {inline:.0} req/s, p50 {:.0} µs",
+            p50_ms * 1e3,
+            inline_p50 * 1e3
+        ),
+        None => format!("redis-benchmark p50 {:.0} µs", p50_ms * 1e3),
+    };
+    Ok((
+        Stats {
+            requests: 10_000,
+            elapsed: Duration::from_secs_f64(10_000.0 / rate.max(1e-9)),
+            latencies: Vec::new(),
+            cpu: None,
+        },
+        detail,
+    ))
+}
+
+/// What the `shared-*` cases use: the store (`redis-ping`, `shared-hit`, `shared-throttle`),
+/// a second one that `shared-blackhole` stops, and their configuration files.
+struct Shared {
+    store: Store,
+    blackhole: Store,
+    /// `[cache]` + `[shared]`, the default argon2id users file behind (as `cache`).
+    hit: PathBuf,
+    /// `[throttle]` + `[shared]`, the cheap users file behind (as `throttle-ok`).
+    throttle: PathBuf,
+    /// The same against the store that is stopped.
+    blackholed: PathBuf,
+}
+
+/// Starts both stores and writes the shared key (`extauth-bridge generate shared-key`) and
+/// the configurations; `real_backend` and `cheap_backend` are the `[[backend]]` tables of
+/// the default-hash and cheap-hash users files.
+fn shared_setup(
+    bridge: &Path,
+    dir: &Path,
+    cache_table: &str,
+    real_backend: &str,
+    cheap_backend: &str,
+) -> Result<Shared, String> {
+    let key_file = dir.join("shared.key");
+    let out = Command::new(bridge)
+        .args(["generate", "shared-key"])
+        .arg(&key_file)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", bridge.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "generate shared-key: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let store = Store::start(dir, "store")?;
+    let blackhole = Store::start(dir, "blackhole")?;
+    let throttle_table = "[throttle]\nenabled = true\n";
+    let hit = write_config(
+        dir,
+        "shared-hit.toml",
+        &format!(
+            "{cache_table}{}{real_backend}",
+            store.shared_table(&key_file)
+        ),
+    );
+    let throttle = write_config(
+        dir,
+        "shared-throttle.toml",
+        &format!(
+            "{throttle_table}{}{cheap_backend}",
+            store.shared_table(&key_file)
+        ),
+    );
+    let blackholed = write_config(
+        dir,
+        "shared-blackhole.toml",
+        &format!(
+            "{throttle_table}{}{cheap_backend}",
+            blackhole.shared_table(&key_file)
+        ),
+    );
+    Ok(Shared {
+        store,
+        blackhole,
+        hit,
+        throttle,
+        blackholed,
+    })
 }
 
 /// `count` requests written at once (an admin piping a file), all replies read.
@@ -783,6 +1066,29 @@ fn main() {
     let wrong = format!("auth:{USER}:{SERVER}:not the password");
     let (n, procs) = (o.requests, o.procs.max(1));
 
+    // The shared-store cases (issue 15): private redis-servers, started only when wanted.
+    let shared_cases = [
+        "redis-ping",
+        "shared-hit",
+        "shared-throttle",
+        "shared-blackhole",
+    ];
+    let shared = if shared_cases.iter().any(|c| wanted(c)) {
+        shared_setup(
+            &o.bridge,
+            dir.path(),
+            cache_table,
+            &file_backend(&real_users),
+            &file_backend(&cheap_users),
+        )
+        .inspect_err(|e| eprintln!("shared-store cases skipped: {e}"))
+    } else {
+        Err("not wanted".to_owned())
+    };
+    let shared_or_skip = || shared.as_ref().map_err(String::clone);
+    // redis-benchmark's own p50s, of its best round.
+    let ping_detail: std::cell::RefCell<Option<(f64, String)>> = Default::default();
+
     println!(
         "{} requests per case, {procs} process(es) in parallel, one request in flight per process",
         n
@@ -885,6 +1191,75 @@ fn main() {
         "breaker-open",
         "bridge auth, open breaker (API blackholes), 0",
         Box::new(|| lockstep_expecting(&bridge(&breaker_config), &auth, n, procs, false)),
+    );
+    add(
+        &mut cases,
+        "throttle-ok",
+        "bridge auth, cheap file, throttle",
+        Box::new(|| lockstep(&bridge(&repeated_config), &auth, n, procs)),
+    );
+    add(
+        &mut cases,
+        "redis-ping",
+        "redis-benchmark -c 1 PING (store)",
+        Box::new(|| {
+            let (stats, detail) = redis_ping(&shared_or_skip()?.store)?;
+            let mut best = ping_detail.borrow_mut();
+            if best.as_ref().map_or(true, |(rate, _)| stats.rate() > *rate) {
+                *best = Some((stats.rate(), detail));
+            }
+            Ok(stats)
+        }),
+    );
+    add(
+        &mut cases,
+        "shared-hit",
+        "bridge auth, shared cache hits (redis)",
+        Box::new(|| {
+            let stats = lockstep(&bridge(&shared_or_skip()?.hit), &auth, n, procs)?;
+            // The store answered every measured one: the backend and the local cache only
+            // the first one or two of each process's warm-up (before the store had it).
+            let hits = log_lines_with("outcome=\"cached_shared\"")?;
+            let others = log_lines_with("outcome=\"yes\"")? + log_lines_with("outcome=\"cached\"")?;
+            if hits < stats.requests || others > 2 * procs {
+                return Err(format!(
+                    "{hits} answers cached_shared, {others} from the backend or the local \
+                     cache, for {} measured",
+                    stats.requests
+                ));
+            }
+            Ok(stats)
+        }),
+    );
+    add(
+        &mut cases,
+        "shared-throttle",
+        "bridge auth, cheap file, shared throttle",
+        Box::new(|| {
+            let stats = lockstep(&bridge(&shared_or_skip()?.throttle), &auth, n, procs)?;
+            if log_lines_with("shared_down")? > 0 {
+                return Err("the store failed during the case (see its log)".into());
+            }
+            Ok(stats)
+        }),
+    );
+    add(
+        &mut cases,
+        "shared-blackhole",
+        "bridge auth, shared throttle, store stopped",
+        Box::new(|| {
+            let s = shared_or_skip()?;
+            // Stopped once the bridges are connected (the warm-up used the store); continued
+            // whatever happened, before the next case or round.
+            let stop = || s.blackhole.signal(libc::SIGSTOP);
+            let result = lockstep_then(&bridge(&s.blackholed), &auth, n, procs, true, &stop);
+            s.blackhole.signal(libc::SIGCONT)?;
+            let stats = result?;
+            if log_lines_with("shared_down")? == 0 {
+                return Err("the bridge never saw the store down".into());
+            }
+            Ok(stats)
+        }),
     );
     if let (Some(url), Some(http_config)) = (&o.http, &http_config) {
         add(
@@ -1014,6 +1389,93 @@ fn main() {
         println!(
             "  CPU per request, bridge / python            {:.2}   (target ≤ 0.20)",
             b / p
+        );
+    }
+    if shared_cases.iter().any(|c| wanted(c)) {
+        shared_report(
+            &results,
+            ping_detail.borrow().as_ref().map(|d| d.1.as_str()),
+        );
+    }
+}
+
+/// The issue 15 figures: the store's round trip, what a shared hit adds to a local one in
+/// those round trips, and the latency while the store blackholes.
+fn shared_report(
+    results: &std::collections::HashMap<String, Result<Stats, String>>,
+    ping_detail: Option<&str>,
+) {
+    let stats = |k: &str| results.get(k).and_then(|r| r.as_ref().ok());
+    let us = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6);
+    // Mean round trip, µs: of the measured latencies (per process, whatever `--procs`), else
+    // 1e6 / req/s (redis-benchmark, one connection: `-c 1`).
+    let mean = |s: &Stats| match s.latencies.len() {
+        0 => 1e6 / s.rate(),
+        n => s.latencies.iter().sum::<Duration>().as_secs_f64() * 1e6 / n as f64,
+    };
+    println!();
+    println!("shared store (issue 15):");
+    let ping = stats("redis-ping").map(mean);
+    if let Some(rt) = ping {
+        println!(
+            "  store round trip, 1e6 / PING req/s          {rt:.1} µs   ({})",
+            ping_detail.unwrap_or("-")
+        );
+    }
+    for (over, base, label) in [
+        ("shared-hit", "cache", "shared hit − local hit"),
+        (
+            "shared-throttle",
+            "throttle-ok",
+            "shared throttle − local throttle",
+        ),
+    ] {
+        if let (Some(a), Some(b)) = (stats(over), stats(base)) {
+            let added = mean(a) - mean(b);
+            let p50 = us(a.percentile(0.50)) - us(b.percentile(0.50));
+            let in_pings = |v: f64| ping.map_or("-".to_owned(), |rt| format!("{:.2}", v / rt));
+            println!(
+                "  {:<44}{added:.1} µs per login = {} round trips{}; p50 {p50:+.1} µs = {}; rate {:.2}×",
+                label,
+                in_pings(added),
+                if over == "shared-hit" { " (goal ≤ 1.50)" } else { "" },
+                in_pings(p50),
+                a.rate() / b.rate()
+            );
+        }
+    }
+    if let (Some(a), Some(h)) = (stats("shared-hit"), stats("http-floor")) {
+        println!(
+            "  shared hit / HTTP floor, rate               {:.2}",
+            a.rate() / h.rate()
+        );
+    }
+    if let (Some(b), Some(base)) = (stats("shared-blackhole"), stats("throttle-ok")) {
+        let max = |s: &Stats| s.latencies.last().copied();
+        let slow = b
+            .latencies
+            .iter()
+            .filter(|l| **l > Duration::from_millis(10))
+            .count();
+        println!(
+            "  store stopped: p50 / p99 / p99.9 / max      {:.1} / {:.1} / {:.1} / {:.1} µs; {slow} of {} over 10 ms",
+            us(b.percentile(0.50)),
+            us(b.percentile(0.99)),
+            us(b.percentile(0.999)),
+            us(max(b)),
+            b.requests
+        );
+        println!(
+            "  backend alone (throttle-ok), same           {:.1} / {:.1} / {:.1} / {:.1} µs",
+            us(base.percentile(0.50)),
+            us(base.percentile(0.99)),
+            us(base.percentile(0.999)),
+            us(max(base))
+        );
+        println!(
+            "  store stopped, p99 over the backend's p99   {:+.1} µs   (goal < 60000); max over its max {:+.1} µs",
+            us(b.percentile(0.99)) - us(base.percentile(0.99)),
+            us(max(b)) - us(max(base))
         );
     }
 }
