@@ -374,7 +374,7 @@ fn credentials_in_the_url_and_a_bad_key_file_are_config_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("shared.timeout") && err.contains("quarter"),
+        err.contains("shared.timeout") && err.contains("fifth"),
         "{err}"
     );
 }
@@ -602,4 +602,38 @@ fn stale_if_error_serves_what_another_node_shared_and_nothing_after_a_change() {
     let _ = answer(&mut a, "removeuser:romeo:example.net");
     let (yes, outcome) = answer(&mut b, "auth:romeo:example.net:right");
     assert!(!yes, "{outcome}");
+}
+
+#[test]
+fn a_stalled_store_never_lets_a_local_entry_answer_for_a_password_changed_elsewhere() {
+    // Two machines: each node its own generations file, only the store in common.
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedisServer::start(dir.path());
+    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
+    let cfg = config(
+        dir.path(),
+        "c.toml",
+        &store.url(),
+        "",
+        "10m",
+        &file_backend(&users),
+    );
+    let node = |name: &str| {
+        let state = dir.path().join(name);
+        std::fs::create_dir(&state).unwrap();
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("state_dir = {state:?}\n{text}")).unwrap();
+        bridge(&path)
+    };
+    let (mut a, mut b) = (node("a"), node("b"));
+    expect(&mut a, "auth:romeo:example.net:secret", true, "yes");
+    expect(&mut b, "setpass:romeo:example.net:changed", true, "yes");
+    let sleeper = stall(&store, "1");
+    // A cannot reach the store: its own entry of the old password must not answer.
+    let (yes, outcome, took) = ask(&mut a, "auth:romeo:example.net:secret");
+    assert!(!yes && outcome == "no", "{outcome}");
+    assert!(took < Duration::from_millis(500), "late: {took:?}");
+    expect(&mut a, "auth:romeo:example.net:changed", true, "yes");
+    sleeper.join().unwrap();
 }

@@ -106,15 +106,15 @@ impl Config {
             if let Err((key, why)) = shared.check() {
                 return Err(ConfigError::new(file, key, why));
             }
-            // A login makes up to three store round trips (throttle, cache, and recording
-            // the answer): together they must leave the backend most of the deadline, or a
+            // A login makes up to four store round trips (throttle check, cache lookup, and
+            // recording the answer in both): together they must leave the backend most of the deadline, or a
             // slow store could turn a right password into a timeout.
-            if shared.timeout.saturating_mul(4) > self.timeout {
+            if shared.timeout.saturating_mul(5) > self.timeout {
                 return Err(ConfigError::new(
                     file,
                     "shared.timeout",
                     format!(
-                        "must be at most a quarter of timeout ({}): a login makes up to three \
+                        "must be at most a fifth of timeout ({}): a login makes up to four \
                          store round trips within it",
                         humantime::format_duration(self.timeout)
                     ),

@@ -30,9 +30,10 @@
 //! file) is noticed when the entry expires (`ttl`).
 //!
 //! With `[shared]`, the shared store ([`super::shared::cache`]) is asked first and is the
-//! only tier while it answers; this process's entries are then only its fallback during a
-//! store outage, and only while younger than [`LOCAL_FALLBACK`] (a `setpass` on another node
-//! while the store is down cannot reach them: this bounds how long they may outlive it).
+//! only tier while it answers. When it does not, the backend is asked: a `setpass` through
+//! another node cannot reach this process's entries, so they answer only under
+//! `stale_if_error` (the backend unavailable too), and only while younger than
+//! [`LOCAL_FALLBACK`].
 //!
 //! Must not hash anything itself (keys come from [`super::keyed`]), cache a negative answer,
 //! or decide anything the inner handler would not have: it only answers sooner, or, within
@@ -298,10 +299,15 @@ impl<H: Handler> CachingHandler<H> {
                 // may this process's copy answer later, during an outage.
                 self.cache.forget(account, &credential);
             }
+            // With `[shared]` and the store not answering, this process's entries do not
+            // answer while the backend can: a change through another node cannot reach them.
+            None if self.shared.is_some() => {}
             None => {
-                let max_age = self.local_limit(self.cache.ttl);
                 let now = Instant::now();
-                if let Some(hit) = self.cache.find(account, slot, &credential, now, max_age) {
+                if let Some(hit) = self
+                    .cache
+                    .find(account, slot, &credential, now, self.cache.ttl)
+                {
                     crate::metrics::cache_hit();
                     return from_cache(hit, Status::Cached);
                 }
