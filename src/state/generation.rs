@@ -28,7 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::keyed::Keyer;
+use super::keyed::{AccountKey, Keyer};
 use super::shared::invalidation::SharedInvalidation;
 use super::shared::SharedStore;
 
@@ -205,6 +205,27 @@ impl<H: Handler> GenerationHandler<H> {
     }
 }
 
+/// The bump after a change, made even when the request's deadline drops the change's
+/// future halfway: the backend may still apply it, and an answer remembered meanwhile (on
+/// any node) must not outlive it. Disarmed once the awaited bump has run.
+struct BumpAfter<'a> {
+    generations: &'a Generations,
+    slot: Slot,
+    shared: Option<(&'a Arc<SharedInvalidation>, AccountKey)>,
+    armed: bool,
+}
+
+impl Drop for BumpAfter<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.generations.bump(self.slot);
+            if let Some((shared, account)) = self.shared {
+                shared.queue(account);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl<H: Handler> Handler for GenerationHandler<H> {
     async fn handle(&self, request: &Request) -> Outcome {
@@ -215,9 +236,19 @@ impl<H: Handler> Handler for GenerationHandler<H> {
             | Request::RemoveUser3(..) => {
                 let a = request.account();
                 let slot = Slot::of(&a.user, &a.server);
+                let mut after = BumpAfter {
+                    generations: &self.generations,
+                    slot,
+                    shared: self
+                        .shared
+                        .as_ref()
+                        .map(|(keyer, shared)| (shared, keyer.account(&a.user, &a.server))),
+                    armed: true,
+                };
                 self.bump(slot, request).await;
                 let outcome = self.inner.handle(request).await;
                 self.bump(slot, request).await;
+                after.armed = false;
                 outcome
             }
             _ => self.inner.handle(request).await,
@@ -228,6 +259,7 @@ impl<H: Handler> Handler for GenerationHandler<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_bump_outdates_the_account_under_every_spelling() {
@@ -294,5 +326,36 @@ mod tests {
                 "{change}: not bumped after"
             );
         }
+    }
+
+    /// A backend call that never returns, as one the request's deadline cuts off.
+    struct Hangs(Arc<Generations>, std::sync::Mutex<Option<Generation>>);
+
+    #[async_trait]
+    impl Handler for Arc<Hangs> {
+        async fn handle(&self, request: &Request) -> Outcome {
+            let a = request.account();
+            *self.1.lock().unwrap() = Some(self.0.current(Slot::of(&a.user, &a.server)));
+            std::future::pending().await
+        }
+    }
+
+    #[test]
+    fn a_change_cut_off_by_the_deadline_is_still_bumped_after() {
+        let generations = Arc::new(Generations::in_memory());
+        let hangs = Arc::new(Hangs(Arc::clone(&generations), Default::default()));
+        let h = GenerationHandler::new(Arc::clone(&hangs), Arc::clone(&generations));
+        let request = Request::parse(b"setpass:u:s:new").unwrap();
+        let cut = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tokio::time::timeout(Duration::from_millis(20), h.handle(&request)).await
+            });
+        assert!(cut.is_err());
+        // What was remembered while the change ran (under this generation) is dead.
+        let during = hangs.1.lock().unwrap().unwrap();
+        assert!(!generations.is_current(Slot::of("u", "s"), during));
     }
 }

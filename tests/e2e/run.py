@@ -1977,7 +1977,18 @@ def _bridge_log(path, user=None):
 
 
 def _outcomes(path, user, since=0):
-    return [o.get("outcome") for o in _bridge_log(path, user)[since:]]
+    """The outcomes the bridge logged for user, once its log has settled: log lines are written
+    by a thread of their own just after the reply, so a line may land a moment after the client
+    saw the answer. Rereads until two reads 150 ms apart agree (at most 2 s)."""
+    seen = [o.get("outcome") for o in _bridge_log(path, user)[since:]]
+    deadline = time.time() + 2.0
+    while time.time() < deadline:
+        time.sleep(0.15)
+        again = [o.get("outcome") for o in _bridge_log(path, user)[since:]]
+        if again == seen:
+            break
+        seen = again
+    return seen
 
 
 def case_password_change_across_nodes(ctx):

@@ -85,6 +85,11 @@ impl SharedInvalidation {
             return;
         }
         crate::metrics::shared_fallback();
+        self.queue(account);
+    }
+
+    /// Leaves the account to the retry thread (no waiting: callable from `Drop`).
+    pub fn queue(self: &Arc<Self>, account: AccountKey) {
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.len() >= MAX_PENDING && !pending.contains(&account) {
