@@ -98,13 +98,19 @@ fn answer(node: &mut Node, query: &str) -> (bool, String) {
 /// Two nodes over a fresh store and one users file holding romeo (password `secret`),
 /// the cache on, and `extra` (e.g. [`THROTTLE`]).
 fn romeo_on_two_nodes(extra: &str) -> (tempfile::TempDir, RedisServer, Node, Node) {
+    let (dir, store, cfg) = romeo_config(extra);
+    let (a, b) = (bridge(&cfg), bridge(&cfg));
+    (dir, store, a, b)
+}
+
+/// A fresh store, a users file holding romeo (password `secret`), and the config over both.
+fn romeo_config(extra: &str) -> (tempfile::TempDir, RedisServer, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store = RedisServer::start(dir.path());
     let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
     let backend = file_backend(&users);
     let cfg = config(dir.path(), "c.toml", &store.url(), extra, "10m", &backend);
-    let (a, b) = (bridge(&cfg), bridge(&cfg));
-    (dir, store, a, b)
+    (dir, store, cfg)
 }
 
 /// Two nodes over a fresh store and an HTTP API (password `right`), the cache on with `ttl`.
@@ -303,17 +309,7 @@ fn rediss_with_a_test_ca() {
 
 #[test]
 fn check_reports_the_round_trip_and_the_key_file_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedisServer::start(dir.path());
-    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
-    let cfg = config(
-        dir.path(),
-        "c.toml",
-        &store.url(),
-        "",
-        "10m",
-        &file_backend(&users),
-    );
+    let (dir, _store, cfg) = romeo_config("");
     use std::os::unix::fs::PermissionsExt;
     let key = dir.path().join("shared.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -607,17 +603,7 @@ fn stale_if_error_serves_what_another_node_shared_and_nothing_after_a_change() {
 #[test]
 fn a_stalled_store_never_lets_a_local_entry_answer_for_a_password_changed_elsewhere() {
     // Two machines: each node its own generations file, only the store in common.
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedisServer::start(dir.path());
-    let users = users_file(dir.path(), &[("romeo@example.net", "secret")]);
-    let cfg = config(
-        dir.path(),
-        "c.toml",
-        &store.url(),
-        "",
-        "10m",
-        &file_backend(&users),
-    );
+    let (dir, store, cfg) = romeo_config("");
     let node = |name: &str| {
         let state = dir.path().join(name);
         std::fs::create_dir(&state).unwrap();
